@@ -1,0 +1,56 @@
+"""TTS backends behind one small protocol, chosen by `tts.backend`."""
+
+from __future__ import annotations
+
+from importlib.metadata import version
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from pipeline.backends.assets import piper_joe_voice
+from pipeline.speakers import Speaker
+
+
+class TTSBackend(Protocol):
+    model_id: str  # goes into every sample's JSON: backend, version, voice
+
+    def synthesize(self, text: str, speaker: Speaker) -> tuple[np.ndarray, int]:
+        """Return float32 mono samples in [-1, 1] and their sample rate."""
+        ...
+
+
+class PiperBackend:
+    """Piper (VITS exported to ONNX) on CPU; one voice file per speaker, loaded once and cached."""
+
+    def __init__(self, default_voice: Path | None):
+        self.default_voice = default_voice or piper_joe_voice()
+        self._voices: dict[str, object] = {}
+        self.model_id = f"piper-tts {version('piper-tts')} {self.default_voice.stem}"
+
+    def _voice(self, speaker: Speaker):
+        from piper import PiperVoice
+
+        path = str(self.default_voice if speaker.voice == "default" else speaker.voice)
+        if path not in self._voices:
+            self._voices[path] = PiperVoice.load(path)
+        return self._voices[path]
+
+    def synthesize(self, text: str, speaker: Speaker) -> tuple[np.ndarray, int]:
+        from piper import SynthesisConfig
+
+        voice = self._voice(speaker)
+        chunks = list(voice.synthesize(text, SynthesisConfig(speaker_id=speaker.speaker_index)))
+        if not chunks:
+            return np.zeros(0, dtype=np.float32), int(voice.config.sample_rate)
+        # one chunk per sentence; a short pause between sentences keeps the prosody natural
+        rate = chunks[0].sample_rate
+        gap = np.zeros(int(0.15 * rate), dtype=np.float32)
+        parts = [p for c in chunks for p in (c.audio_float_array.astype(np.float32), gap)][:-1]
+        return np.concatenate(parts), rate
+
+
+def make_backend(name: str, piper_voice: Path | None) -> TTSBackend:
+    if name == "piper":
+        return PiperBackend(piper_voice)
+    raise ValueError(f"unknown tts.backend {name!r}")

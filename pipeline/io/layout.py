@@ -1,0 +1,102 @@
+"""The output folder: where things go, atomic writes, and what a restart needs to know.
+
+out/<dataset>/
+  data/<language>/<split>/shard-<run>-<hash>.tar   samples (finished only once renamed into place)
+  manifest/shard-<run>-<hash>.parquet               one row per sample; written after its tar
+  rejects/part-<run>-<hash>.parquet                  one row per rejected conversation
+  state/runs.jsonl                                   one line per run (id, time, config digest)
+  config.yaml, stats.json
+A tar without its manifest part is unfinished and is deleted on restart, as are `.tmp` files.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+TMP_SUFFIX = ".tmp"
+
+
+class Layout:
+    def __init__(self, root: Path):
+        self.root = Path(root)
+
+    @property
+    def data(self) -> Path:
+        return self.root / "data"
+
+    @property
+    def manifest(self) -> Path:
+        return self.root / "manifest"
+
+    @property
+    def rejects(self) -> Path:
+        return self.root / "rejects"
+
+    @property
+    def state(self) -> Path:
+        return self.root / "state"
+
+    def shard_dir(self, language: str, split: str) -> Path:
+        return self.data / language / split
+
+    def make_dirs(self) -> None:
+        for d in (self.data, self.manifest, self.rejects, self.state):
+            d.mkdir(parents=True, exist_ok=True)
+
+    def manifest_parts(self) -> list[Path]:
+        return sorted(self.manifest.glob("*.parquet")) if self.manifest.is_dir() else []
+
+    def reject_parts(self) -> list[Path]:
+        return sorted(self.rejects.glob("*.parquet")) if self.rejects.is_dir() else []
+
+    def shards(self) -> list[Path]:
+        return sorted(self.data.glob("*/*/*.tar")) if self.data.is_dir() else []
+
+    def clean_unfinished(self) -> list[Path]:
+        """Remove temp files and tars whose manifest part was never written (a crash between the two)."""
+        removed = [p for p in self.root.rglob(f"*{TMP_SUFFIX}") if p.is_file()] if self.root.is_dir() else []
+        finished = {p.stem for p in self.manifest_parts()}
+        removed += [t for t in self.shards() if t.stem not in finished]
+        for p in removed:
+            p.unlink(missing_ok=True)
+        return removed
+
+    def done_ids(self) -> np.ndarray:
+        """64-bit hashes of every conversation already kept or rejected, sorted (8 bytes each)."""
+        from pipeline.stages.plan import id_to_u64
+
+        parts = self.manifest_parts() + self.reject_parts()
+        hashes = [np.fromiter((id_to_u64(c) for c in pq.read_table(p, columns=["conversation_id"]).column(0).to_pylist()),
+                              dtype=np.uint64) for p in parts]
+        return np.unique(np.concatenate(hashes)) if hashes else np.empty(0, dtype=np.uint64)
+
+
+def atomic_write(path: Path, write: Callable[[io.BufferedWriter], None]) -> None:
+    """Write to `<name>.tmp`, fsync, then rename: readers see the whole file or nothing."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + TMP_SUFFIX)
+    try:
+        with open(tmp, "wb") as fh:
+            write(fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def write_parquet_atomic(path: Path, table: pa.Table) -> None:
+    atomic_write(path, lambda fh: pq.write_table(table, fh))

@@ -1,0 +1,287 @@
+"""speechchat CLI: `run` wires the stages into one streaming Ray Data plan.
+
+Works as `python pipeline/main.py ...` (what `ray job submit --working-dir . -- python pipeline/main.py`
+runs), as `python -m pipeline ...`, and as the `speechchat` console script.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a plain script: make the repository importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import argparse
+import json
+import logging
+import math
+import os
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from pipeline.config import REPO_ROOT, ConfigError, RunConfig, dump_resolved, load_config
+
+log = logging.getLogger("speechchat")
+
+
+@dataclass
+class RunSummary:
+    planned: int = 0
+    skipped: int = 0
+    kept: int = 0
+    rejected: Counter = field(default_factory=Counter)
+    audio_s: float = 0.0
+    speakers: set = field(default_factory=set)
+    llm_requests: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    shards: set = field(default_factory=set)
+
+    def add(self, outcome: dict[str, Any]) -> None:
+        self.llm_requests += outcome["llm_requests"] or 0
+        self.prompt_tokens += outcome["prompt_tokens"] or 0
+        self.completion_tokens += outcome["completion_tokens"] or 0
+        if outcome["outcome"] == "kept":
+            self.kept += 1
+            self.audio_s += outcome["audio_s"] or 0.0
+            self.speakers.update({outcome["user_speaker_id"], outcome["assistant_speaker_id"]})
+            self.shards.add(outcome["shard"])
+        else:
+            self.rejected[f"{outcome['reject_stage']}/{outcome['reject_reason']}"] += 1
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"planned": self.planned, "skipped_already_done": self.skipped, "kept": self.kept,
+                "rejected": sum(self.rejected.values()), "rejected_by_reason": dict(self.rejected.most_common()),
+                "audio_hours": round(self.audio_s / 3600, 4), "speakers_used": len(self.speakers),
+                "shards_written": len(self.shards), "llm_requests": self.llm_requests,
+                "prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens}
+
+
+# --- preflight: everything that can fail before Ray starts -------------------------------------
+
+
+@dataclass
+class Resolved:
+    """Config plus the concrete files the run needs, checked before any work starts."""
+
+    cfg: RunConfig
+    out_dir: Path
+    prompts_dir: Path
+    gguf: Path | None
+    piper_voice: Path | None
+    asr_model: Path | None
+    pool: list
+
+
+def preflight(cfg: RunConfig) -> Resolved:
+    from pipeline.backends import assets
+    from pipeline.speakers import load_pool
+    from pipeline.stages.generate import PromptSet
+    from pipeline.stages.plan import Taxonomy
+
+    problems: list[str] = []
+
+    def check(fn, *args):
+        try:
+            return fn(*args)
+        except (assets.MissingAsset, ConfigError, OSError, ValueError) as exc:
+            problems.append(str(exc))
+            return None
+
+    prompts_dir = cfg.resolve_path(cfg.plan.prompts_dir)
+    for lang in cfg.plan.languages:
+        check(Taxonomy.load, prompts_dir / lang / "taxonomy.yaml")
+        check(PromptSet.load, prompts_dir, lang)
+    gguf = None
+    if cfg.llm.base_url is None:
+        gguf = cfg.resolve_path(cfg.llm.gguf_path) if cfg.llm.gguf_path else check(assets.smollm2_gguf)
+        if gguf is not None and not gguf.is_file():
+            problems.append(f"llm.gguf_path: {gguf} does not exist")
+        check(__import__, "llama_cpp.server")
+    piper_voice = cfg.resolve_path(cfg.tts.piper_voice) if cfg.tts.piper_voice else check(assets.piper_joe_voice)
+    if piper_voice is not None and not piper_voice.is_file():
+        problems.append(f"tts.piper_voice: {piper_voice} does not exist")
+    # packaged defaults stay None here so that backends name them ("tiny.en"), but they must exist
+    asr_model = cfg.resolve_path(cfg.verify.asr_model) if cfg.verify.asr_model else None
+    if asr_model is None:
+        check(assets.whisper_tiny_en)
+    elif not (asr_model / "model.bin").is_file():
+        problems.append(f"verify.asr_model: {asr_model}/model.bin does not exist")
+    pool = check(load_pool, cfg.resolve_path(cfg.voices.pool)) or []
+    if pool:
+        ids = {s.speaker_id for s in pool}
+        if cfg.voices.assistant_speaker not in ids:
+            problems.append(f"voices.assistant_speaker: {cfg.voices.assistant_speaker!r} is not in {cfg.voices.pool}")
+        for lang in cfg.plan.languages:
+            if not any(s.language == lang for s in pool):
+                problems.append(f"voices.pool {cfg.voices.pool} has no speaker for language {lang!r}")
+    if problems:
+        raise ConfigError("cannot start:\n  " + "\n  ".join(problems))
+    return Resolved(cfg, cfg.output_dir(), prompts_dir, gguf, piper_voice, asr_model, pool)
+
+
+# --- the plan -----------------------------------------------------------------------------------
+
+
+def build_dataset(res: Resolved, base_url: str, run_id: str, done_ids):
+    import ray
+
+    from pipeline.io.plan_source import PlanIndexSource
+    from pipeline.stages.generate import GenerateStage
+    from pipeline.stages.plan import PlanStage, Taxonomy
+    from pipeline.stages.shard import ShardStage
+    from pipeline.stages.text import TextStage
+    from pipeline.stages.tts import TTSStage
+    from pipeline.stages.verify import VerifyStage
+    from pipeline.stages.voices import VoiceStage
+
+    cfg = res.cfg
+    total = cfg.plan.num_conversations * len(cfg.plan.languages)
+    plan = PlanStage(
+        dataset=cfg.dataset, languages=list(cfg.plan.languages),
+        exchanges={k: (v.min, v.max) for k, v in cfg.plan.exchanges.items()}, seed=cfg.plan.seed,
+        text_digest=cfg.text_digest(), splits=dict(cfg.shard.splits),
+        taxonomies={lang: Taxonomy.load(res.prompts_dir / lang / "taxonomy.yaml") for lang in cfg.plan.languages},
+        done_ids=done_ids)
+    light = dict(batch_format="pyarrow", num_cpus=0.05)
+    pool = ray.data.ActorPoolStrategy  # Ray Data restarts a crashed actor and retries its batch by default
+    ds = ray.data.read_datasource(PlanIndexSource(total, block_rows=cfg.llm.batch_size), num_cpus=0.05,
+                                  override_num_blocks=max(1, min(math.ceil(total / cfg.llm.batch_size), 200)))
+    ds = ds.map_batches(plan, **light)
+    ds = ds.map_batches(GenerateStage, fn_constructor_kwargs=dict(cfg=cfg.llm, base_url=base_url,
+                                                                  prompts_dir=res.prompts_dir),
+                        batch_size=cfg.llm.batch_size, compute=pool(size=1), batch_format="pyarrow", num_cpus=cfg.llm.num_cpus)
+    ds = ds.map_batches(TextStage(cfg.text), **light)
+    ds = ds.map_batches(VoiceStage(res.pool, cfg.voices.assistant_speaker, cfg.plan.seed, len(cfg.plan.languages)),
+                        **light)
+    ds = ds.map_batches(TTSStage, fn_constructor_kwargs=dict(backend=cfg.tts.backend, piper_voice=res.piper_voice,
+                                                             pool=res.pool, user_sample_rate=cfg.tts.user_sample_rate),
+                        batch_size=cfg.tts.batch_size, compute=pool(min_size=1, max_size=cfg.tts.max_actors), batch_format="pyarrow",
+                        num_cpus=cfg.tts.num_cpus)
+    ds = ds.map_batches(VerifyStage, fn_constructor_kwargs=dict(cfg=cfg.verify, asr_model=res.asr_model),
+                        batch_size=cfg.verify.batch_size, compute=pool(min_size=1, max_size=cfg.verify.max_actors),
+                        batch_format="pyarrow", num_cpus=cfg.verify.num_cpus)
+    ds = ds.map_batches(ShardStage, fn_constructor_kwargs=dict(out_dir=res.out_dir, run_id=run_id,
+                                                               license_tags=cfg.license_tags),
+                        batch_size=cfg.shard.conversations_per_shard, compute=pool(size=1), batch_format="pyarrow",
+                        num_cpus=cfg.shard.num_cpus)
+    return ds
+
+
+def init_ray() -> None:
+    import ray
+
+    if ray.is_initialized():
+        return
+    if os.environ.get("RAY_ADDRESS"):
+        ray.init()  # join the cluster named by RAY_ADDRESS (what `ray job submit` sets)
+    else:
+        # local: workers must import `pipeline` even when it is not pip-installed
+        ray.init(include_dashboard=False, log_to_driver=True,
+                 runtime_env={"env_vars": {"PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH", "")]))}})
+
+
+def run(cfg: RunConfig) -> dict[str, Any]:
+    from contextlib import nullcontext
+
+    from pipeline.backends.llm_server import LlamaCppServer
+    from pipeline.io.layout import Layout, atomic_write
+    from pipeline.io.stats import compute_stats, write_stats
+
+    res = preflight(cfg)
+    layout = Layout(res.out_dir)
+    layout.make_dirs()
+    removed = layout.clean_unfinished()
+    if removed:
+        log.warning("removed %d unfinished file(s) left by an interrupted run", len(removed))
+    done_ids = layout.done_ids()
+    run_id = "r" + time.strftime("%Y%m%dT%H%M%S", time.gmtime())
+    atomic_write(layout.root / "config.yaml", lambda fh: fh.write(dump_resolved(cfg).encode()))
+
+    total = cfg.plan.num_conversations * len(cfg.plan.languages)
+    summary = RunSummary(planned=total)
+    started = time.monotonic()
+    server = (LlamaCppServer(res.gguf, cfg.llm.model, layout.state / "llm_server.log", n_ctx=cfg.llm.server_ctx,
+                             threads=cfg.llm.server_threads, start_timeout_s=cfg.llm.server_start_timeout_s)
+              if cfg.llm.base_url is None else nullcontext(cfg.llm.base_url))
+    with server as base_url:
+        init_ray()
+        ds = build_dataset(res, base_url, run_id, done_ids)
+        for batch in ds.iter_batches(batch_format="pyarrow", batch_size=None):
+            for outcome in batch.to_pylist():
+                summary.add(outcome)
+    summary.skipped = total - summary.kept - sum(summary.rejected.values())
+    stats = compute_stats(layout)
+    stats["last_run"] = {"run_id": run_id, "wall_s": round(time.monotonic() - started, 1), **summary.as_dict()}
+    write_stats(layout, stats)
+    with open(layout.state / "runs.jsonl", "a", encoding="utf-8") as fh:
+        fh.write(json.dumps({"run_id": run_id, "text_digest": cfg.text_digest(), **stats["last_run"]}) + "\n")
+    print_summary(stats, res.out_dir)
+    return stats
+
+
+def print_summary(stats: dict[str, Any], out_dir: Path) -> None:
+    last, totals = stats["last_run"], stats["totals"]
+    lines = [
+        "", f"speechchat run {last['run_id']} finished in {last['wall_s']} s",
+        f"  this run: planned {last['planned']}, already done {last['skipped_already_done']}, "
+        f"kept {last['kept']}, rejected {last['rejected']}",
+    ]
+    for reason, n in last["rejected_by_reason"].items():
+        lines.append(f"    rejected {n:>5}  {reason}")
+    lines += [
+        f"  this run: {last['audio_hours'] * 60:.2f} min of audio, {last['speakers_used']} speakers, "
+        f"{last['shards_written']} shards, {last['llm_requests']} LLM requests "
+        f"({last['prompt_tokens']} prompt + {last['completion_tokens']} completion tokens)",
+        f"  dataset: {totals['conversations_kept']} conversations, {totals['exchanges']} exchanges, "
+        f"{totals['hours']} h, {totals['speakers']} speakers, {totals['conversations_rejected']} rejected in all",
+        f"  output: {out_dir}", "",
+    ]
+    print("\n".join(lines), flush=True)
+
+
+# --- CLI ----------------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="speechchat", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command")
+    p_run = sub.add_parser("run", help="generate -> speak -> verify -> shard, resuming what is done")
+    p_run.add_argument("--config", "-c", required=True, help="YAML config (may inherit with `base:`)")
+    p_run.add_argument("--out", help="output folder (default out/<dataset>)")
+    p_run.add_argument("overrides", nargs="*", help="dotted overrides, e.g. tts.max_actors=2 plan.num_conversations=5")
+    p_check = sub.add_parser("check-config", help="validate a config and print it resolved")
+    p_check.add_argument("--config", "-c", required=True)
+    p_check.add_argument("--out")
+    p_check.add_argument("overrides", nargs="*")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0].startswith("-") and argv[0] not in ("-h", "--help"):
+        argv = ["run", *argv]  # `pipeline/main.py --config x.yaml` means run
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    if args.command is None:
+        build_parser().print_help()
+        return 2
+    try:
+        cfg = load_config(args.config, args.overrides, args.out)
+        if args.command == "check-config":
+            preflight(cfg)
+            print(dump_resolved(cfg))
+            return 0
+        run(cfg)
+        return 0
+    except ConfigError as exc:
+        print(f"speechchat: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

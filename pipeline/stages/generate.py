@@ -1,0 +1,198 @@
+"""Generate: an LLM writes each planned conversation as strict JSON through an OpenAI-compatible API.
+
+Prompt building, the response schema and parsing/validation are plain functions so that every backend
+(openai client here, in-cluster vLLM later) shares them. Retries with backoff on 429/5xx/timeouts and
+Retry-After come from the openai client (`max_retries`); a response that fails validation gets
+`repair_attempts` follow-up requests quoting the problem, then the conversation is rejected with a reason.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import unicodedata
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jinja2
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from pipeline.config import LLMConfig
+from pipeline.records import empty_turn, reject
+from pipeline.stages.base import Rejected, Stage
+
+# --- prompts ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PromptSet:
+    system: jinja2.Template
+    user: jinja2.Template
+    repair: jinja2.Template
+
+    @classmethod
+    def load(cls, prompts_dir: Path, language: str) -> "PromptSet":
+        env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(prompts_dir / language)),
+                                 undefined=jinja2.StrictUndefined, keep_trailing_newline=False)
+        return cls(*(env.get_template(f"{name}.jinja") for name in ("system", "user", "repair")))
+
+
+def build_messages(prompts: PromptSet, spec: dict[str, Any]) -> list[dict[str, str]]:
+    fields = {k: spec[k] for k in ("topic", "scenario", "persona", "num_exchanges", "language")}
+    return [{"role": "system", "content": prompts.system.render(**fields).strip()},
+            {"role": "user", "content": prompts.user.render(**fields).strip()}]
+
+
+def response_schema(num_exchanges: int, cfg: LLMConfig) -> dict[str, Any]:
+    text = {"type": "string", "minLength": cfg.min_turn_chars, "maxLength": cfg.max_turn_chars}
+    return {
+        "type": "object",
+        "properties": {"exchanges": {
+            "type": "array", "minItems": num_exchanges, "maxItems": num_exchanges,
+            "items": {"type": "object", "properties": {"user": text, "assistant": text},
+                      "required": ["user", "assistant"], "additionalProperties": False}}},
+        "required": ["exchanges"], "additionalProperties": False,
+    }
+
+
+def response_format(num_exchanges: int, cfg: LLMConfig) -> dict[str, Any] | None:
+    schema = response_schema(num_exchanges, cfg)
+    if cfg.response_format == "json_object_schema":  # llama.cpp server: grammar from the schema
+        return {"type": "json_object", "schema": schema}
+    if cfg.response_format == "json_schema":  # OpenAI, vLLM, SGLang
+        return {"type": "json_schema", "json_schema": {"name": "conversation", "schema": schema, "strict": True}}
+    return None
+
+
+# --- parsing and validation ---------------------------------------------------------------------
+
+
+class _Exchange(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    user: str
+    assistant: str
+
+
+class _Conversation(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    exchanges: list[_Exchange]
+
+
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
+
+def _latin_share(text: str) -> float:
+    letters = [c for c in text if c.isalpha()]
+    if not letters:
+        return 1.0  # nothing to judge; the text stage rejects turns with nothing to say
+    return sum(1 for c in letters if "LATIN" in unicodedata.name(c, "")) / len(letters)
+
+
+def parse_conversation(content: str, num_exchanges: int, cfg: LLMConfig, language: str) -> list[dict[str, Any]]:
+    """LLM output -> turns (user first, alternating) or `Rejected` with the reason code and details."""
+    match = re.search(r"\{.*\}", content or "", re.S)  # tolerate prose or code fences around the object
+    if not match:
+        raise Rejected("llm_not_json", f"no JSON object in {len(content or '')} characters of output")
+    try:
+        convo = _Conversation.model_validate(json.loads(match.group(0)))
+    except json.JSONDecodeError as exc:
+        raise Rejected("llm_not_json", str(exc)) from None
+    except ValidationError as exc:
+        raise Rejected("llm_wrong_shape", exc.errors()[0]["msg"] + " at " + ".".join(map(str, exc.errors()[0]["loc"]))) from None
+    if len(convo.exchanges) != num_exchanges:
+        raise Rejected("llm_wrong_exchange_count", f"asked for {num_exchanges}, got {len(convo.exchanges)}")
+    turns = []
+    for i, ex in enumerate(convo.exchanges):
+        for role, text in (("user", ex.user), ("assistant", ex.assistant)):
+            if _CONTROL.search(text):
+                raise Rejected("llm_control_characters", f"exchange {i} {role}")
+            text = " ".join(text.split())
+            where = f"exchange {i} {role}"
+            if len(text) < cfg.min_turn_chars:
+                raise Rejected("llm_turn_too_short", f"{where}: {len(text)} chars < {cfg.min_turn_chars}: {text!r}")
+            if len(text) > cfg.max_turn_chars:
+                raise Rejected("llm_turn_too_long", f"{where}: {len(text)} chars > {cfg.max_turn_chars}: {text[:80]!r}...")
+            if language == "en" and _latin_share(text) < 0.8:
+                raise Rejected("llm_wrong_language", f"{where}: expected English text: {text[:80]!r}")
+            turns.append(empty_turn(role, text))
+    return turns
+
+
+# --- the stage ----------------------------------------------------------------------------------
+
+
+class GenerateStage(Stage):
+    name = "generate"
+
+    def __init__(self, cfg: LLMConfig, base_url: str, prompts_dir: Path):
+        super().__init__()
+        self.cfg, self.base_url, self.prompts_dir = cfg, base_url, prompts_dir
+        self._prompts: dict[str, PromptSet] = {}
+
+    def prompts(self, language: str) -> PromptSet:
+        if language not in self._prompts:
+            self._prompts[language] = PromptSet.load(self.prompts_dir, language)
+        return self._prompts[language]
+
+    def process_rows(self, rows: list[dict[str, Any]]) -> None:
+        asyncio.run(self._generate_all(rows))
+
+    async def _generate_all(self, rows: list[dict[str, Any]]) -> None:
+        import openai
+
+        # The key is read here, in the worker, from the environment; it never enters config or rows.
+        client = openai.AsyncOpenAI(base_url=self.base_url, api_key=os.environ.get(self.cfg.api_key_env) or "no-key",
+                                    max_retries=self.cfg.max_retries, timeout=self.cfg.timeout_s)
+        limit = asyncio.Semaphore(self.cfg.concurrency)
+
+        async def one(row: dict[str, Any]) -> None:
+            async with limit:
+                try:
+                    await self._generate_one(client, row)
+                except Rejected as exc:
+                    reject(row, self.name, exc.reason, exc.details)
+
+        try:
+            await asyncio.gather(*(one(r) for r in rows))
+        finally:
+            await client.close()
+
+    async def _generate_one(self, client: Any, row: dict[str, Any]) -> None:
+        import openai
+
+        messages = build_messages(self.prompts(row["language"]), row)
+        row.update(llm_model=self.cfg.model, llm_requests=0, prompt_tokens=0, completion_tokens=0)
+        last: Rejected | None = None
+        for _attempt in range(1 + self.cfg.repair_attempts):
+            kwargs: dict[str, Any] = dict(model=self.cfg.model, messages=messages, temperature=self.cfg.temperature,
+                                          max_tokens=self.cfg.max_tokens, seed=int(row["seed"]))
+            fmt = response_format(int(row["num_exchanges"]), self.cfg)
+            if fmt is not None:
+                kwargs["response_format"] = fmt
+            try:
+                resp = await client.chat.completions.create(**kwargs)
+            except openai.APITimeoutError:
+                raise Rejected("llm_timeout", f"no answer within {self.cfg.timeout_s}s after {self.cfg.max_retries} retries") from None
+            except openai.APIConnectionError as exc:
+                raise Rejected("llm_unreachable", type(exc).__name__) from None
+            except openai.APIStatusError as exc:
+                raise Rejected("llm_http_error", f"HTTP {exc.status_code} after {self.cfg.max_retries} retries") from None
+            row["llm_requests"] += 1
+            if resp.usage is not None:
+                row["prompt_tokens"] += resp.usage.prompt_tokens or 0
+                row["completion_tokens"] += resp.usage.completion_tokens or 0
+            content = resp.choices[0].message.content if resp.choices else ""
+            try:
+                row["turns"] = parse_conversation(content or "", int(row["num_exchanges"]), self.cfg, row["language"])
+                return
+            except Rejected as exc:
+                last = exc
+                repair = self.prompts(row["language"]).repair.render(error=exc.reason.replace("_", " "),
+                                                                     num_exchanges=row["num_exchanges"])
+                messages = messages[:2] + [{"role": "assistant", "content": (content or "")[:4000]},
+                                           {"role": "user", "content": repair.strip()}]
+        assert last is not None
+        raise last

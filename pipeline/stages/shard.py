@@ -1,0 +1,175 @@
+"""Shard: write kept conversations as WebDataset tars (one sample per exchange) plus manifest and rejects.
+
+One call = one batch of conversations = at most one tar per (language, split), named after a hash of
+the conversation IDs it holds, so a retried batch rewrites the same file instead of adding a duplicate.
+Order of commits: tar (atomic rename) -> its manifest part (atomic) -> rejects part (atomic).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tarfile
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import webdataset as wds
+
+from pipeline.io.layout import Layout, atomic_write, write_parquet_atomic
+from pipeline.records import OUTCOME_SCHEMA, is_rejected, rows_to_table, table_to_rows
+
+SAMPLE_SCHEMA_VERSION = 1
+
+MANIFEST_SCHEMA = pa.schema([
+    ("key", pa.string()), ("conversation_id", pa.string()), ("exchange_index", pa.int32()),
+    ("exchange_count", pa.int32()), ("language", pa.string()), ("split", pa.string()), ("topic", pa.string()),
+    ("shard", pa.string()), ("shard_sha256", pa.string()), ("offset", pa.int64()),
+    ("user_speaker_id", pa.string()), ("assistant_speaker_id", pa.string()),
+    ("user_duration_s", pa.float64()), ("assistant_duration_s", pa.float64()),
+    ("user_error_rate", pa.float64()), ("assistant_error_rate", pa.float64()),
+])
+
+REJECTS_SCHEMA = pa.schema([
+    ("conversation_id", pa.string()), ("language", pa.string()), ("stage", pa.string()),
+    ("reason", pa.string()), ("details", pa.string()), ("topic", pa.string()),
+])
+
+
+def sample_key(conversation_id: str, exchange: int) -> str:
+    return f"{conversation_id}_{exchange:03d}"
+
+
+def _side(turn: dict[str, Any]) -> dict[str, Any]:
+    # No nulls: `datasets` infers column types from the first samples, and a null there breaks later rows.
+    return {
+        "display_text": turn["display_text"] or "",
+        "spoken_text": turn["spoken_text"] or "",
+        "asr_text": turn["asr_text"] or "",
+        "error_rate": float(turn["error_rate"] if turn["error_rate"] is not None else -1.0),
+        "speaker_id": turn["speaker_id"] or "",
+        "duration_s": round(float(turn["duration_s"] or 0.0), 3),
+        "sample_rate": int(turn["sample_rate"] or 0),
+    }
+
+
+def conversation_samples(row: dict[str, Any], license_tags: list[str]) -> list[dict[str, Any]]:
+    """One WebDataset sample per exchange: {key}.json, {key}.user.flac, {key}.assistant.flac."""
+    turns = row["turns"]
+    count = len(turns) // 2
+    samples = []
+    for ex in range(count):
+        user, assistant = turns[2 * ex], turns[2 * ex + 1]
+        history = [f"{t['role']}: {t['display_text']}" for t in turns[: 2 * ex]]
+        meta = {
+            "schema_version": SAMPLE_SCHEMA_VERSION,
+            "key": sample_key(row["conversation_id"], ex),
+            "conversation_id": row["conversation_id"],
+            "exchange_index": ex,
+            "exchange_count": count,
+            "language": row["language"],
+            "split": row["split"],
+            "topic": row["topic"],
+            "scenario": row["scenario"],
+            "persona": row["persona"],
+            "history": "\n".join(history),
+            "user": _side(user),
+            "assistant": _side(assistant),
+            "models": {"llm": row["llm_model"] or "", "tts": row["tts_model"] or "", "asr": row["asr_model"] or ""},
+            "config_digest": row["text_digest"],
+            "licenses": list(license_tags),
+        }
+        samples.append({"__key__": meta["key"], "json": json.dumps(meta, ensure_ascii=False).encode(),
+                        "user.flac": user["audio_flac"], "assistant.flac": assistant["audio_flac"]})
+    return samples
+
+
+def write_tar(fh: Any, samples: list[dict[str, Any]]) -> None:
+    with wds.TarWriter(fh, compress=False) as sink:
+        for sample in samples:
+            sink.write(sample)
+
+
+def member_offsets(tar_path: Path) -> dict[str, int]:
+    """Byte offset of each sample's first member header, for random access from the manifest."""
+    offsets: dict[str, int] = {}
+    with tarfile.open(tar_path) as tf:
+        for member in tf:
+            offsets.setdefault(member.name.split(".", 1)[0], member.offset)
+    return offsets
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _usage(row: dict[str, Any]) -> dict[str, Any]:
+    return {k: row.get(k) or 0 for k in ("llm_requests", "prompt_tokens", "completion_tokens")}
+
+
+class ShardStage:
+    """Not a `Stage`: it consumes conversation rows and returns small outcome rows (no audio) to the driver."""
+
+    name = "shard"
+
+    def __init__(self, out_dir: Path, run_id: str, license_tags: list[str]):
+        self.layout, self.run_id, self.license_tags = Layout(out_dir), run_id, list(license_tags)
+
+    def batch_name(self, rows: list[dict[str, Any]]) -> str:
+        ids = "\n".join(sorted(r["conversation_id"] for r in rows))
+        return f"{self.run_id}-{hashlib.sha256(ids.encode()).hexdigest()[:12]}"
+
+    def write_shard(self, rows: list[dict[str, Any]], language: str, split: str) -> tuple[str, list[dict[str, Any]]]:
+        name = f"shard-{self.batch_name(rows)}"
+        tar_path = self.layout.shard_dir(language, split) / f"{name}.tar"
+        samples = [s for row in rows for s in conversation_samples(row, self.license_tags)]
+        atomic_write(tar_path, lambda fh: write_tar(fh, samples))
+        digest, offsets = _sha256(tar_path), member_offsets(tar_path)
+        shard_rel = str(tar_path.relative_to(self.layout.root))
+        manifest = []
+        for row in rows:
+            turns = row["turns"]
+            for ex in range(len(turns) // 2):
+                key, user, assistant = sample_key(row["conversation_id"], ex), turns[2 * ex], turns[2 * ex + 1]
+                manifest.append({
+                    "key": key, "conversation_id": row["conversation_id"], "exchange_index": ex,
+                    "exchange_count": len(turns) // 2, "language": language, "split": split, "topic": row["topic"],
+                    "shard": shard_rel, "shard_sha256": digest, "offset": offsets[key],
+                    "user_speaker_id": user["speaker_id"], "assistant_speaker_id": assistant["speaker_id"],
+                    "user_duration_s": user["duration_s"], "assistant_duration_s": assistant["duration_s"],
+                    "user_error_rate": user["error_rate"], "assistant_error_rate": assistant["error_rate"],
+                })
+        write_parquet_atomic(self.layout.manifest / f"{name}.parquet", rows_to_table(manifest, MANIFEST_SCHEMA))
+        return shard_rel, manifest
+
+    def __call__(self, batch: pa.Table | dict) -> pa.Table:
+        rows = table_to_rows(batch)
+        kept, rejected = [r for r in rows if not is_rejected(r)], [r for r in rows if is_rejected(r)]
+        groups: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
+        for row in kept:
+            groups[(row["language"], row["split"])].append(row)
+        outcomes = []
+        for (language, split), group in sorted(groups.items()):
+            shard_rel, _ = self.write_shard(group, language, split)
+            for row in group:
+                outcomes.append({**_usage(row),
+                    "conversation_id": row["conversation_id"], "language": language, "outcome": "kept",
+                    "exchanges": len(row["turns"]) // 2, "audio_s": sum(t["duration_s"] or 0 for t in row["turns"]),
+                    "user_speaker_id": row["user_speaker_id"], "assistant_speaker_id": row["assistant_speaker_id"],
+                    "shard": shard_rel})
+        if rejected:
+            table = rows_to_table([{"conversation_id": r["conversation_id"], "language": r["language"],
+                                    "stage": r["reject_stage"], "reason": r["reject_reason"],
+                                    "details": r["reject_details"] or "", "topic": r["topic"]} for r in rejected],
+                                  REJECTS_SCHEMA)
+            write_parquet_atomic(self.layout.rejects / f"part-{self.batch_name(rejected)}.parquet", table)
+            outcomes += [{**_usage(r), "conversation_id": r["conversation_id"], "language": r["language"], "outcome": "rejected",
+                          "reject_stage": r["reject_stage"], "reject_reason": r["reject_reason"], "exchanges": 0,
+                          "audio_s": 0.0} for r in rejected]
+        return rows_to_table(outcomes, OUTCOME_SCHEMA)
+

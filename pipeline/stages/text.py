@@ -1,0 +1,37 @@
+"""Text: turn each display text into the spoken text that TTS reads, and check it is speakable."""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from pipeline.config import TextConfig
+from pipeline.normalize.en import normalize_en
+from pipeline.stages.base import Rejected, Stage
+
+NORMALIZERS: dict[str, Callable[[str], str]] = {"en": normalize_en}
+
+
+class TextStage(Stage):
+    name = "text"
+
+    def __init__(self, cfg: TextConfig):
+        super().__init__()
+        self.cfg = cfg
+
+    def process_row(self, row: dict[str, Any]) -> None:
+        language = row["language"]
+        if language not in NORMALIZERS:
+            raise Rejected("text_unsupported_language", language)
+        turns = row["turns"] or []
+        if not turns or len(turns) != 2 * row["num_exchanges"]:
+            raise Rejected("text_wrong_turn_count", f"{len(turns)} turns for {row['num_exchanges']} exchanges")
+        for i, turn in enumerate(turns):
+            expected = "user" if i % 2 == 0 else "assistant"
+            if turn["role"] != expected:
+                raise Rejected("text_roles_not_alternating", f"turn {i} is {turn['role']}, expected {expected}")
+            spoken = NORMALIZERS[language](turn["display_text"])
+            if sum(c.isalpha() for c in spoken) < self.cfg.min_chars:
+                raise Rejected("text_nothing_to_say", f"turn {i}: {turn['display_text'][:80]!r}")
+            if len(spoken) > self.cfg.max_chars:
+                raise Rejected("text_too_long", f"turn {i}: {len(spoken)} chars > {self.cfg.max_chars}")
+            turn["spoken_text"] = spoken

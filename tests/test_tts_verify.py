@@ -1,0 +1,60 @@
+"""Real Piper (en_US joe) and real faster-whisper tiny.en on a few short turns."""
+
+import pytest
+
+from pipeline.audio import decode_audio
+from pipeline.config import REPO_ROOT, VerifyConfig
+from pipeline.records import empty_turn, rows_to_table
+from pipeline.speakers import load_pool
+from pipeline.stages.tts import TTSStage
+from pipeline.stages.verify import VerifyStage
+
+SPEAKER = "piper-en_US-joe-medium"
+
+
+def conversation(cid, pairs):
+    turns = []
+    for i, (display, spoken) in enumerate(pairs):
+        t = empty_turn("user" if i % 2 == 0 else "assistant", display)
+        t.update(spoken_text=spoken, speaker_id=SPEAKER)
+        turns.append(t)
+    return {"conversation_id": cid, "language": "en", "num_exchanges": len(pairs) // 2, "turns": turns}
+
+
+@pytest.fixture(scope="module")
+def spoken():
+    pool = load_pool(REPO_ROOT / "speakers/piper_en.jsonl")
+    good = conversation("en-good", [("Where is the station?",) * 2, ("It is two streets away, next to the bank.",) * 2])
+    return TTSStage("piper", None, pool)(rows_to_table([good])).to_pylist()[0]
+
+
+def test_tts_writes_flac_at_the_contract_rates(spoken):
+    user, assistant = spoken["turns"]
+    u, u_rate = decode_audio(user["audio_flac"])
+    a, a_rate = decode_audio(assistant["audio_flac"])
+    assert (u_rate, user["sample_rate"]) == (16000, 16000)
+    assert a_rate == assistant["sample_rate"] == 22050
+    assert user["duration_s"] == pytest.approx(len(u) / 16000) and 0.5 < user["duration_s"] < 5
+    assert assistant["duration_s"] > user["duration_s"]
+    assert u.std() > 0.01  # not silence
+    assert spoken["tts_model"].startswith("piper-tts ")
+
+
+def test_verify_keeps_good_audio_and_rejects_audio_of_the_wrong_text(spoken):
+    wrong = {**spoken, "conversation_id": "en-wrong", "turns": [dict(t) for t in spoken["turns"]]}
+    wrong["turns"][1]["spoken_text"] = "My favourite colour is purple and I like to swim in the lake."
+    out = VerifyStage(VerifyConfig(max_wer=0.2), None)(rows_to_table([spoken, wrong])).to_pylist()
+    good, bad = out
+    assert good["reject_reason"] is None
+    assert "station" in good["turns"][0]["asr_text"].lower()
+    assert all(t["error_rate"] <= 0.2 for t in good["turns"])
+    assert (bad["reject_stage"], bad["reject_reason"]) == ("verify", "asr_error_rate_above_threshold")
+    assert "turn 1 (assistant)" in bad["reject_details"]
+    assert bad["turns"][1]["audio_flac"] is None  # rejected rows drop their audio
+
+
+def test_verify_rejects_too_short_audio(spoken):
+    short = {**spoken, "conversation_id": "en-short", "turns": [dict(t) for t in spoken["turns"]]}
+    short["turns"][0]["duration_s"] = 0.05
+    out = VerifyStage(VerifyConfig(), None)(rows_to_table([short])).to_pylist()[0]
+    assert out["reject_reason"] == "audio_too_short"
