@@ -12,7 +12,6 @@ import asyncio
 import json
 import os
 import re
-import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ import jinja2
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from pipeline.config import LLMConfig
+from pipeline.normalize.langid import wrong_language
 from pipeline.records import empty_turn, reject
 from pipeline.stages.base import Rejected, Stage
 
@@ -84,20 +84,14 @@ class _Conversation(BaseModel):
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
 
-def _latin_share(text: str) -> float:
-    letters = [c for c in text if c.isalpha()]
-    if not letters:
-        return 1.0  # nothing to judge; the text stage rejects turns with nothing to say
-    return sum(1 for c in letters if "LATIN" in unicodedata.name(c, "")) / len(letters)
-
-
 def parse_conversation(content: str, num_exchanges: int, cfg: LLMConfig, language: str) -> list[dict[str, Any]]:
     """LLM output -> turns (user first, alternating) or `Rejected` with the reason code and details."""
     match = re.search(r"\{.*\}", content or "", re.S)  # tolerate prose or code fences around the object
     if not match:
         raise Rejected("llm_not_json", f"no JSON object in {len(content or '')} characters of output")
     try:
-        convo = _Conversation.model_validate(json.loads(match.group(0)))
+        # strict=False: raw newlines/tabs inside strings are common in LLM JSON and harmless here
+        convo = _Conversation.model_validate(json.loads(match.group(0), strict=False))
     except json.JSONDecodeError as exc:
         raise Rejected("llm_not_json", str(exc)) from None
     except ValidationError as exc:
@@ -115,9 +109,10 @@ def parse_conversation(content: str, num_exchanges: int, cfg: LLMConfig, languag
                 raise Rejected("llm_turn_too_short", f"{where}: {len(text)} chars < {cfg.min_turn_chars}: {text!r}")
             if len(text) > cfg.max_turn_chars:
                 raise Rejected("llm_turn_too_long", f"{where}: {len(text)} chars > {cfg.max_turn_chars}: {text[:80]!r}...")
-            if language == "en" and _latin_share(text) < 0.8:
-                raise Rejected("llm_wrong_language", f"{where}: expected English text: {text[:80]!r}")
             turns.append(empty_turn(role, text))
+    problem = wrong_language([t["display_text"] for t in turns], language)
+    if problem:
+        raise Rejected("llm_wrong_language", problem)
     return turns
 
 

@@ -1,0 +1,59 @@
+"""The three entry points (script, module, console script) and their error handling; no Ray is started."""
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from pipeline.config import REPO_ROOT
+
+ENTRY_POINTS = {
+    "script": [sys.executable, "pipeline/main.py"],
+    "module": [sys.executable, "-m", "pipeline"],
+    "console": [str(Path(sys.executable).parent / "speechchat")],
+}
+
+
+def cli(entry, *args, cwd=REPO_ROOT):
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    return subprocess.run([*ENTRY_POINTS[entry], *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.parametrize("entry", list(ENTRY_POINTS))
+def test_every_entry_point_validates_a_config(entry, tmp_path):
+    if entry == "console" and not Path(ENTRY_POINTS["console"][0]).exists():
+        pytest.fail("the `speechchat` console script is not installed (pip install -e .)")
+    res = cli(entry, "check-config", "--config", "configs/smoke.yaml", "--out", str(tmp_path / "o"),
+              "plan.num_conversations=5")
+    assert res.returncode == 0, res.stderr
+    assert "num_conversations: 5" in res.stdout and f"out_dir: {tmp_path / 'o'}" in res.stdout
+    assert "sk-" not in res.stdout
+
+
+def test_script_works_from_another_directory(tmp_path):
+    res = subprocess.run([sys.executable, str(REPO_ROOT / "pipeline/main.py"), "check-config", "--config",
+                          str(REPO_ROOT / "configs/smoke.yaml")], cwd=tmp_path, capture_output=True, text=True,
+                         timeout=120, env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"})
+    assert res.returncode == 0, res.stderr
+
+
+def test_bad_config_exits_2_with_file_and_field(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(f"base: {REPO_ROOT / 'configs/base.yaml'}\nverify: {{max_wer: 2}}\nplan: {{num_conversation: 3}}\n")
+    res = cli("script", "run", "--config", str(bad))
+    assert res.returncode == 2
+    assert "bad.yaml: verify.max_wer: Input should be less than or equal to 1 (got 2)" in res.stderr
+    assert "bad.yaml: plan.num_conversation: unknown key" in res.stderr
+    assert "Traceback" not in res.stderr
+
+
+def test_missing_model_files_stop_before_work(tmp_path):
+    res = cli("script", "run", "--config", "configs/smoke.yaml", "--out", str(tmp_path / "o"),
+              "tts.piper_voice=/nonexistent/voice.onnx", "voices.pool=speakers/none.jsonl")
+    assert res.returncode == 2
+    assert "tts.piper_voice: /nonexistent/voice.onnx does not exist" in res.stderr
+    assert "speaker pool not found" in res.stderr
+    assert not (tmp_path / "o").exists()  # nothing was started or written
