@@ -22,6 +22,9 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+import pyarrow.parquet as pq
+
 from pipeline.config import REPO_ROOT, ConfigError, RunConfig, dump_resolved, load_config
 
 log = logging.getLogger("speechchat")
@@ -32,6 +35,7 @@ class RunSummary:
     planned: int = 0
     skipped: int = 0
     kept: int = 0
+    generated: int = 0  # text-only runs: conversations written to the text cache
     rejected: Counter = field(default_factory=Counter)
     audio_s: float = 0.0
     speakers: set = field(default_factory=set)
@@ -44,7 +48,9 @@ class RunSummary:
         self.llm_requests += outcome["llm_requests"] or 0
         self.prompt_tokens += outcome["prompt_tokens"] or 0
         self.completion_tokens += outcome["completion_tokens"] or 0
-        if outcome["outcome"] == "kept":
+        if outcome["outcome"] == "generated":
+            self.generated += 1
+        elif outcome["outcome"] == "kept":
             self.kept += 1
             self.audio_s += outcome["audio_s"] or 0.0
             self.speakers.update({outcome["user_speaker_id"], outcome["assistant_speaker_id"]})
@@ -54,6 +60,7 @@ class RunSummary:
 
     def as_dict(self) -> dict[str, Any]:
         return {"planned": self.planned, "skipped_already_done": self.skipped, "kept": self.kept,
+                "text_only": self.generated,
                 "rejected": sum(self.rejected.values()), "rejected_by_reason": dict(self.rejected.most_common()),
                 "audio_hours": round(self.audio_s / 3600, 4), "speakers_used": len(self.speakers),
                 "shards_written": len(self.shards), "llm_requests": self.llm_requests,
@@ -76,7 +83,7 @@ class Resolved:
     pool: list
 
 
-def preflight(cfg: RunConfig) -> Resolved:
+def preflight(cfg: RunConfig, stages: "StageSelection | None" = None) -> Resolved:
     from pipeline.backends import assets
     from pipeline.speakers import load_pool
     from pipeline.stages.generate import PromptSet
@@ -95,8 +102,9 @@ def preflight(cfg: RunConfig) -> Resolved:
     for lang in cfg.plan.languages:
         check(Taxonomy.load, prompts_dir / lang / "taxonomy.yaml")
         check(PromptSet.load, prompts_dir, lang)
+    stages = stages or StageSelection()
     gguf = None
-    if cfg.llm.base_url is None:
+    if stages.generate and cfg.llm.base_url is None:
         gguf = cfg.resolve_path(cfg.llm.gguf_path) if cfg.llm.gguf_path else check(assets.smollm2_gguf)
         if gguf is not None and not gguf.is_file():
             problems.append(f"llm.gguf_path: {gguf} does not exist")
@@ -126,10 +134,40 @@ def preflight(cfg: RunConfig) -> Resolved:
 # --- the plan -----------------------------------------------------------------------------------
 
 
-def build_dataset(res: Resolved, base_url: str, run_id: str, done_ids):
+STAGE_NAMES = ("plan", "generate", "text", "voices", "tts", "verify", "shard")
+
+
+@dataclass(frozen=True)
+class StageSelection:
+    """Which part of the flow runs. Audio stages run as one unit (audio is not persisted between them)."""
+
+    generate: bool = True  # plan + LLM; False: conversations come from a text cache
+    audio: bool = True     # text, voices, tts, verify, shard; False: a text-only run
+
+    @classmethod
+    def parse(cls, text: str | None) -> "StageSelection":
+        if not text:
+            return cls()
+        names = {s.strip() for s in text.split(",") if s.strip()}
+        unknown = sorted(names - set(STAGE_NAMES))
+        if unknown:
+            raise ConfigError(f"--stages: unknown stage(s) {unknown}; choose from {','.join(STAGE_NAMES)}")
+        audio_given = names & {"tts", "verify", "shard"}
+        if audio_given and audio_given != {"tts", "verify", "shard"}:
+            raise ConfigError("--stages: tts, verify and shard run together (audio is not kept between them); "
+                              f"got only {sorted(audio_given)}")
+        selection = cls(generate=bool(names & {"plan", "generate"}), audio=bool(audio_given))
+        if not (selection.generate or selection.audio):
+            raise ConfigError("--stages: nothing to run; name generate and/or tts,verify,shard")
+        return selection
+
+
+def build_dataset(res: Resolved, base_url: str | None, run_id: str, done_ids, stages: StageSelection,
+                  text_from: Path | None = None):
     import ray
 
-    from pipeline.io.plan_source import PlanIndexSource
+    from pipeline.io.plan_source import ParquetPartsSource, PlanIndexSource
+    from pipeline.io.text_cache import CachedTextFilter, TextCacheWriter, cached_parts
     from pipeline.stages.generate import GenerateStage
     from pipeline.stages.plan import PlanStage, Taxonomy
     from pipeline.stages.shard import ShardStage
@@ -139,36 +177,44 @@ def build_dataset(res: Resolved, base_url: str, run_id: str, done_ids):
     from pipeline.stages.voices import VoiceStage
 
     cfg = res.cfg
-    total = cfg.plan.num_conversations * len(cfg.plan.languages)
-    plan = PlanStage(
-        dataset=cfg.dataset, languages=list(cfg.plan.languages),
-        exchanges={k: (v.min, v.max) for k, v in cfg.plan.exchanges.items()}, seed=cfg.plan.seed,
-        text_digest=cfg.text_digest(), splits=dict(cfg.shard.splits),
-        taxonomies={lang: Taxonomy.load(res.prompts_dir / lang / "taxonomy.yaml") for lang in cfg.plan.languages},
-        done_ids=done_ids)
     light = dict(batch_format="pyarrow", num_cpus=0.05)
     pool = ray.data.ActorPoolStrategy  # Ray Data restarts a crashed actor and retries its batch by default
-    ds = ray.data.read_datasource(PlanIndexSource(total, block_rows=cfg.llm.batch_size), num_cpus=0.05,
-                                  override_num_blocks=max(1, min(math.ceil(total / cfg.llm.batch_size), 200)))
-    ds = ds.map_batches(plan, **light)
-    ds = ds.map_batches(GenerateStage, fn_constructor_kwargs=dict(cfg=cfg.llm, base_url=base_url,
-                                                                  prompts_dir=res.prompts_dir),
-                        batch_size=cfg.llm.batch_size, compute=pool(size=1), batch_format="pyarrow", num_cpus=cfg.llm.num_cpus)
-    ds = ds.map_batches(TextStage(cfg.text), **light)
-    ds = ds.map_batches(VoiceStage(res.pool, cfg.voices.assistant_speaker, cfg.plan.seed, len(cfg.plan.languages)),
-                        **light)
-    ds = ds.map_batches(TTSStage, fn_constructor_kwargs=dict(backend=cfg.tts.backend, piper_voice=res.piper_voice,
-                                                             pool=res.pool, user_sample_rate=cfg.tts.user_sample_rate),
-                        batch_size=cfg.tts.batch_size, compute=pool(min_size=1, max_size=cfg.tts.max_actors), batch_format="pyarrow",
-                        num_cpus=cfg.tts.num_cpus)
-    ds = ds.map_batches(VerifyStage, fn_constructor_kwargs=dict(cfg=cfg.verify, asr_model=res.asr_model),
-                        batch_size=cfg.verify.batch_size, compute=pool(min_size=1, max_size=cfg.verify.max_actors),
-                        batch_format="pyarrow", num_cpus=cfg.verify.num_cpus)
-    ds = ds.map_batches(ShardStage, fn_constructor_kwargs=dict(out_dir=res.out_dir, run_id=run_id,
-                                                               license_tags=cfg.license_tags),
-                        batch_size=cfg.shard.conversations_per_shard, compute=pool(size=1), batch_format="pyarrow",
-                        num_cpus=cfg.shard.num_cpus)
-    return ds
+    if stages.generate:
+        total = cfg.plan.num_conversations * len(cfg.plan.languages)
+        plan = PlanStage(
+            dataset=cfg.dataset, languages=list(cfg.plan.languages),
+            exchanges={k: (v.min, v.max) for k, v in cfg.plan.exchanges.items()}, seed=cfg.plan.seed,
+            text_digest=cfg.text_digest(), splits=dict(cfg.shard.splits),
+            taxonomies={lang: Taxonomy.load(res.prompts_dir / lang / "taxonomy.yaml") for lang in cfg.plan.languages},
+            done_ids=done_ids)
+        ds = ray.data.read_datasource(PlanIndexSource(total, block_rows=cfg.llm.batch_size), num_cpus=0.05,
+                                      override_num_blocks=max(1, min(math.ceil(total / cfg.llm.batch_size), 200)))
+        ds = ds.map_batches(plan, **light)
+        ds = ds.map_batches(GenerateStage, fn_constructor_kwargs=dict(cfg=cfg.llm, base_url=base_url,
+                                                                      prompts_dir=res.prompts_dir),
+                            batch_size=cfg.llm.batch_size, compute=pool(size=1), batch_format="pyarrow",
+                            num_cpus=cfg.llm.num_cpus)
+        ds = ds.map_batches(TextCacheWriter(res.out_dir, run_id), **light)
+    else:
+        parts = cached_parts(text_from or res.out_dir)
+        ds = ray.data.read_datasource(ParquetPartsSource([str(p) for p in parts]), num_cpus=0.05)
+        ds = ds.map_batches(CachedTextFilter(done_ids, dict(cfg.shard.splits)), **light)
+    if stages.audio:
+        ds = ds.map_batches(TextStage(cfg.text), **light)
+        ds = ds.map_batches(VoiceStage(res.pool, cfg.voices.assistant_speaker, cfg.plan.seed,
+                                       len(cfg.plan.languages)), **light)
+        ds = ds.map_batches(TTSStage, fn_constructor_kwargs=dict(backend=cfg.tts.backend, piper_voice=res.piper_voice,
+                                                                 pool=res.pool, user_sample_rate=cfg.tts.user_sample_rate),
+                            batch_size=cfg.tts.batch_size, compute=pool(min_size=1, max_size=cfg.tts.max_actors),
+                            batch_format="pyarrow", num_cpus=cfg.tts.num_cpus)
+        ds = ds.map_batches(VerifyStage, fn_constructor_kwargs=dict(cfg=cfg.verify, asr_model=res.asr_model),
+                            batch_size=cfg.verify.batch_size, compute=pool(min_size=1, max_size=cfg.verify.max_actors),
+                            batch_format="pyarrow", num_cpus=cfg.verify.num_cpus)
+    return ds.map_batches(ShardStage, fn_constructor_kwargs=dict(out_dir=res.out_dir, run_id=run_id,
+                                                                 license_tags=cfg.license_tags,
+                                                                 write_samples=stages.audio),
+                          batch_size=cfg.shard.conversations_per_shard, compute=pool(size=1), batch_format="pyarrow",
+                          num_cpus=cfg.shard.num_cpus)
 
 
 def init_ray() -> None:
@@ -184,38 +230,55 @@ def init_ray() -> None:
                  runtime_env={"env_vars": {"PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH", "")]))}})
 
 
-def run(cfg: RunConfig) -> dict[str, Any]:
+def run(cfg: RunConfig, stages: StageSelection | None = None, text_from: Path | None = None) -> dict[str, Any]:
     from contextlib import nullcontext
 
     from pipeline.backends.llm_server import LlamaCppServer
     from pipeline.io.layout import Layout, atomic_write
     from pipeline.io.stats import compute_stats, write_stats
+    from pipeline.io.text_cache import cached_parts
 
-    res = preflight(cfg)
+    stages = stages or StageSelection()
+    res = preflight(cfg, stages)
+    if stages.generate:
+        total = cfg.plan.num_conversations * len(cfg.plan.languages)
+    else:
+        source = (text_from or res.out_dir).resolve()
+        parts = cached_parts(source)
+        if not parts:
+            raise ConfigError(f"no cached text in {source}/text: run the generate stage first "
+                              "(or point --text-from at an output that has it)")
+        total = sum(pq.ParquetFile(p).metadata.num_rows for p in parts)
     layout = Layout(res.out_dir)
     layout.make_dirs()
     removed = layout.clean_unfinished()
     if removed:
         log.warning("removed %d unfinished file(s) left by an interrupted run", len(removed))
     done_ids = layout.done_ids()
+    if not stages.audio:  # a text-only rerun also skips what is already in the text cache
+        from pipeline.io.text_cache import cached_ids
+
+        done_ids = np.union1d(done_ids, cached_ids(res.out_dir))
     run_id = "r" + time.strftime("%Y%m%dT%H%M%S", time.gmtime())
     atomic_write(layout.root / "config.yaml", lambda fh: fh.write(dump_resolved(cfg).encode()))
 
-    total = cfg.plan.num_conversations * len(cfg.plan.languages)
     summary = RunSummary(planned=total)
     started = time.monotonic()
+    start_server = stages.generate and cfg.llm.base_url is None
     server = (LlamaCppServer(res.gguf, cfg.llm.model, layout.state / "llm_server.log", n_ctx=cfg.llm.server_ctx,
                              threads=cfg.llm.server_threads, start_timeout_s=cfg.llm.server_start_timeout_s)
-              if cfg.llm.base_url is None else nullcontext(cfg.llm.base_url))
+              if start_server else nullcontext(cfg.llm.base_url))
     with server as base_url:
         init_ray()
-        ds = build_dataset(res, base_url, run_id, done_ids)
+        ds = build_dataset(res, base_url, run_id, done_ids, stages, text_from)
         for batch in ds.iter_batches(batch_format="pyarrow", batch_size=None):
             for outcome in batch.to_pylist():
                 summary.add(outcome)
-    summary.skipped = total - summary.kept - sum(summary.rejected.values())
+    summary.skipped = total - summary.kept - summary.generated - sum(summary.rejected.values())
     stats = compute_stats(layout)
-    stats["last_run"] = {"run_id": run_id, "wall_s": round(time.monotonic() - started, 1), **summary.as_dict()}
+    stats["last_run"] = {"run_id": run_id, "wall_s": round(time.monotonic() - started, 1),
+                         "stages": ("generate," if stages.generate else "") + ("tts,verify,shard" if stages.audio else ""),
+                         **summary.as_dict()}
     write_stats(layout, stats)
     with open(layout.state / "runs.jsonl", "a", encoding="utf-8") as fh:
         fh.write(json.dumps({"run_id": run_id, "text_digest": cfg.text_digest(), **stats["last_run"]}) + "\n")
@@ -228,7 +291,8 @@ def print_summary(stats: dict[str, Any], out_dir: Path) -> None:
     lines = [
         "", f"speechchat run {last['run_id']} finished in {last['wall_s']} s",
         f"  this run: planned {last['planned']}, already done {last['skipped_already_done']}, "
-        f"kept {last['kept']}, rejected {last['rejected']}",
+        f"kept {last['kept']}, rejected {last['rejected']}"
+        + (f", text only {last['text_only']}" if last["text_only"] else ""),
     ]
     for reason, n in last["rejected_by_reason"].items():
         lines.append(f"    rejected {n:>5}  {reason}")
@@ -252,6 +316,10 @@ def build_parser() -> argparse.ArgumentParser:
     p_run = sub.add_parser("run", help="generate -> speak -> verify -> shard, resuming what is done")
     p_run.add_argument("--config", "-c", required=True, help="YAML config (may inherit with `base:`)")
     p_run.add_argument("--out", help="output folder (default out/<dataset>)")
+    p_run.add_argument("--stages", help="comma list of stages to run (default all): e.g. generate (text only, "
+                       "cached as Parquet) or tts,verify,shard (audio from cached text, no LLM calls)")
+    p_run.add_argument("--text-from", type=Path, help="output folder whose text/ cache feeds --stages tts,verify,shard "
+                       "(default: the output folder itself)")
     p_run.add_argument("overrides", nargs="*", help="dotted overrides, e.g. tts.max_actors=2 plan.num_conversations=5")
     p_check = sub.add_parser("check-config", help="validate a config and print it resolved")
     p_check.add_argument("--config", "-c", required=True)
@@ -276,7 +344,7 @@ def main(argv: list[str] | None = None) -> int:
             preflight(cfg)
             print(dump_resolved(cfg))
             return 0
-        run(cfg)
+        run(cfg, StageSelection.parse(args.stages), args.text_from)
         return 0
     except ConfigError as exc:
         print(f"speechchat: {exc}", file=sys.stderr)

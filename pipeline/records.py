@@ -29,6 +29,7 @@ CONVERSATION_SCHEMA = pa.schema([
     ("dataset", pa.string()),
     ("language", pa.string()),
     ("split", pa.string()),
+    ("domain", pa.string()),
     ("topic", pa.string()),
     ("scenario", pa.string()),
     ("persona", pa.string()),

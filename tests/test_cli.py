@@ -57,3 +57,19 @@ def test_missing_model_files_stop_before_work(tmp_path):
     assert "tts.piper_voice: /nonexistent/voice.onnx does not exist" in res.stderr
     assert "speaker pool not found" in res.stderr
     assert not (tmp_path / "o").exists()  # nothing was started or written
+
+
+@pytest.mark.parametrize("stages, message", [
+    ("tts,shard", "tts, verify and shard run together"),
+    ("generate,bogus", "unknown stage(s) ['bogus']"),
+    ("text", "nothing to run"),
+])
+def test_bad_stage_selections_exit_2(stages, message, tmp_path):
+    res = cli("script", "run", "--config", "configs/smoke.yaml", "--out", str(tmp_path / "o"), "--stages", stages)
+    assert res.returncode == 2 and message in res.stderr
+
+
+def test_audio_only_run_without_cached_text_says_what_to_do(tmp_path):
+    res = cli("script", "run", "--config", "configs/smoke.yaml", "--out", str(tmp_path / "o"), "--stages",
+              "tts,verify,shard")
+    assert res.returncode == 2 and "no cached text" in res.stderr and "run the generate stage first" in res.stderr

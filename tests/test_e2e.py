@@ -102,3 +102,38 @@ def test_no_secret_in_any_output_file(first_run):
     for path in files:
         data = path.read_bytes()
         assert not any(s in data for s in secrets), path
+
+
+def test_audio_is_remade_from_cached_text_without_the_llm(first_run, tmp_path):
+    cfg, out, stats = first_run
+    cached = [r for p in sorted((out / "text").glob("*.parquet")) for r in pq.read_table(p).to_pylist()]
+    generate_rejects = sum(n for reason, n in stats["rejections"].items() if reason.startswith("llm_"))
+    assert len(cached) == 3 - generate_rejects and all(r["turns"] for r in cached)
+    from pipeline.main import StageSelection
+
+    # the LLM address is dead: any LLM call would turn into an llm_unreachable rejection
+    remake_cfg = small_config(tmp_path / "remake", "plan.num_conversations=3", "llm.base_url=http://127.0.0.1:9/v1")
+    remade = run(remake_cfg, StageSelection.parse("tts,verify,shard"), text_from=out)
+    last = remade["last_run"]
+    assert last["planned"] == len(cached) and last["llm_requests"] == 0
+    assert last["kept"] + last["rejected"] == len(cached)
+    assert "generate/llm_unreachable" not in last["rejected_by_reason"]
+    kept_before = {r["conversation_id"] for p in Layout(out).manifest_parts() for r in pq.read_table(p).to_pylist()}
+    kept_now = {r["conversation_id"] for p in Layout(tmp_path / "remake").manifest_parts() for r in pq.read_table(p).to_pylist()}
+    assert kept_now <= {r["conversation_id"] for r in cached} and kept_before
+    assert kept_now, remade["last_run"]["rejected_by_reason"]  # the same text, spoken again, passes again
+
+
+def test_text_only_run_caches_text_and_writes_no_audio(tmp_path, ray_session, llm_base_url):
+    from pipeline.main import StageSelection
+
+    cfg = small_config(tmp_path / "t", "plan.num_conversations=2", f"llm.base_url={llm_base_url}", "llm.max_tokens=300",
+                       "plan.exchanges.en.min=1", "plan.exchanges.en.max=1")
+    stats = run(cfg, StageSelection.parse("generate"))
+    last = stats["last_run"]
+    assert last["text_only"] + last["rejected"] == 2 and last["kept"] == 0
+    assert not Layout(tmp_path / "t").shards()
+    cached = [r for p in sorted((tmp_path / "t/text").glob("*.parquet")) for r in pq.read_table(p).to_pylist()]
+    assert len(cached) == last["text_only"]
+    again = run(cfg, StageSelection.parse("generate"))["last_run"]
+    assert again["skipped_already_done"] == 2 and again["llm_requests"] == 0

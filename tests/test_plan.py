@@ -49,3 +49,23 @@ def test_split_is_stable_and_follows_fractions():
     assert splits == [split_for(i, {"train": 0.9, "validation": 0.05, "test": 0.05}) for i in ids]
     share = splits.count("train") / len(splits)
     assert 0.87 < share < 0.93
+
+
+def test_weights_shape_the_sample_and_domains_are_carried(tmp_path):
+    tax_file = tmp_path / "taxonomy.yaml"
+    tax_file.write_text("topics:\n  - {name: a, domain: d1, weight: 3}\n  - {name: b, domain: d2}\n"
+                        "scenarios: [s]\npersonas: [p]\n")
+    tax = Taxonomy.load(tax_file)
+    stage = PlanStage(dataset="ds", languages=["en"], exchanges={"en": (1, 1)}, seed=0, text_digest="d",
+                      splits={"train": 1.0}, taxonomies={"en": tax})
+    rows = plan_rows(stage, 4000)
+    share_a = sum(r["topic"] == "a" for r in rows) / len(rows)
+    assert 0.72 < share_a < 0.78  # weight 3 vs 1
+    assert {(r["topic"], r["domain"]) for r in rows} == {("a", "d1"), ("b", "d2")}
+
+
+def test_shipped_taxonomies_are_rich_enough():
+    for lang in ("en", "zh"):
+        tax = Taxonomy.load(REPO_ROOT / f"prompts/{lang}/taxonomy.yaml")
+        assert len(tax.topics) >= 150 and len(set(t for t, _ in tax.topics)) == len(tax.topics)
+        assert len(set(tax.domains.values())) >= 15 and len(tax.scenarios) >= 7 and len(tax.personas) >= 6

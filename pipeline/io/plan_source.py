@@ -1,4 +1,4 @@
-"""A Ray Data source of plan indices [0, n): the streaming input of the plan stage.
+"""Ray Data sources for the plan's inputs: plan indices [0, n) and cached Parquet parts.
 
 `ray.data.range` cannot take resource arguments and its read tasks ask for a whole CPU, which the model
 actors already hold on a small machine; this source is read with a tiny CPU request instead.
@@ -39,4 +39,38 @@ class PlanIndexSource(Datasource):
         def read() -> Iterator[pa.Table]:
             for lo in range(start, stop, block_rows):
                 yield pa.table({"id": pa.array(range(lo, min(stop, lo + block_rows)), type=pa.int64())})
+        return read
+
+
+class ParquetPartsSource(Datasource):
+    """Reads whole Parquet part files, one read task per file, with the same tiny CPU request.
+
+    (`ray.data.read_parquet` first runs a file-listing task that asks for a whole CPU: on a small machine
+    whose CPUs the model actors hold, that task never gets scheduled.)
+    """
+
+    def __init__(self, paths: list[str]):
+        self.paths = list(paths)
+
+    def estimate_inmemory_data_size(self) -> int | None:
+        return None
+
+    def get_read_tasks(self, parallelism: int, per_task_row_limit: int | None = None,
+                       data_context=None) -> list[ReadTask]:
+        import pyarrow.parquet as pq
+
+        tasks = []
+        for path in self.paths:
+            meta = pq.ParquetFile(path).metadata
+            tasks.append(ReadTask(self._reader(path), BlockMetadata(num_rows=meta.num_rows, size_bytes=None,
+                                                                    exec_stats=None, input_files=(path,)),
+                                  per_task_row_limit=per_task_row_limit))
+        return tasks
+
+    @staticmethod
+    def _reader(path: str):
+        def read() -> Iterator[pa.Table]:
+            import pyarrow.parquet as pq
+
+            yield pq.read_table(path)
         return read

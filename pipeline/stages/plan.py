@@ -48,6 +48,7 @@ class Taxonomy:
     topics: list[tuple[str, float]]
     scenarios: list[tuple[str, float]]
     personas: list[tuple[str, float]]
+    domains: dict[str, str] = field(default_factory=dict)  # topic -> domain
 
     @staticmethod
     def _weighted(items: Any, what: str, path: Path) -> list[tuple[str, float]]:
@@ -66,7 +67,10 @@ class Taxonomy:
     @classmethod
     def load(cls, path: Path) -> "Taxonomy":
         data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        return cls(*(cls._weighted(data.get(k), k, path) for k in ("topics", "scenarios", "personas")))
+        if not isinstance(data, dict):
+            raise ValueError(f"{path}: must be a mapping with topics, scenarios and personas")
+        domains = {str(t["name"]): str(t.get("domain", "")) for t in data.get("topics") or [] if isinstance(t, dict)}
+        return cls(*(cls._weighted(data.get(k), k, path) for k in ("topics", "scenarios", "personas")), domains)
 
 
 def _pick(rng: np.random.Generator, items: list[tuple[str, float]]) -> str:
@@ -100,7 +104,8 @@ class PlanStage:
             "dataset": self.dataset,
             "language": language,
             "split": split_for(conv_id, self.splits),
-            "topic": _pick(rng, tax.topics),
+            "topic": (topic := _pick(rng, tax.topics)),
+            "domain": tax.domains.get(topic, ""),
             "scenario": _pick(rng, tax.scenarios),
             "persona": _pick(rng, tax.personas),
             "num_exchanges": int(rng.integers(lo, hi + 1)),

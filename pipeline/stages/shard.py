@@ -24,7 +24,8 @@ SAMPLE_SCHEMA_VERSION = 1
 
 MANIFEST_SCHEMA = pa.schema([
     ("key", pa.string()), ("conversation_id", pa.string()), ("exchange_index", pa.int32()),
-    ("exchange_count", pa.int32()), ("language", pa.string()), ("split", pa.string()), ("topic", pa.string()),
+    ("exchange_count", pa.int32()), ("language", pa.string()), ("split", pa.string()), ("domain", pa.string()),
+    ("topic", pa.string()), ("scenario", pa.string()),
     ("shard", pa.string()), ("shard_sha256", pa.string()), ("offset", pa.int64()),
     ("user_speaker_id", pa.string()), ("assistant_speaker_id", pa.string()),
     ("user_duration_s", pa.float64()), ("assistant_duration_s", pa.float64()),
@@ -70,6 +71,7 @@ def conversation_samples(row: dict[str, Any], license_tags: list[str]) -> list[d
             "exchange_count": count,
             "language": row["language"],
             "split": row["split"],
+            "domain": row["domain"] or "",
             "topic": row["topic"],
             "scenario": row["scenario"],
             "persona": row["persona"],
@@ -117,8 +119,10 @@ class ShardStage:
 
     name = "shard"
 
-    def __init__(self, out_dir: Path, run_id: str, license_tags: list[str]):
+    def __init__(self, out_dir: Path, run_id: str, license_tags: list[str], write_samples: bool = True):
         self.layout, self.run_id, self.license_tags = Layout(out_dir), run_id, list(license_tags)
+        # False for a text-only run: record rejections, report the rest as "generated", write no tars
+        self.write_samples = write_samples
 
     def batch_name(self, rows: list[dict[str, Any]]) -> str:
         ids = "\n".join(sorted(r["conversation_id"] for r in rows))
@@ -138,7 +142,8 @@ class ShardStage:
                 key, user, assistant = sample_key(row["conversation_id"], ex), turns[2 * ex], turns[2 * ex + 1]
                 manifest.append({
                     "key": key, "conversation_id": row["conversation_id"], "exchange_index": ex,
-                    "exchange_count": len(turns) // 2, "language": language, "split": split, "topic": row["topic"],
+                    "exchange_count": len(turns) // 2, "language": language, "split": split,
+                    "domain": row["domain"] or "", "topic": row["topic"], "scenario": row["scenario"],
                     "shard": shard_rel, "shard_sha256": digest, "offset": offsets[key],
                     "user_speaker_id": user["speaker_id"], "assistant_speaker_id": assistant["speaker_id"],
                     "user_duration_s": user["duration_s"], "assistant_duration_s": assistant["duration_s"],
@@ -154,6 +159,10 @@ class ShardStage:
         for row in kept:
             groups[(row["language"], row["split"])].append(row)
         outcomes = []
+        if not self.write_samples:
+            outcomes += [{**_usage(r), "conversation_id": r["conversation_id"], "language": r["language"],
+                          "outcome": "generated", "exchanges": r["num_exchanges"], "audio_s": 0.0} for r in kept]
+            groups.clear()
         for (language, split), group in sorted(groups.items()):
             shard_rel, _ = self.write_shard(group, language, split)
             for row in group:
