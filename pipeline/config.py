@@ -74,6 +74,24 @@ class LLMConfig(Section):
     num_cpus: float = Field(0.1, gt=0)
 
 
+class SourceConfig(Section):
+    """Where conversations come from: the LLM writes them from the taxonomy, or rewrites an existing dataset."""
+
+    kind: Literal["generate", "dataset"] = "generate"
+    path: Path | None = Field(None, description="JSONL, JSON, Parquet, a saved HF dataset folder, or a folder of files")
+    format: Literal["auto", "sharegpt", "messages", "alpaca"] = "auto"
+    language: Literal["en"] = "en"
+    max_exchanges: int = Field(4, ge=1, le=50, description="longer dialogues keep their first N exchanges")
+    max_answer_chars: int = Field(2000, ge=16, description="longer source answers are unsuitable for speech")
+    limit: int | None = Field(None, ge=1, description="only the first N records")
+
+    @model_validator(mode="after")
+    def _dataset_needs_path(self) -> "SourceConfig":
+        if self.kind == "dataset" and self.path is None:
+            raise ValueError("source.kind 'dataset' needs source.path")
+        return self
+
+
 class TextConfig(Section):
     min_chars: int = Field(2, ge=1)
     max_chars: int = Field(600, ge=8)
@@ -131,6 +149,7 @@ class RunConfig(Section):
     out_dir: Path | None = Field(None, description="output folder; null means out/<dataset>")
     license_tags: list[str] = Field(default_factory=lambda: ["text:generated-by-SmolLM2-135M-Instruct:apache-2.0", "tts:piper-en_US-joe-medium:see-model-card"])
     plan: PlanConfig = Field(default_factory=PlanConfig)
+    source: SourceConfig = Field(default_factory=SourceConfig)
     llm: LLMConfig = Field(default_factory=LLMConfig)
     text: TextConfig = Field(default_factory=TextConfig)
     voices: VoicesConfig = Field(default_factory=VoicesConfig)
@@ -163,6 +182,8 @@ class RunConfig(Section):
             "llm": self.llm.model_dump(mode="json", include={"model", "temperature", "max_tokens", "response_format",
                                                              "min_turn_chars", "max_turn_chars"}),
             "text": self.text.model_dump(mode="json"),
+            "source": {**self.source.model_dump(mode="json", exclude={"path"}),
+                       "path": self.source.path.name if self.source.path else None},
         }
         h.update(json.dumps(text_side, sort_keys=True).encode())
         for p in prompt_files:

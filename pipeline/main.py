@@ -83,6 +83,10 @@ class Resolved:
     pool: list
 
 
+def run_languages(cfg: RunConfig) -> list[str]:
+    return [cfg.source.language] if cfg.source.kind == "dataset" else list(cfg.plan.languages)
+
+
 def preflight(cfg: RunConfig, stages: "StageSelection | None" = None) -> Resolved:
     from pipeline.backends import assets
     from pipeline.speakers import load_pool
@@ -99,9 +103,14 @@ def preflight(cfg: RunConfig, stages: "StageSelection | None" = None) -> Resolve
             return None
 
     prompts_dir = cfg.resolve_path(cfg.plan.prompts_dir)
-    for lang in cfg.plan.languages:
-        check(Taxonomy.load, prompts_dir / lang / "taxonomy.yaml")
+    for lang in run_languages(cfg):
+        if cfg.source.kind == "generate":
+            check(Taxonomy.load, prompts_dir / lang / "taxonomy.yaml")
         check(PromptSet.load, prompts_dir, lang)
+    if cfg.source.kind == "dataset":
+        from pipeline.io.source_reader import source_files
+
+        check(source_files, cfg.resolve_path(cfg.source.path))
     stages = stages or StageSelection()
     gguf = None
     if stages.generate and cfg.llm.base_url is None:
@@ -123,7 +132,7 @@ def preflight(cfg: RunConfig, stages: "StageSelection | None" = None) -> Resolve
         ids = {s.speaker_id for s in pool}
         if cfg.voices.assistant_speaker not in ids:
             problems.append(f"voices.assistant_speaker: {cfg.voices.assistant_speaker!r} is not in {cfg.voices.pool}")
-        for lang in cfg.plan.languages:
+        for lang in run_languages(cfg):
             if not any(s.language == lang for s in pool):
                 problems.append(f"voices.pool {cfg.voices.pool} has no speaker for language {lang!r}")
     if problems:
@@ -167,10 +176,12 @@ def build_dataset(res: Resolved, base_url: str | None, run_id: str, done_ids, st
     import ray
 
     from pipeline.io.plan_source import ParquetPartsSource, PlanIndexSource
+    from pipeline.io.source_reader import SourceRecordsSource
     from pipeline.io.text_cache import CachedTextFilter, TextCacheWriter, cached_parts
     from pipeline.stages.generate import GenerateStage
     from pipeline.stages.plan import PlanStage, Taxonomy
     from pipeline.stages.shard import ShardStage
+    from pipeline.stages.source import SourcePlanStage
     from pipeline.stages.text import TextStage
     from pipeline.stages.tts import TTSStage
     from pipeline.stages.verify import VerifyStage
@@ -179,7 +190,15 @@ def build_dataset(res: Resolved, base_url: str | None, run_id: str, done_ids, st
     cfg = res.cfg
     light = dict(batch_format="pyarrow", num_cpus=0.05)
     pool = ray.data.ActorPoolStrategy  # Ray Data restarts a crashed actor and retries its batch by default
-    if stages.generate:
+    if stages.generate and cfg.source.kind == "dataset":
+        src = cfg.source
+        ds = ray.data.read_datasource(SourceRecordsSource(cfg.resolve_path(src.path), src.limit, cfg.llm.batch_size),
+                                      num_cpus=0.05)
+        ds = ds.map_batches(SourcePlanStage(
+            dataset=cfg.dataset, language=src.language, source_name=cfg.resolve_path(src.path).name,
+            text_digest=cfg.text_digest(), splits=dict(cfg.shard.splits), fmt=src.format,
+            max_exchanges=src.max_exchanges, max_answer_chars=src.max_answer_chars, done_ids=done_ids), **light)
+    elif stages.generate:
         total = cfg.plan.num_conversations * len(cfg.plan.languages)
         plan = PlanStage(
             dataset=cfg.dataset, languages=list(cfg.plan.languages),
@@ -190,6 +209,7 @@ def build_dataset(res: Resolved, base_url: str | None, run_id: str, done_ids, st
         ds = ray.data.read_datasource(PlanIndexSource(total, block_rows=cfg.llm.batch_size), num_cpus=0.05,
                                       override_num_blocks=max(1, min(math.ceil(total / cfg.llm.batch_size), 200)))
         ds = ds.map_batches(plan, **light)
+    if stages.generate:
         ds = ds.map_batches(GenerateStage, fn_constructor_kwargs=dict(cfg=cfg.llm, base_url=base_url,
                                                                       prompts_dir=res.prompts_dir),
                             batch_size=cfg.llm.batch_size, compute=pool(size=1), batch_format="pyarrow",
@@ -202,7 +222,7 @@ def build_dataset(res: Resolved, base_url: str | None, run_id: str, done_ids, st
     if stages.audio:
         ds = ds.map_batches(TextStage(cfg.text), **light)
         ds = ds.map_batches(VoiceStage(res.pool, cfg.voices.assistant_speaker, cfg.plan.seed,
-                                       len(cfg.plan.languages)), **light)
+                                       len(run_languages(cfg))), **light)
         ds = ds.map_batches(TTSStage, fn_constructor_kwargs=dict(backend=cfg.tts.backend, piper_voice=res.piper_voice,
                                                                  pool=res.pool, user_sample_rate=cfg.tts.user_sample_rate),
                             batch_size=cfg.tts.batch_size, compute=pool(min_size=1, max_size=cfg.tts.max_actors),
@@ -240,7 +260,11 @@ def run(cfg: RunConfig, stages: StageSelection | None = None, text_from: Path | 
 
     stages = stages or StageSelection()
     res = preflight(cfg, stages)
-    if stages.generate:
+    if stages.generate and cfg.source.kind == "dataset":
+        from pipeline.io.source_reader import count_records
+
+        total = count_records(cfg.resolve_path(cfg.source.path), cfg.source.limit)
+    elif stages.generate:
         total = cfg.plan.num_conversations * len(cfg.plan.languages)
     else:
         source = (text_from or res.out_dir).resolve()

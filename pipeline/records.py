@@ -44,6 +44,7 @@ CONVERSATION_SCHEMA = pa.schema([
     ("assistant_speaker_id", pa.string()),
     ("tts_model", pa.string()),
     ("asr_model", pa.string()),
+    ("source_messages", pa.list_(pa.struct([("role", pa.string()), ("content", pa.string())]))),  # to rewrite
     ("turns", pa.list_(TURN_TYPE)),
     ("reject_stage", pa.string()),
     ("reject_reason", pa.string()),

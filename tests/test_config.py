@@ -84,3 +84,10 @@ def test_out_dir_default_and_override(tmp_path):
     cfg = load_config(REPO_ROOT / "configs/smoke.yaml")
     assert cfg.output_dir() == REPO_ROOT / "out" / "speechchat-smoke"
     assert load_config(REPO_ROOT / "configs/smoke.yaml", out_dir=tmp_path / "x").output_dir() == tmp_path / "x"
+
+
+def test_rewrite_config_needs_a_source_path(tmp_path):
+    with pytest.raises(ConfigError, match="source.kind 'dataset' needs source.path"):
+        load_config(REPO_ROOT / "configs/rewrite_en.yaml")
+    cfg = load_config(REPO_ROOT / "configs/rewrite_en.yaml", [f"source.path={tmp_path / 'x.jsonl'}"])
+    assert cfg.source.kind == "dataset" and cfg.source.path == tmp_path / "x.jsonl"

@@ -32,15 +32,25 @@ class PromptSet:
     system: jinja2.Template
     user: jinja2.Template
     repair: jinja2.Template
+    rewrite_system: jinja2.Template
+    rewrite_user: jinja2.Template
 
     @classmethod
     def load(cls, prompts_dir: Path, language: str) -> "PromptSet":
         env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(prompts_dir / language)),
                                  undefined=jinja2.StrictUndefined, keep_trailing_newline=False)
-        return cls(*(env.get_template(f"{name}.jinja") for name in ("system", "user", "repair")))
+        names = ("system", "user", "repair", "rewrite_system", "rewrite_user")
+        return cls(*(env.get_template(f"{name}.jinja") for name in names))
 
 
 def build_messages(prompts: PromptSet, spec: dict[str, Any]) -> list[dict[str, str]]:
+    """Chat messages for one conversation: written from the taxonomy, or rewritten from a source dialogue."""
+    if spec.get("source_messages"):
+        source = [{"role": m["role"], "content": m["content"]} for m in spec["source_messages"]]
+        fields = {"num_exchanges": spec["num_exchanges"], "language": spec["language"],
+                  "source_json": json.dumps(source, ensure_ascii=False)}
+        return [{"role": "system", "content": prompts.rewrite_system.render(**fields).strip()},
+                {"role": "user", "content": prompts.rewrite_user.render(**fields).strip()}]
     fields = {k: spec[k] for k in ("topic", "scenario", "persona", "num_exchanges", "language")}
     return [{"role": "system", "content": prompts.system.render(**fields).strip()},
             {"role": "user", "content": prompts.user.render(**fields).strip()}]

@@ -19,11 +19,11 @@ import yaml
 from pipeline.records import rows_to_table
 
 
-def conversation_hash(dataset: str, language: str, index: int, text_digest: str) -> str:
+def conversation_hash(dataset: str, language: str, index: int | str, text_digest: str) -> str:
     return hashlib.sha256(f"{dataset}\x1f{language}\x1f{index}\x1f{text_digest}".encode()).hexdigest()[:16]
 
 
-def conversation_id(dataset: str, language: str, index: int, text_digest: str) -> str:
+def conversation_id(dataset: str, language: str, index: int | str, text_digest: str) -> str:
     return f"{language}-{conversation_hash(dataset, language, index, text_digest)}"
 
 

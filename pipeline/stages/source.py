@@ -1,0 +1,134 @@
+"""Source "dataset": existing instructions/dialogues -> conversation specs for the LLM to rewrite for speech.
+
+How Ke-SpeechChat was made: an instruct model rewrote text instructions into spoken style, and records
+unsuitable for speech (code, tables, math notation, very long answers) were dropped. Each record becomes
+one conversation; a record that cannot be used is a rejection with a reason, never a crash.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from pipeline.records import reject, rows_to_table
+from pipeline.stages.base import Rejected
+from pipeline.stages.plan import conversation_id, id_to_u64, split_for
+
+SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "chatgpt": "assistant",
+                  "bard": "assistant", "bing": "assistant", "system": "system"}
+
+_CODE = re.compile(r"```|^\s*(def |class |import |#include|public static|function\s*\(|SELECT .* FROM )|[{};]\s*$",
+                   re.M | re.I)
+_TABLE = re.compile(r"^\s*\|.*\|\s*$\n^\s*\|?\s*:?-{3,}", re.M)
+_MATH = re.compile(r"\$[^$\n]+\$|\\\(|\\\[|\\frac|\\sum|\\int|\\sqrt|\^\{|_\{|\b[a-z]\s*=\s*[-+]?\d+\s*[-+*/^]\s*\d")
+
+
+def to_messages(record: Any, fmt: str = "auto") -> list[dict[str, str]]:
+    """ShareGPT (`conversations` with from/value), OpenAI messages (`messages` with role/content) or Alpaca
+    (`instruction`, `input`, `output`) -> [{"role", "content"}], system prompts dropped."""
+    if not isinstance(record, dict):
+        raise Rejected("source_bad_shape", f"record is a {type(record).__name__}, not an object")
+    if fmt == "auto":
+        fmt = ("sharegpt" if "conversations" in record else "messages" if "messages" in record
+               else "alpaca" if "instruction" in record else "")
+        if not fmt:
+            raise Rejected("source_bad_shape", f"no conversations/messages/instruction field (keys: {sorted(record)[:8]})")
+    if fmt == "alpaca":
+        prompt = str(record.get("instruction") or "").strip()
+        extra = str(record.get("input") or "").strip()
+        messages = [{"role": "user", "content": f"{prompt}\n{extra}".strip()},
+                    {"role": "assistant", "content": str(record.get("output") or "").strip()}]
+    else:
+        items = record.get("conversations" if fmt == "sharegpt" else "messages")
+        if not isinstance(items, list):
+            raise Rejected("source_bad_shape", f"`{'conversations' if fmt == 'sharegpt' else 'messages'}` is not a list")
+        messages = []
+        for item in items:
+            if not isinstance(item, dict):
+                raise Rejected("source_bad_shape", "a turn is not an object")
+            role = SHAREGPT_ROLES.get(str(item.get("from" if fmt == "sharegpt" else "role", "")).lower())
+            content = item.get("value" if fmt == "sharegpt" else "content")
+            if role is None or not isinstance(content, str):
+                raise Rejected("source_bad_shape", f"turn with role {item.get('from', item.get('role'))!r}")
+            if role != "system":
+                messages.append({"role": role, "content": content.strip()})
+    return messages
+
+
+def exchanges_of(messages: list[dict[str, str]], max_exchanges: int) -> list[dict[str, str]]:
+    """Leading user/assistant pairs, in order, up to `max_exchanges`."""
+    pairs: list[dict[str, str]] = []
+    for i in range(0, len(messages) - 1, 2):
+        user, assistant = messages[i], messages[i + 1]
+        if (user["role"], assistant["role"]) != ("user", "assistant"):
+            break
+        pairs += [user, assistant]
+        if len(pairs) // 2 >= max_exchanges:
+            break
+    if not pairs:
+        raise Rejected("source_no_exchange", "no user turn followed by an assistant answer")
+    return pairs
+
+
+def unsuitable_for_speech(messages: list[dict[str, str]], max_answer_chars: int) -> tuple[str, str] | None:
+    """(reason, details) when a record cannot become natural speech, else None."""
+    for m in messages:
+        text = m["content"]
+        if not text:
+            return "source_empty_turn", f"empty {m['role']} turn"
+        if _CODE.search(text):
+            return "source_has_code", f"{m['role']}: {text[:80]!r}"
+        if _TABLE.search(text):
+            return "source_has_table", f"{m['role']}: {text[:80]!r}"
+        if _MATH.search(text):
+            return "source_has_math", f"{m['role']}: {text[:80]!r}"
+        if m["role"] == "assistant" and len(text) > max_answer_chars:
+            return "source_answer_too_long", f"{len(text)} chars > {max_answer_chars}"
+    return None
+
+
+@dataclass
+class SourcePlanStage:
+    """Maps (source_index, record JSON) to conversation rows carrying the source turns to rewrite."""
+
+    dataset: str
+    language: str
+    source_name: str
+    text_digest: str
+    splits: dict[str, float]
+    fmt: str
+    max_exchanges: int
+    max_answer_chars: int
+    done_ids: np.ndarray
+
+    def row(self, index: int, record_text: str) -> dict[str, Any] | None:
+        conv_id = conversation_id(self.dataset, self.language, f"{self.source_name}:{index}", self.text_digest)
+        u = np.uint64(id_to_u64(conv_id))
+        pos = np.searchsorted(self.done_ids, u)
+        if pos < len(self.done_ids) and self.done_ids[pos] == u:
+            return None
+        row: dict[str, Any] = {"conversation_id": conv_id, "plan_index": index, "dataset": self.dataset,
+                               "language": self.language, "split": split_for(conv_id, self.splits),
+                               "domain": "source", "scenario": "rewrite", "persona": "", "seed": index,
+                               "text_digest": self.text_digest, "topic": "", "num_exchanges": 0}
+        try:
+            if record_text.startswith("!"):  # the reader could not parse this record
+                raise Rejected("source_not_json", record_text[1:])
+            pairs = exchanges_of(to_messages(json.loads(record_text), self.fmt), self.max_exchanges)
+            row.update(topic=" ".join(pairs[0]["content"].split())[:80], num_exchanges=len(pairs) // 2,
+                       source_messages=pairs)
+            problem = unsuitable_for_speech(pairs, self.max_answer_chars)
+            if problem:
+                raise Rejected(*problem)
+        except Rejected as exc:
+            reject(row, "source", exc.reason, exc.details)
+        return row
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        rows = [self.row(i, r) for i, r in zip(batch.column("source_index").to_pylist(), batch.column("record").to_pylist())]
+        return rows_to_table([r for r in rows if r is not None])
