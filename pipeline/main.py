@@ -113,7 +113,7 @@ def preflight(cfg: RunConfig, stages: "StageSelection | None" = None) -> Resolve
         check(source_files, cfg.resolve_path(cfg.source.path))
     stages = stages or StageSelection()
     gguf = None
-    if stages.generate and cfg.llm.base_url is None:
+    if stages.generate and cfg.llm.backend == "openai" and cfg.llm.base_url is None:
         gguf = cfg.resolve_path(cfg.llm.gguf_path) if cfg.llm.gguf_path else check(assets.smollm2_gguf)
         if gguf is not None and not gguf.is_file():
             problems.append(f"llm.gguf_path: {gguf} does not exist")
@@ -210,10 +210,15 @@ def build_dataset(res: Resolved, base_url: str | None, run_id: str, done_ids, st
                                       override_num_blocks=max(1, min(math.ceil(total / cfg.llm.batch_size), 200)))
         ds = ds.map_batches(plan, **light)
     if stages.generate:
-        ds = ds.map_batches(GenerateStage, fn_constructor_kwargs=dict(cfg=cfg.llm, base_url=base_url,
-                                                                      prompts_dir=res.prompts_dir),
-                            batch_size=cfg.llm.batch_size, compute=pool(size=1), batch_format="pyarrow",
-                            num_cpus=cfg.llm.num_cpus)
+        if cfg.llm.backend == "vllm":  # GPU engine actors inside the cluster (ray.data.llm)
+            from pipeline.backends.vllm_batch import build_vllm_processor
+
+            ds = build_vllm_processor(cfg.llm, res.prompts_dir)(ds)
+        else:
+            ds = ds.map_batches(GenerateStage, fn_constructor_kwargs=dict(cfg=cfg.llm, base_url=base_url,
+                                                                          prompts_dir=res.prompts_dir),
+                                batch_size=cfg.llm.batch_size, compute=pool(size=1), batch_format="pyarrow",
+                                num_cpus=cfg.llm.num_cpus)
         ds = ds.map_batches(TextCacheWriter(res.out_dir, run_id), **light)
     else:
         parts = cached_parts(text_from or res.out_dir)
@@ -288,7 +293,7 @@ def run(cfg: RunConfig, stages: StageSelection | None = None, text_from: Path | 
 
     summary = RunSummary(planned=total)
     started = time.monotonic()
-    start_server = stages.generate and cfg.llm.base_url is None
+    start_server = stages.generate and cfg.llm.backend == "openai" and cfg.llm.base_url is None
     server = (LlamaCppServer(res.gguf, cfg.llm.model, layout.state / "llm_server.log", n_ctx=cfg.llm.server_ctx,
                              threads=cfg.llm.server_threads, start_timeout_s=cfg.llm.server_start_timeout_s)
               if start_server else nullcontext(cfg.llm.base_url))
