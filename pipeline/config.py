@@ -40,7 +40,7 @@ class ExchangeRange(Section):
 
 class PlanConfig(Section):
     num_conversations: int = Field(20, ge=1, description="conversations to plan per language")
-    languages: list[Literal["en"]] = Field(default_factory=lambda: ["en"], min_length=1)
+    languages: list[Literal["en", "zh"]] = Field(default_factory=lambda: ["en"], min_length=1)
     exchanges: dict[str, ExchangeRange] = Field(default_factory=lambda: {"en": ExchangeRange()})
     seed: int = 0
     prompts_dir: Path = Path("prompts")
@@ -100,7 +100,7 @@ class SourceConfig(Section):
     kind: Literal["generate", "dataset"] = "generate"
     path: Path | None = Field(None, description="JSONL, JSON, Parquet, a saved HF dataset folder, or a folder of files")
     format: Literal["auto", "sharegpt", "messages", "alpaca"] = "auto"
-    language: Literal["en"] = "en"
+    language: Literal["en", "zh"] = "en"
     max_exchanges: int = Field(4, ge=1, le=50, description="longer dialogues keep their first N exchanges")
     max_answer_chars: int = Field(2000, ge=16, description="longer source answers are unsuitable for speech")
     limit: int | None = Field(None, ge=1, description="only the first N records")
@@ -164,6 +164,14 @@ class ShardConfig(Section):
         return splits
 
 
+class TargetConfig(Section):
+    """Exact-count mode: keep planning more conversations (bounded) until this many are kept per language."""
+
+    conversations: int | None = Field(None, ge=1, description="kept conversations wanted per language; null: off")
+    max_rounds: int = Field(5, ge=1, le=50)
+    max_plan_factor: float = Field(4.0, ge=1.0, description="never plan more than this times the target")
+
+
 class RunConfig(Section):
     dataset: str = "speechchat"
     out_dir: Path | None = Field(None, description="output folder; null means out/<dataset>")
@@ -176,6 +184,13 @@ class RunConfig(Section):
     tts: TTSConfig = Field(default_factory=TTSConfig)
     verify: VerifyConfig = Field(default_factory=VerifyConfig)
     shard: ShardConfig = Field(default_factory=ShardConfig)
+    target: TargetConfig = Field(default_factory=TargetConfig)
+
+    @model_validator(mode="after")
+    def _target_needs_planned_conversations(self) -> "RunConfig":
+        if self.target.conversations is not None and self.source.kind != "generate":
+            raise ValueError("target.conversations works with source.kind 'generate' (a dataset source is finite)")
+        return self
 
     @field_validator("dataset")
     @classmethod

@@ -118,23 +118,32 @@ def preflight(cfg: RunConfig, stages: "StageSelection | None" = None) -> Resolve
         if gguf is not None and not gguf.is_file():
             problems.append(f"llm.gguf_path: {gguf} does not exist")
         check(__import__, "llama_cpp.server")
-    piper_voice = cfg.resolve_path(cfg.tts.piper_voice) if cfg.tts.piper_voice else check(assets.piper_joe_voice)
-    if piper_voice is not None and not piper_voice.is_file():
-        problems.append(f"tts.piper_voice: {piper_voice} does not exist")
-    # packaged defaults stay None here so that backends name them ("tiny.en"), but they must exist
-    asr_model = cfg.resolve_path(cfg.verify.asr_model) if cfg.verify.asr_model else None
-    if asr_model is None:
-        check(assets.whisper_tiny_en)
-    elif not (asr_model / "model.bin").is_file():
-        problems.append(f"verify.asr_model: {asr_model}/model.bin does not exist")
-    pool = check(load_pool, cfg.resolve_path(cfg.voices.pool)) or []
-    if pool:
-        ids = {s.speaker_id for s in pool}
-        if cfg.voices.assistant_speaker not in ids:
-            problems.append(f"voices.assistant_speaker: {cfg.voices.assistant_speaker!r} is not in {cfg.voices.pool}")
+    piper_voice = asr_model = None
+    pool: list = []
+    if stages.audio:  # what speaking and checking need
+        from pipeline.stages.text import NORMALIZERS
+
         for lang in run_languages(cfg):
-            if not any(s.language == lang for s in pool):
-                problems.append(f"voices.pool {cfg.voices.pool} has no speaker for language {lang!r}")
+            if lang not in NORMALIZERS:
+                problems.append(f"language {lang!r}: spoken-text normalisation and a {lang} TTS voice are not available "
+                                f"in this version; run it text-only with --stages generate (the text is cached for later)")
+        piper_voice = cfg.resolve_path(cfg.tts.piper_voice) if cfg.tts.piper_voice else check(assets.piper_joe_voice)
+        if piper_voice is not None and not piper_voice.is_file():
+            problems.append(f"tts.piper_voice: {piper_voice} does not exist")
+        # packaged defaults stay None here so that backends name them ("tiny.en"), but they must exist
+        asr_model = cfg.resolve_path(cfg.verify.asr_model) if cfg.verify.asr_model else None
+        if asr_model is None:
+            check(assets.whisper_tiny_en)
+        elif not (asr_model / "model.bin").is_file():
+            problems.append(f"verify.asr_model: {asr_model}/model.bin does not exist")
+        pool = check(load_pool, cfg.resolve_path(cfg.voices.pool)) or []
+        if pool:
+            ids = {s.speaker_id for s in pool}
+            if cfg.voices.assistant_speaker not in ids:
+                problems.append(f"voices.assistant_speaker: {cfg.voices.assistant_speaker!r} is not in {cfg.voices.pool}")
+            for lang in run_languages(cfg):
+                if not any(s.language == lang for s in pool):
+                    problems.append(f"voices.pool {cfg.voices.pool} has no speaker for language {lang!r}")
     if problems:
         raise ConfigError("cannot start:\n  " + "\n  ".join(problems))
     return Resolved(cfg, cfg.output_dir(), prompts_dir, gguf, piper_voice, asr_model, pool)
@@ -172,7 +181,7 @@ class StageSelection:
 
 
 def build_dataset(res: Resolved, base_url: str | None, run_id: str, done_ids, stages: StageSelection,
-                  text_from: Path | None = None):
+                  text_from: Path | None = None, quota: dict[str, int] | None = None):
     import ray
 
     from pipeline.io.plan_source import ParquetPartsSource, PlanIndexSource
@@ -237,7 +246,7 @@ def build_dataset(res: Resolved, base_url: str | None, run_id: str, done_ids, st
                             batch_format="pyarrow", num_cpus=cfg.verify.num_cpus)
     return ds.map_batches(ShardStage, fn_constructor_kwargs=dict(out_dir=res.out_dir, run_id=run_id,
                                                                  license_tags=cfg.license_tags,
-                                                                 write_samples=stages.audio),
+                                                                 write_samples=stages.audio, quota=quota),
                           batch_size=cfg.shard.conversations_per_shard, compute=pool(size=1), batch_format="pyarrow",
                           num_cpus=cfg.shard.num_cpus)
 
@@ -256,6 +265,44 @@ def init_ray() -> None:
 
 
 def run(cfg: RunConfig, stages: StageSelection | None = None, text_from: Path | None = None) -> dict[str, Any]:
+    """One pass, or in exact-count mode (`target.conversations`) bounded rounds that plan more until the
+    output holds the target number of kept conversations per language."""
+    stages = stages or StageSelection()
+    if cfg.target.conversations is None or not (stages.generate and stages.audio):
+        return run_once(cfg, stages, text_from)
+    from pipeline.io.layout import Layout
+    from pipeline.io.stats import compute_stats
+
+    want = cfg.target.conversations
+    cap = math.ceil(want * cfg.target.max_plan_factor)
+    planned = want
+    stats: dict[str, Any] = {}
+    for round_no in range(1, cfg.target.max_rounds + 1):
+        kept = {lang: compute_stats(Layout(cfg.output_dir()))["languages"].get(lang, {}).get("conversations", 0)
+                for lang in cfg.plan.languages}
+        quota = {lang: max(0, want - n) for lang, n in kept.items()}
+        if not any(quota.values()):
+            break
+        log.info("target round %d: planning %d conversations per language, %s still wanted", round_no, planned, quota)
+        round_cfg = cfg.model_copy(update={"plan": cfg.plan.model_copy(update={"num_conversations": planned})})
+        stats = run_once(round_cfg, stages, text_from, quota=quota)
+        kept_rate = max(stats["totals"]["conversations_kept"], 1) / (planned * len(cfg.plan.languages))
+        deficit = max(max(0, want - stats["languages"].get(lang, {}).get("conversations", 0)) for lang in cfg.plan.languages)
+        if not deficit:
+            break
+        if planned >= cap:
+            log.warning("target.conversations=%d not reached: plan cap %d (target.max_plan_factor) used up", want, cap)
+            break
+        planned = min(cap, planned + math.ceil(deficit / kept_rate * 1.2))
+    else:
+        log.warning("target.conversations=%d not reached within target.max_rounds=%d", want, cfg.target.max_rounds)
+    stats["target"] = {"conversations": want, "kept": {lang: stats["languages"].get(lang, {}).get("conversations", 0)
+                                                      for lang in cfg.plan.languages}, "planned": planned}
+    return stats
+
+
+def run_once(cfg: RunConfig, stages: StageSelection | None = None, text_from: Path | None = None,
+             quota: dict[str, int] | None = None) -> dict[str, Any]:
     from contextlib import nullcontext
 
     from pipeline.backends.llm_server import LlamaCppServer
@@ -299,7 +346,7 @@ def run(cfg: RunConfig, stages: StageSelection | None = None, text_from: Path | 
               if start_server else nullcontext(cfg.llm.base_url))
     with server as base_url:
         init_ray()
-        ds = build_dataset(res, base_url, run_id, done_ids, stages, text_from)
+        ds = build_dataset(res, base_url, run_id, done_ids, stages, text_from, quota)
         for batch in ds.iter_batches(batch_format="pyarrow", batch_size=None):
             for outcome in batch.to_pylist():
                 summary.add(outcome)
@@ -353,6 +400,7 @@ def build_parser() -> argparse.ArgumentParser:
     p_check = sub.add_parser("check-config", help="validate a config and print it resolved")
     p_check.add_argument("--config", "-c", required=True)
     p_check.add_argument("--out")
+    p_check.add_argument("--stages", help="check only what these stages need (see run --stages)")
     p_check.add_argument("overrides", nargs="*")
     return parser
 
@@ -370,7 +418,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = load_config(args.config, args.overrides, args.out)
         if args.command == "check-config":
-            preflight(cfg)
+            preflight(cfg, StageSelection.parse(args.stages))
             print(dump_resolved(cfg))
             return 0
         run(cfg, StageSelection.parse(args.stages), args.text_from)

@@ -24,6 +24,8 @@ def test_shipped_configs_validate():
     for name in ("base.yaml", "en.yaml", "smoke.yaml"):
         cfg = load_config(REPO_ROOT / "configs" / name)
         assert cfg.plan.languages == ["en"]
+    zh = load_config(REPO_ROOT / "configs/zh.yaml")
+    assert zh.plan.languages == ["zh"] and zh.plan.exchanges["zh"].min >= 2
     smoke = load_config(REPO_ROOT / "configs/smoke.yaml")
     assert (smoke.plan.num_conversations, smoke.plan.exchanges["en"].min, smoke.plan.exchanges["en"].max) == (20, 2, 4)
 
@@ -55,7 +57,8 @@ def test_override_errors_name_the_command_line(tmp_path):
     ("dataset: ../evil\n", "dataset: Value error, dataset name '../evil' must match"),
     ("plan: {exchanges: {en: {min: 5, max: 2}}}\n", "min (5) is greater than max (2)"),
     ("shard: {splits: {train: 0.5, test: 0.2}}\n", "split fractions sum to 0.7"),
-    ("plan: {languages: [en, xx]}\n", "plan.languages.1: Input should be 'en'"),
+    ("plan: {languages: [en, xx]}\n", "plan.languages.1: Input should be 'en' or 'zh'"),
+    ("plan: {languages: [en, zh]}\n", "no exchanges range for language(s) ['zh']"),
     ("- just\n- a list\n", "top level must be a mapping"),
     ("plan: [unclosed\n", "not valid YAML"),
 ])

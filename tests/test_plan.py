@@ -69,3 +69,11 @@ def test_shipped_taxonomies_are_rich_enough():
         tax = Taxonomy.load(REPO_ROOT / f"prompts/{lang}/taxonomy.yaml")
         assert len(tax.topics) >= 150 and len(set(t for t, _ in tax.topics)) == len(tax.topics)
         assert len(set(tax.domains.values())) >= 15 and len(tax.scenarios) >= 7 and len(tax.personas) >= 6
+
+
+def test_a_different_seed_plans_different_specs():
+    a, b = plan_rows(make_plan(seed=0)), plan_rows(make_plan(seed=1))
+    assert [r["conversation_id"] for r in a] == [r["conversation_id"] for r in b]  # IDs: dataset/lang/index/digest
+    differ = sum((x["topic"], x["scenario"], x["persona"], x["num_exchanges"]) != (y["topic"], y["scenario"], y["persona"], y["num_exchanges"])
+                 for x, y in zip(a, b))
+    assert differ >= 45  # of 50

@@ -114,3 +114,14 @@ def test_loads_with_hf_datasets_and_decodes_audio(written):
     expected, _ = decode_audio(rows[1]["turns"][0]["audio_flac"])
     assert rate == 16000
     np.testing.assert_allclose(np.asarray(samples).reshape(-1), expected, atol=1e-4)
+
+
+def test_quota_keeps_exactly_the_target_and_records_the_rest(tmp_path):
+    stage = ShardStage(tmp_path, "rq", ["t"], quota={"en": 3})
+    first = stage(rows_to_table([conversation(i, 1) for i in range(2)])).to_pylist()
+    second = stage(rows_to_table([conversation(i, 1) for i in range(2, 5)])).to_pylist()
+    outcomes = [o["outcome"] for o in first + second]
+    assert outcomes.count("kept") == 3 and outcomes.count("rejected") == 2
+    rejects = [r for p in Layout(tmp_path).reject_parts() for r in pq.read_table(p).to_pylist()]
+    assert {(r["stage"], r["reason"]) for r in rejects} == {("shard", "target_reached")}
+    assert len(Layout(tmp_path).done_ids()) == 5

@@ -18,7 +18,7 @@ import pyarrow as pa
 import webdataset as wds
 
 from pipeline.io.layout import Layout, atomic_write, write_parquet_atomic
-from pipeline.records import OUTCOME_SCHEMA, is_rejected, rows_to_table, table_to_rows
+from pipeline.records import OUTCOME_SCHEMA, is_rejected, reject, rows_to_table, table_to_rows
 
 SAMPLE_SCHEMA_VERSION = 1
 
@@ -119,8 +119,12 @@ class ShardStage:
 
     name = "shard"
 
-    def __init__(self, out_dir: Path, run_id: str, license_tags: list[str], write_samples: bool = True):
+    def __init__(self, out_dir: Path, run_id: str, license_tags: list[str], write_samples: bool = True,
+                 quota: dict[str, int] | None = None):
         self.layout, self.run_id, self.license_tags = Layout(out_dir), run_id, list(license_tags)
+        # exact-count mode: how many more conversations this run may keep per language (one shard actor
+        # counts them; conversations past the quota are recorded as rejected, so a rerun skips them too)
+        self.quota = dict(quota) if quota is not None else None
         # False for a text-only run: record rejections, report the rest as "generated", write no tars
         self.write_samples = write_samples
 
@@ -152,8 +156,21 @@ class ShardStage:
         write_parquet_atomic(self.layout.manifest / f"{name}.parquet", rows_to_table(manifest, MANIFEST_SCHEMA))
         return shard_rel, manifest
 
+    def _apply_quota(self, rows: list[dict[str, Any]]) -> None:
+        if self.quota is None:
+            return
+        for row in rows:
+            if is_rejected(row):
+                continue
+            left = self.quota.get(row["language"], 0)
+            if left <= 0:
+                reject(row, self.name, "target_reached", f"{row['language']}: target of kept conversations reached")
+            else:
+                self.quota[row["language"]] = left - 1
+
     def __call__(self, batch: pa.Table | dict) -> pa.Table:
         rows = table_to_rows(batch)
+        self._apply_quota(rows)
         kept, rejected = [r for r in rows if not is_rejected(r)], [r for r in rows if is_rejected(r)]
         groups: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
         for row in kept:
