@@ -1,7 +1,6 @@
 """The three entry points (script, module, console script) and their error handling; no Ray is started."""
 
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path

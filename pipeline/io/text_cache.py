@@ -15,7 +15,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline.io.layout import Layout, write_parquet_atomic
+from pipeline.io.layout import write_parquet_atomic
 from pipeline.records import is_rejected, rows_to_table, table_to_rows
 
 TEXT_TURN_TYPE = pa.struct([("role", pa.string()), ("display_text", pa.string())])
@@ -73,13 +73,11 @@ class CachedTextFilter:
 
     def __call__(self, batch: pa.Table | dict) -> pa.Table:
         from pipeline.records import empty_turn
-        from pipeline.stages.plan import id_to_u64, split_for
+        from pipeline.stages.plan import is_done, split_for
 
         out: list[dict[str, Any]] = []
         for row in table_to_rows(batch):
-            u = np.uint64(id_to_u64(row["conversation_id"]))
-            pos = np.searchsorted(self.done_ids, u)
-            if pos < len(self.done_ids) and self.done_ids[pos] == u:
+            if is_done(self.done_ids, row["conversation_id"]):
                 continue
             row["split"] = split_for(row["conversation_id"], self.splits)
             row.update(llm_requests=0, prompt_tokens=0, completion_tokens=0)  # paid for by the run that cached it

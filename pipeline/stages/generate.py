@@ -159,6 +159,8 @@ class GenerateStage(Stage):
                     await self._generate_one(client, row)
                 except Rejected as exc:
                     reject(row, self.name, exc.reason, exc.details)
+                except Exception as exc:  # one bad conversation must not fail the batch; the reason is recorded
+                    reject(row, self.name, "generate_error", f"{type(exc).__name__}: {exc}")
 
         try:
             await asyncio.gather(*(one(r) for r in rows))

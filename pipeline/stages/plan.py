@@ -32,6 +32,13 @@ def id_to_u64(conv_id: str) -> int:
     return int(conv_id.rsplit("-", 1)[-1], 16)
 
 
+def is_done(done_ids: np.ndarray, conv_id: str) -> bool:
+    """Membership in a sorted array of finished-ID hashes (the resume set)."""
+    u = np.uint64(id_to_u64(conv_id))
+    pos = int(np.searchsorted(done_ids, u))
+    return pos < len(done_ids) and done_ids[pos] == u
+
+
 def split_for(conv_id: str, splits: dict[str, float]) -> str:
     """Deterministic split by ID hash: the same conversation always lands in the same split."""
     u = int(hashlib.sha256(("split:" + conv_id).encode()).hexdigest()[:8], 16) / 0x1_0000_0000
@@ -113,14 +120,7 @@ class PlanStage:
             "text_digest": self.text_digest,
         }
 
-    def is_done(self, conv_id: str) -> bool:
-        if not len(self.done_ids):
-            return False
-        u = np.uint64(id_to_u64(conv_id))
-        pos = np.searchsorted(self.done_ids, u)
-        return bool(pos < len(self.done_ids) and self.done_ids[pos] == u)
-
     def __call__(self, batch: pa.Table | dict) -> pa.Table:
         indices = batch.column("id").to_pylist() if isinstance(batch, pa.Table) else list(batch["id"])
         specs = [self.spec(int(i)) for i in indices]
-        return rows_to_table([s for s in specs if not self.is_done(s["conversation_id"])])
+        return rows_to_table([s for s in specs if not is_done(self.done_ids, s["conversation_id"])])

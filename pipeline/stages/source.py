@@ -17,7 +17,7 @@ import pyarrow as pa
 
 from pipeline.records import reject, rows_to_table
 from pipeline.stages.base import Rejected
-from pipeline.stages.plan import conversation_id, id_to_u64, split_for
+from pipeline.stages.plan import conversation_id, is_done, split_for
 
 SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "chatgpt": "assistant",
                   "bard": "assistant", "bing": "assistant", "system": "system"}
@@ -108,9 +108,7 @@ class SourcePlanStage:
 
     def row(self, index: int, record_text: str) -> dict[str, Any] | None:
         conv_id = conversation_id(self.dataset, self.language, f"{self.source_name}:{index}", self.text_digest)
-        u = np.uint64(id_to_u64(conv_id))
-        pos = np.searchsorted(self.done_ids, u)
-        if pos < len(self.done_ids) and self.done_ids[pos] == u:
+        if is_done(self.done_ids, conv_id):
             return None
         row: dict[str, Any] = {"conversation_id": conv_id, "plan_index": index, "dataset": self.dataset,
                                "language": self.language, "split": split_for(conv_id, self.splits),
