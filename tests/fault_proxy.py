@@ -1,6 +1,7 @@
 """A fault-injecting HTTP proxy for tests: sits on 127.0.0.1 in front of a real llama.cpp server.
 
-Each incoming request takes the next fault from a script ("429", "500", "hang", "cut", "bad_json", "pass");
+Each incoming request takes the next fault from a script ("429", "500", "hang", "cut", "bad_json",
+"truncated_json", "pass");
 when the script is used up every request passes through. Bounded: a hang sleeps at most `hang_s`.
 """
 
@@ -61,9 +62,11 @@ class FaultProxy:
                 resp = httpx.request(self.command, proxy.upstream + path, content=body,
                                      headers={"Content-Type": "application/json"}, timeout=120)
                 data = resp.content
-                if fault == "bad_json" and resp.status_code == 200:
+                if fault in ("bad_json", "truncated_json") and resp.status_code == 200:
                     payload = json.loads(data)
-                    payload["choices"][0]["message"]["content"] = "Sure! Here is the conversation you asked for."
+                    message = payload["choices"][0]["message"]
+                    message["content"] = ("Sure! Here is the conversation you asked for." if fault == "bad_json"
+                                          else message["content"][: len(message["content"]) // 2])
                     data = json.dumps(payload).encode()
                 return self._reply(resp.status_code, data)
 

@@ -31,6 +31,9 @@ def test_valid_output_becomes_alternating_turns():
     (payload(("Hi there.", "x" * 401), ("a b", "c d")), "llm_turn_too_long"),
     (payload(("Hi\x00 there.", "Hello!"), ("a b", "c d")), "llm_control_characters"),
     (payload(("你好，今天天气怎么样？", "很好。"), ("a b", "c d")), "llm_wrong_language"),
+    (payload(("123456789", "Hello there!"), ("a b", "c d")), "llm_turn_not_prose"),
+    (payload(("Hi there.", "Of course, here you go ]}, {'user': 'Thanks a lot'"), ("a b", "c d")), "llm_json_in_text"),
+    (payload(("Hi there.", 'Sure "assistant": fine'), ("a b", "c d")), "llm_json_in_text"),
 ])
 def test_bad_outputs_are_rejected_with_a_reason(content, reason):
     with pytest.raises(Rejected) as err:

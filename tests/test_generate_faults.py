@@ -69,3 +69,18 @@ def test_unparseable_answers_without_repairs_left_are_rejected(llm_base_url):
     with FaultProxy(llm_base_url, ["bad_json", "bad_json"]) as proxy:
         [row] = generate(proxy.base_url, [spec()], repair_attempts=1)
     assert (row["reject_reason"], row["llm_requests"]) == ("llm_not_json", 2)
+
+
+def test_a_mixed_fault_storm_ends_with_every_conversation_accounted_for_once(llm_base_url):
+    script = ["429", "truncated_json", "500", "cut", "bad_json", "500", "500", "500", "hang"]
+    rows = [spec(i) for i in range(4)]
+    with FaultProxy(llm_base_url, script, hang_s=12.0) as proxy:
+        started = time.monotonic()
+        out = generate(proxy.base_url, rows, timeout_s=8, max_retries=2, repair_attempts=1, concurrency=2,
+                       max_tokens=150)
+    assert time.monotonic() - started < 300 and len(proxy.seen) <= 4 * 2 * 3  # bounded: tries x repairs x retries
+    assert sorted(r["conversation_id"] for r in out) == sorted(r["conversation_id"] for r in rows)  # once each
+    for row in out:
+        assert row["reject_reason"] is None or (row["reject_stage"] == "generate" and row["reject_details"])
+        if row["reject_reason"] is None:
+            assert len(row["turns"]) == 2 and row["turns"][0]["role"] == "user"

@@ -92,6 +92,8 @@ class _Conversation(BaseModel):
 
 
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+# pieces of the JSON envelope leaking into a turn: {"user": ..., ]}, etc.
+_JSON_DEBRIS = re.compile(r"""[{\[]\s*['"](?:user|assistant|exchanges)['"]|['"](?:user|assistant|exchanges)['"]\s*:|[\]}]\s*[,}\]]""")
 
 
 def parse_conversation(content: str, num_exchanges: int, cfg: LLMConfig, language: str) -> list[dict[str, Any]]:
@@ -119,6 +121,11 @@ def parse_conversation(content: str, num_exchanges: int, cfg: LLMConfig, languag
                 raise Rejected("llm_turn_too_short", f"{where}: {len(text)} chars < {cfg.min_turn_chars}: {text!r}")
             if len(text) > cfg.max_turn_chars:
                 raise Rejected("llm_turn_too_long", f"{where}: {len(text)} chars > {cfg.max_turn_chars}: {text[:80]!r}...")
+            visible = [c for c in text if not c.isspace()]
+            if sum(c.isalpha() for c in visible) < 0.5 * len(visible):
+                raise Rejected("llm_turn_not_prose", f"{where}: mostly digits or symbols: {text[:80]!r}")
+            if _JSON_DEBRIS.search(text):
+                raise Rejected("llm_json_in_text", f"{where}: {text[:80]!r}")
             turns.append(empty_turn(role, text))
     problem = wrong_language([t["display_text"] for t in turns], language)
     if problem:
