@@ -402,7 +402,27 @@ def build_parser() -> argparse.ArgumentParser:
     p_check.add_argument("--out")
     p_check.add_argument("--stages", help="check only what these stages need (see run --stages)")
     p_check.add_argument("overrides", nargs="*")
+    p_verify = sub.add_parser("verify-output", help="check a dataset folder: tars, samples, checksums, manifest")
+    p_verify.add_argument("folder", type=Path)
     return parser
+
+
+def verify_output_cli(folder: Path) -> int:
+    from pipeline.io.layout import Layout
+    from pipeline.io.verify_output import verify_output
+
+    problems = verify_output(folder)
+    if problems:
+        print(f"{folder}: {len(problems)} problem(s)", file=sys.stderr)
+        for p in problems[:200]:
+            print(f"  {p}", file=sys.stderr)
+        if len(problems) > 200:
+            print(f"  ... and {len(problems) - 200} more", file=sys.stderr)
+        return 1
+    layout = Layout(folder)
+    samples = sum(pq.ParquetFile(p).metadata.num_rows for p in layout.manifest_parts())
+    print(f"{folder}: OK ({len(layout.shards())} shards, {samples} samples, {len(layout.reject_parts())} rejects parts)")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -415,6 +435,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         build_parser().print_help()
         return 2
+    if args.command == "verify-output":
+        return verify_output_cli(args.folder)
     try:
         cfg = load_config(args.config, args.overrides, args.out)
         if args.command == "check-config":

@@ -91,6 +91,9 @@ def test_rerun_adds_nothing_and_loses_nothing(first_run):
     assert again["last_run"]["kept"] == again["last_run"]["rejected"] == 0
     assert (sorted(p.name for p in layout.shards()), sorted(p.name for p in layout.reject_parts())) == before
     assert again["totals"] == stats["totals"]
+    from pipeline.io.verify_output import verify_output
+
+    assert verify_output(out) == []  # whole and consistent after two runs into one folder
 
 
 def test_no_secret_in_any_output_file(first_run):
