@@ -68,8 +68,9 @@ def cached_ids(root: Path) -> np.ndarray:
 class CachedTextFilter:
     """Turns cached conversations back into pipeline rows: drops finished IDs, recomputes the split."""
 
-    def __init__(self, done_ids: np.ndarray, splits: dict[str, float]):
-        self.done_ids, self.splits = done_ids, splits
+    def __init__(self, done_ids: np.ndarray, splits: dict[str, float], text_digest: str | None = None):
+        # text_digest: keep only conversations generated under these text-side settings (None: all)
+        self.done_ids, self.splits, self.text_digest = done_ids, splits, text_digest
 
     def __call__(self, batch: pa.Table | dict) -> pa.Table:
         from pipeline.records import empty_turn
@@ -78,6 +79,8 @@ class CachedTextFilter:
         out: list[dict[str, Any]] = []
         for row in table_to_rows(batch):
             if is_done(self.done_ids, row["conversation_id"]):
+                continue
+            if self.text_digest is not None and row["text_digest"] != self.text_digest:
                 continue
             row["split"] = split_for(row["conversation_id"], self.splits)
             row.update(llm_requests=0, prompt_tokens=0, completion_tokens=0)  # paid for by the run that cached it

@@ -11,6 +11,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from pipeline.faults import checkpoint
 from pipeline.records import is_rejected, reject, rows_to_table, table_to_rows
 
 log = logging.getLogger(__name__)
@@ -58,5 +59,6 @@ class Stage:
         rows = table_to_rows(batch)
         live = [r for r in rows if not is_rejected(r)]
         if live:
+            checkpoint(self.name)
             self.process_rows(live)
         return rows_to_table(rows)

@@ -92,6 +92,10 @@ class _Conversation(BaseModel):
 
 
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+# the model stepping out of the conversation (refusals, talk about prompts, injected instructions)
+_META_TEXT = re.compile(r"as an ai (language )?model|ignore (all |any )?(the )?(previous|prior|above) instructions|"
+                        r"system prompt|\bjson (object|format)\b|作为(一个)?(人工智能|AI)(语言)?模型|忽略(之前|以上)(的)?(所有)?指令",
+                        re.I)
 # pieces of the JSON envelope leaking into a turn: {"user": ..., ]}, etc.
 _JSON_DEBRIS = re.compile(r"""[{\[]\s*['"](?:user|assistant|exchanges)['"]|['"](?:user|assistant|exchanges)['"]\s*:|[\]}]\s*[,}\]]""")
 
@@ -126,6 +130,8 @@ def parse_conversation(content: str, num_exchanges: int, cfg: LLMConfig, languag
                 raise Rejected("llm_turn_not_prose", f"{where}: mostly digits or symbols: {text[:80]!r}")
             if _JSON_DEBRIS.search(text):
                 raise Rejected("llm_json_in_text", f"{where}: {text[:80]!r}")
+            if _META_TEXT.search(text):
+                raise Rejected("llm_meta_text", f"{where}: {text[:80]!r}")
             turns.append(empty_turn(role, text))
     problem = wrong_language([t["display_text"] for t in turns], language)
     if problem:

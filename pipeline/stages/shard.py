@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import tarfile
 from collections import defaultdict
 from pathlib import Path
@@ -17,8 +18,11 @@ from typing import Any
 import pyarrow as pa
 import webdataset as wds
 
+from pipeline.faults import checkpoint
 from pipeline.io.layout import Layout, atomic_write, write_parquet_atomic
 from pipeline.records import OUTCOME_SCHEMA, is_rejected, reject, rows_to_table, table_to_rows
+
+log = logging.getLogger(__name__)
 
 SAMPLE_SCHEMA_VERSION = 1
 
@@ -125,6 +129,7 @@ class ShardStage:
         # exact-count mode: how many more conversations this run may keep per language (one shard actor
         # counts them; conversations past the quota are recorded as rejected, so a rerun skips them too)
         self.quota = dict(quota) if quota is not None else None
+        self._seen: set[str] = set()  # IDs handled by this run: a duplicate in the stream is never written twice
         # False for a text-only run: record rejections, report the rest as "generated", write no tars
         self.write_samples = write_samples
 
@@ -137,6 +142,7 @@ class ShardStage:
         tar_path = self.layout.shard_dir(language, split) / f"{name}.tar"
         samples = [s for row in rows for s in conversation_samples(row, self.license_tags)]
         atomic_write(tar_path, lambda fh: write_tar(fh, samples))
+        checkpoint("shard.between_tar_and_manifest")
         digest, offsets = _sha256(tar_path), member_offsets(tar_path)
         shard_rel = str(tar_path.relative_to(self.layout.root))
         manifest = []
@@ -154,6 +160,7 @@ class ShardStage:
                     "user_error_rate": user["error_rate"], "assistant_error_rate": assistant["error_rate"],
                 })
         write_parquet_atomic(self.layout.manifest / f"{name}.parquet", rows_to_table(manifest, MANIFEST_SCHEMA))
+        checkpoint("shard.after_manifest")
         return shard_rel, manifest
 
     def _apply_quota(self, rows: list[dict[str, Any]]) -> None:
@@ -169,7 +176,13 @@ class ShardStage:
                 self.quota[row["language"]] = left - 1
 
     def __call__(self, batch: pa.Table | dict) -> pa.Table:
-        rows = table_to_rows(batch)
+        rows = []
+        for row in table_to_rows(batch):
+            if row["conversation_id"] in self._seen:
+                log.warning("conversation %s arrived twice in one run; the second copy is dropped", row["conversation_id"])
+                continue
+            self._seen.add(row["conversation_id"])
+            rows.append(row)
         self._apply_quota(rows)
         kept, rejected = [r for r in rows if not is_rejected(r)], [r for r in rows if is_rejected(r)]
         groups: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)

@@ -1,0 +1,1 @@
+"""Publishing a finished output folder: licence resolution, the dataset card (README.md), the HTML report."""
