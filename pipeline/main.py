@@ -121,12 +121,11 @@ def preflight(cfg: RunConfig, stages: "StageSelection | None" = None) -> Resolve
     piper_voice = asr_model = None
     pool: list = []
     if stages.audio:  # what speaking and checking need
-        from pipeline.stages.text import NORMALIZERS
-
         for lang in run_languages(cfg):
-            if lang not in NORMALIZERS:
-                problems.append(f"language {lang!r}: spoken-text normalisation and a {lang} TTS voice are not available "
-                                f"in this version; run it text-only with --stages generate (the text is cached for later)")
+            if lang != "en":  # the only TTS backend so far is Piper with English voices
+                problems.append(f"language {lang!r}: no {lang} TTS voice is available in this version (Chinese needs "
+                                f"the Coqui XTTS-v2 backend); run it text-only with --stages generate (the text is "
+                                f"cached for later)")
         piper_voice = cfg.resolve_path(cfg.tts.piper_voice) if cfg.tts.piper_voice else check(assets.piper_joe_voice)
         if piper_voice is not None and not piper_voice.is_file():
             problems.append(f"tts.piper_voice: {piper_voice} does not exist")
@@ -246,7 +245,9 @@ def build_dataset(res: Resolved, base_url: str | None, run_id: str, done_ids, st
         ds = ds.map_batches(VoiceStage(res.pool, cfg.voices.assistant_speaker, cfg.plan.seed,
                                        len(run_languages(cfg))), **light)
         ds = ds.map_batches(TTSStage, fn_constructor_kwargs=dict(backend=cfg.tts.backend, piper_voice=res.piper_voice,
-                                                                 pool=res.pool, user_sample_rate=cfg.tts.user_sample_rate),
+                                                                 pool=res.pool, user_sample_rate=cfg.tts.user_sample_rate,
+                                                                 backend_options=dict(noise_scale=cfg.tts.piper_noise_scale,
+                                                                                      noise_w_scale=cfg.tts.piper_noise_w_scale)),
                             batch_size=cfg.tts.batch_size, compute=pool(min_size=1, max_size=cfg.tts.max_actors),
                             batch_format="pyarrow", num_cpus=cfg.tts.num_cpus)
         ds = ds.map_batches(VerifyStage, fn_constructor_kwargs=dict(cfg=cfg.verify, asr_model=res.asr_model),
@@ -372,6 +373,16 @@ def run_once(cfg: RunConfig, stages: StageSelection | None = None, text_from: Pa
     write_stats(layout, stats)
     with open(layout.state / "runs.jsonl", "a", encoding="utf-8") as fh:
         fh.write(json.dumps({"run_id": run_id, "text_digest": cfg.text_digest(), **stats["last_run"]}) + "\n")
+    if layout.manifest_parts():  # the dataset card (README.md) and report.html describe the whole folder
+        from pipeline.publish.card import write_card
+        from pipeline.publish.report import write_report
+
+        write_card(layout.root, cfg.model_dump(mode="json"), stats)
+        write_report(layout.root, stats)
+        from pipeline.publish.licenses import resolve_license
+
+        for warning in resolve_license(cfg.license_tags).warnings:
+            log.warning("licence: %s", warning)
     print_summary(stats, res.out_dir)
     return stats
 

@@ -58,3 +58,13 @@ def test_verify_rejects_too_short_audio(spoken):
     short["turns"][0]["duration_s"] = 0.05
     out = VerifyStage(VerifyConfig(), None)(rows_to_table([short])).to_pylist()[0]
     assert out["reject_reason"] == "audio_too_short"
+
+
+def test_piper_without_sampling_noise_is_reproducible():
+    from pipeline.backends.tts import PiperBackend
+
+    pool = load_pool(REPO_ROOT / "speakers/piper_en.jsonl")
+    backend = PiperBackend(None, noise_scale=0.0, noise_w_scale=0.0)
+    a, _ = backend.synthesize("The same words twice.", pool[0])
+    b, _ = backend.synthesize("The same words twice.", pool[0])
+    assert a.size > 0 and (a == b).all()

@@ -23,8 +23,9 @@ class TTSBackend(Protocol):
 class PiperBackend:
     """Piper (VITS exported to ONNX) on CPU; one voice file per speaker, loaded once and cached."""
 
-    def __init__(self, default_voice: Path | None):
+    def __init__(self, default_voice: Path | None, noise_scale: float | None = None, noise_w_scale: float | None = None):
         self.default_voice = default_voice or piper_joe_voice()
+        self.noise_scale, self.noise_w_scale = noise_scale, noise_w_scale
         self._voices: dict[str, object] = {}
         self.model_id = f"piper-tts {version('piper-tts')} {self.default_voice.stem}"
 
@@ -40,7 +41,8 @@ class PiperBackend:
         from piper import SynthesisConfig
 
         voice = self._voice(speaker)
-        chunks = list(voice.synthesize(text, SynthesisConfig(speaker_id=speaker.speaker_index)))
+        chunks = list(voice.synthesize(text, SynthesisConfig(speaker_id=speaker.speaker_index, noise_scale=self.noise_scale,
+                                                             noise_w_scale=self.noise_w_scale)))
         if not chunks:
             return np.zeros(0, dtype=np.float32), int(voice.config.sample_rate)
         # one chunk per sentence; a short pause between sentences keeps the prosody natural
@@ -50,7 +52,7 @@ class PiperBackend:
         return np.concatenate(parts), rate
 
 
-def make_backend(name: str, piper_voice: Path | None) -> TTSBackend:
+def make_backend(name: str, piper_voice: Path | None, **options) -> TTSBackend:
     if name == "piper":
-        return PiperBackend(piper_voice)
+        return PiperBackend(piper_voice, **options)
     raise ValueError(f"unknown tts.backend {name!r}")

@@ -220,7 +220,7 @@ def _structure(splits: dict[str, list[str]], stats: dict[str, Any]) -> str:
 
 
 def _schema() -> str:
-    files = [[f"`{{key}}.json`", "metadata (below)"]] + [[f"`{{key}}.{n}`", m] for n, m in AUDIO_FILES.items()]
+    files = [["`{key}.json`", "metadata (below)"]] + [[f"`{{key}}.{n}`", m] for n, m in AUDIO_FILES.items()]
     fields = [[f"`{name}`", kind, meaning] for name, kind, meaning in _schema_rows(SAMPLE_FIELDS)]
     return (f"## The sample (schema version {SAMPLE_SCHEMA_VERSION})\n\n"
             "All exchanges of a conversation sit in one shard, in order. Files per sample:\n\n"
@@ -284,7 +284,8 @@ def _statistics(stats: dict[str, Any]) -> str:
     total_rejected = sum(rejections.values())
     kept = int(_get(stats, "totals.conversations_kept", 0) or 0)
     if rejections:
-        text += (f"\n{total_rejected:,} conversations were rejected ({total_rejected / max(kept + total_rejected, 1):.0%} "
+        share = total_rejected / max(kept + total_rejected, 1)
+        text += (f"\n{total_rejected:,} conversations were rejected ({share:.0%} "
                  "of those finished), by reason:\n\n"
                  + _table(["reason", "conversations"], [[f"`{r}`", n] for r, n in rejections.items()]) + "\n")
     else:
@@ -293,7 +294,8 @@ def _statistics(stats: dict[str, Any]) -> str:
     for lang, counts in sorted(domains.items()):
         top = list(counts.items())[:10]
         if top:
-            text += f"\nMost frequent domains (`{lang}`, conversations): " + ", ".join(f"{_md(d) or '(none)'} {n}" for d, n in top) + ".\n"
+            listed = ", ".join(f"{_md(d) or '(none)'} {n}" for d, n in top)
+            text += f"\nMost frequent domains (`{lang}`, conversations): {listed}.\n"
     return text
 
 

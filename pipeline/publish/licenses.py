@@ -54,7 +54,8 @@ LICENSE_ALIASES = {
     "cc0": "cc0-1.0", "publicdomain": "cc0-1.0", "mitlicense": "mit",
     "apache2": "apache-2.0", "apache": "apache-2.0", "apachelicense20": "apache-2.0",
     "ccby": "cc-by-4.0", "ccbysa": "cc-by-sa-4.0", "ccbync": "cc-by-nc-4.0", "ccbyncsa": "cc-by-nc-sa-4.0",
-    "ccbyncnd": "cc-by-nc-nd-4.0", "cpml": "coqui-public-model-license", "coquipublicmodellicense10": "coqui-public-model-license",
+    "ccbyncnd": "cc-by-nc-nd-4.0",
+    "cpml": "coqui-public-model-license", "coquipublicmodellicense10": "coqui-public-model-license",
     "blizzard": "lessac-research-only", "lessac": "lessac-research-only",
 }
 # Licence fields that mean "look the name up" rather than naming a licence.

@@ -15,7 +15,9 @@ import html
 import io
 import json
 import random
+import re
 import tarfile
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +25,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 from matplotlib import font_manager, rc_context
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from pipeline.io.layout import Layout, atomic_write
 
@@ -31,6 +34,7 @@ TOP_N = 15
 # Chinese topics and texts need a CJK font; matplotlib falls back along this list to whichever is installed.
 CJK_FONTS = ["Noto Sans CJK SC", "Noto Sans CJK JP", "WenQuanYi Zen Hei", "WenQuanYi Micro Hei", "SimHei",
              "AR PL UMing CN", "Droid Sans Fallback"]
+CJK_TEXT = re.compile(r"[\u3040-\u30ff\u3400-\u9fff\uac00-\ud7af\uff00-\uffef]")
 COLOURS = {"user": "#4C72B0", "assistant": "#DD8452"}
 
 CSS = """
@@ -78,6 +82,7 @@ def _barh(ax: Any, counts: dict[str, float], title: str, xlabel: str, colour: st
     ax.barh([str(k) if str(k) else "(none)" for k, _ in items], [v for _, v in items], color=colour)
     ax.set_title(title)
     ax.set_xlabel(xlabel)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # counts: no 0.25 of a conversation
 
 
 def plot_hours(manifest: pd.DataFrame) -> str:
@@ -109,11 +114,12 @@ def plot_histograms(manifest: pd.DataFrame, column: str, xlabel: str, title: str
         ax.set_title(f"{title}: {side}")
         ax.set_xlabel(xlabel)
         ax.set_ylabel("turns")
+        ax.yaxis.set_major_locator(MaxNLocator(integer=True))
     return _figure(fig, caption)
 
 
 def plot_rejections(rejects: pd.DataFrame) -> str:
-    labels = (rejects["stage"].fillna("?") + " / " + rejects["reason"].fillna("?")) if "stage" in rejects else rejects["reason"]
+    labels = rejects["stage"].fillna("?") + " / " + rejects["reason"].fillna("?")
     fig, (ax,) = _new_figure(height=max(2.2, 0.35 * min(labels.nunique(), TOP_N) + 1))
     _barh(ax, labels.value_counts().to_dict(), "Rejected conversations by stage / reason", "conversations", "#C44E52")
     return _figure(fig, f"Rejection reasons ({len(rejects)} conversations)")
@@ -133,6 +139,7 @@ def plot_speakers(manifest: pd.DataFrame) -> str:
             ax.set_title(f"{side} voices: {len(counts)} speakers")
             ax.set_xlabel(f"{unit} per speaker")
             ax.set_ylabel("speakers")
+            ax.yaxis.set_major_locator(MaxNLocator(integer=True))
     return _figure(fig, "Speaker usage (user voice per conversation, assistant voice per exchange)")
 
 
@@ -172,7 +179,8 @@ def read_sample(root: Path, shard: str, offset: int, key: str) -> dict[str, byte
 def _audio_tag(data: bytes | None) -> str:
     if not data:
         return '<span class="muted">(no audio)</span>'
-    return f'<audio controls preload="none" src="data:audio/flac;base64,{base64.b64encode(data).decode("ascii")}"></audio>'
+    uri = "data:audio/flac;base64," + base64.b64encode(data).decode("ascii")
+    return f'<audio controls preload="metadata" src="{uri}"></audio>'
 
 
 def audio_examples(root: Path, manifest: pd.DataFrame, n: int = MAX_AUDIO_SAMPLES, seed: int = 0) -> str:
@@ -185,7 +193,8 @@ def audio_examples(root: Path, manifest: pd.DataFrame, n: int = MAX_AUDIO_SAMPLE
             sample = read_sample(root, row["shard"], int(row["offset"]), row["key"])
             meta = json.loads(sample["json"])
         except (OSError, KeyError, tarfile.TarError, ValueError) as exc:
-            blocks.append(f'<div class="sample">{html.escape(str(row["key"]))}: could not read ({html.escape(str(exc))})</div>')
+            blocks.append(f'<div class="sample">{html.escape(str(row["key"]))}: '
+                          f"could not read ({html.escape(str(exc))})</div>")
             continue
         turns = []
         for side in ("user", "assistant"):
@@ -196,7 +205,8 @@ def audio_examples(root: Path, manifest: pd.DataFrame, n: int = MAX_AUDIO_SAMPLE
                 f'{float(info.get("error_rate", -1)):.2f}</span><br>{html.escape(str(info.get("spoken_text", "")))}'
                 f"{_audio_tag(sample.get(side + '.flac'))}</div>")
         history = meta.get("history") or ""
-        head = (f'<div><b>{html.escape(str(row["key"]))}</b> <span class="muted">{html.escape(str(meta.get("language", "")))}'
+        head = (f'<div><b>{html.escape(str(row["key"]))}</b> '
+                f'<span class="muted">{html.escape(str(meta.get("language", "")))}'
                 f' / {html.escape(str(meta.get("split", "")))}, exchange {int(meta.get("exchange_index", 0)) + 1} of '
                 f'{meta.get("exchange_count", "?")}, topic: {html.escape(str(meta.get("topic", "")))}</span></div>')
         past = (f'<div class="muted">earlier turns: {html.escape(history).replace(chr(10), "<br>")}</div>'
@@ -233,10 +243,13 @@ def report_html(root: Path, stats: dict[str, Any]) -> str:
     layout = Layout(root)
     manifest, rejects = _read_parts(layout.manifest_parts()), _read_parts(layout.reject_parts())
     sections = [f"<h1>{html.escape(root.name)}</h1>",
-                '<p class="muted">speechchat output report: kept samples from <code>manifest/</code>, rejections '
-                "from <code>rejects/</code>, totals from <code>stats.json</code>.</p>",
+                ('<p class="muted">speechchat output report: kept samples from <code>manifest/</code>, rejections '
+                 "from <code>rejects/</code>, totals from <code>stats.json</code>.</p>"),
                 "<h2>Summary</h2>", _summary(stats)]
-    with rc_context({"font.family": _fonts(), "font.size": 9}):
+    fonts = _fonts()
+    # without a CJK font Chinese labels draw as boxes; one note on the page beats a warning per glyph
+    with rc_context({"font.family": fonts, "font.size": 9}), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Glyph .* missing from font", category=UserWarning)
         if manifest.empty:
             sections.append("<h2>Audio</h2><p>No kept samples yet.</p>")
         else:
@@ -255,6 +268,9 @@ def report_html(root: Path, stats: dict[str, Any]) -> str:
             content = _content(stats, manifest, column)
             if any(content.values()):
                 sections += [f"<h2>{column.capitalize()}s</h2>", plot_content(content, column)]
+                if len(fonts) == 1 and any(CJK_TEXT.search(str(v)) for c in content.values() for v in c):
+                    sections.append('<p class="muted">Chinese labels need a CJK font for matplotlib '
+                                    "(e.g. Debian's fonts-noto-cjk); none is installed here.</p>")
     if not manifest.empty:
         sections += [f"<h2>Listen ({min(MAX_AUDIO_SAMPLES, len(manifest))} random samples)</h2>",
                      audio_examples(root, manifest)]

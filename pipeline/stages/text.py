@@ -6,9 +6,10 @@ from typing import Any, Callable
 
 from pipeline.config import TextConfig
 from pipeline.normalize.en import normalize_en
+from pipeline.normalize.zh import normalize_zh
 from pipeline.stages.base import Rejected, Stage
 
-NORMALIZERS: dict[str, Callable[[str], str]] = {"en": normalize_en}
+NORMALIZERS: dict[str, Callable[[str], str]] = {"en": normalize_en, "zh": normalize_zh}
 
 
 class TextStage(Stage):

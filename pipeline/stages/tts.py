@@ -16,15 +16,16 @@ from pipeline.stages.base import Rejected, Stage
 class TTSStage(Stage):
     name = "tts"
 
-    def __init__(self, backend: str, piper_voice: Path | None, pool: list[Speaker], user_sample_rate: int = 16000):
+    def __init__(self, backend: str, piper_voice: Path | None, pool: list[Speaker], user_sample_rate: int = 16000,
+                 backend_options: dict | None = None):
         super().__init__()
-        self.backend_name, self.piper_voice = backend, piper_voice
+        self.backend_name, self.piper_voice, self.backend_options = backend, piper_voice, backend_options or {}
         self.speakers = {s.speaker_id: s for s in pool}
         self.user_sample_rate = user_sample_rate
         self.backend: TTSBackend | None = None
 
     def setup(self) -> None:
-        self.backend = make_backend(self.backend_name, self.piper_voice)
+        self.backend = make_backend(self.backend_name, self.piper_voice, **self.backend_options)
 
     def process_row(self, row: dict[str, Any]) -> None:
         assert self.backend is not None
