@@ -30,7 +30,7 @@ POINTS = [  # (checkpoint, passes before the kill)
     ("tts", 1),                               # during synthesis
     ("verify", 1),                            # during ASR verification
     ("shard.between_tar_and_manifest", 0),    # mid-shard: tar renamed into place, manifest part not yet
-    ("shard.after_manifest", 1),              # between shards
+    ("shard.after_manifest", 0),              # between shards: the first shard finished, more to come
 ]
 
 
@@ -51,7 +51,10 @@ def rejected_ids(out):
 
 
 def kill_tree(proc):
-    family = [proc.pid] + [c.pid for c in psutil.Process(proc.pid).children(recursive=True)]
+    try:
+        family = [proc.pid] + [c.pid for c in psutil.Process(proc.pid).children(recursive=True)]
+    except psutil.NoSuchProcess:  # it ended by itself (the assertion on the marker says why)
+        return
     for pid in family:
         try:
             os.kill(pid, signal.SIGKILL)
