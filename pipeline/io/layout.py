@@ -11,6 +11,7 @@ A tar without its manifest part is unfinished and is deleted on restart, as are 
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
 from pathlib import Path
@@ -76,6 +77,14 @@ class Layout:
         hashes = [np.fromiter((id_to_u64(c) for c in pq.read_table(p, columns=["conversation_id"]).column(0).to_pylist()),
                               dtype=np.uint64) for p in parts]
         return np.unique(np.concatenate(hashes)) if hashes else np.empty(0, dtype=np.uint64)
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def atomic_write(path: Path, write: Callable[[io.BufferedWriter], None]) -> None:

@@ -7,7 +7,6 @@ keys; no key or conversation appears twice, nor both kept and rejected; no temp 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import tarfile
 from collections import Counter, defaultdict
@@ -15,22 +14,14 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from pipeline.io.layout import TMP_SUFFIX, Layout
+from pipeline.io.layout import TMP_SUFFIX, Layout, file_sha256
 
 SAMPLE_PARTS = {"json", "user.flac", "assistant.flac"}
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _check_tar(tar_path: Path, rows: list[dict], problems: list[str]) -> None:
     rel = tar_path.name
-    if _sha256(tar_path) != rows[0]["shard_sha256"]:
+    if file_sha256(tar_path) != rows[0]["shard_sha256"]:
         problems.append(f"{rel}: sha256 differs from the manifest")
     members: dict[str, dict[str, bytes]] = defaultdict(dict)
     first_offset: dict[str, int] = {}

@@ -19,7 +19,7 @@ import pyarrow as pa
 import webdataset as wds
 
 from pipeline.faults import checkpoint
-from pipeline.io.layout import Layout, atomic_write, write_parquet_atomic
+from pipeline.io.layout import Layout, atomic_write, file_sha256, write_parquet_atomic
 from pipeline.records import OUTCOME_SCHEMA, is_rejected, reject, rows_to_table, table_to_rows
 
 log = logging.getLogger(__name__)
@@ -106,14 +106,6 @@ def member_offsets(tar_path: Path) -> dict[str, int]:
     return offsets
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _usage(row: dict[str, Any]) -> dict[str, Any]:
     return {k: row.get(k) or 0 for k in ("llm_requests", "prompt_tokens", "completion_tokens")}
 
@@ -143,7 +135,7 @@ class ShardStage:
         samples = [s for row in rows for s in conversation_samples(row, self.license_tags)]
         atomic_write(tar_path, lambda fh: write_tar(fh, samples))
         checkpoint("shard.between_tar_and_manifest")
-        digest, offsets = _sha256(tar_path), member_offsets(tar_path)
+        digest, offsets = file_sha256(tar_path), member_offsets(tar_path)
         shard_rel = str(tar_path.relative_to(self.layout.root))
         manifest = []
         for row in rows:
