@@ -368,7 +368,7 @@ def run_once(cfg: RunConfig, stages: StageSelection | None = None, text_from: Pa
     summary.skipped = total - summary.kept - summary.generated - sum(summary.rejected.values())
     stats = compute_stats(layout)
     stats["last_run"] = {"run_id": run_id, "wall_s": round(time.monotonic() - started, 1),
-                         "stages": ("generate," if stages.generate else "") + ("tts,verify,shard" if stages.audio else ""),
+                         "stages": ",".join(["generate"] * stages.generate + ["tts,verify,shard"] * stages.audio),
                          **summary.as_dict()}
     write_stats(layout, stats)
     with open(layout.state / "runs.jsonl", "a", encoding="utf-8") as fh:
