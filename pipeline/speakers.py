@@ -1,8 +1,11 @@
-"""Speaker pools: a JSONL manifest, one speaker per line, validated on load.
+"""Speaker pools: a JSONL manifest, one speaker per line, validated on load (schema v2, documented in README).
 
-Fields: speaker_id (safe name), language, gender ("female" | "male" | "unknown"), source (corpus or
-model), license, backend (the TTS backend that can voice it), voice (model name or path, relative to
-the repository root or a package-provided default), speaker_index (for multi-speaker models, else null).
+A speaker is voiced by one TTS backend in one of three ways:
+- a model-internal voice: `voice` (a model file/name; "default" = the backend's packaged voice) and, for
+  multi-speaker models, `speaker_index` or `speaker_name`;
+- voice cloning from `references` (XTTS-v2): validated reference clips, paths relative to the pool file;
+- a virtual voice: `recipe` mixes the conditioning of several source speakers (Ke-SpeechChat's
+  "virtual voice library"); never a copy of one real person.
 """
 
 from __future__ import annotations
@@ -11,9 +14,39 @@ import json
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from pipeline.config import SAFE_NAME, ConfigError
+
+BackendName = Literal["piper", "vits", "xtts"]
+
+
+class ReferenceClip(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    path: str = Field(description="audio file, relative to the pool manifest's folder (or absolute)")
+    duration_s: float = Field(gt=0)
+    sample_rate: int = Field(gt=0)
+    dnsmos_ovrl: float | None = Field(None, description="DNSMOS overall (1-5) measured at import")
+    text: str | None = Field(None, description="transcript when the corpus has one")
+
+
+class VoiceRecipe(BaseModel):
+    """How a virtual voice was made: a weighted mix of source speakers' conditioning plus seeded noise."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    sources: list[str] = Field(min_length=2, description="speaker_ids of the source voices")
+    weights: list[float] = Field(min_length=2)
+    seed: int
+    noise_scale: float = Field(0.0, ge=0)
+    min_distance_to_sources: float | None = Field(None, description="speaker-embedding cosine distance at creation")
+
+    @model_validator(mode="after")
+    def _weights_match_sources(self) -> "VoiceRecipe":
+        if len(self.weights) != len(self.sources):
+            raise ValueError(f"{len(self.weights)} weights for {len(self.sources)} sources")
+        if any(w < 0 for w in self.weights) or abs(sum(self.weights) - 1.0) > 1e-3:
+            raise ValueError("recipe weights must be >= 0 and sum to 1")
+        return self
 
 
 class Speaker(BaseModel):
@@ -21,11 +54,21 @@ class Speaker(BaseModel):
     speaker_id: str = Field(pattern=SAFE_NAME.pattern)
     language: str
     gender: Literal["female", "male", "unknown"] = "unknown"
-    source: str
+    source: str = Field(description="corpus or model the voice comes from")
     license: str
-    backend: Literal["piper"]
-    voice: str = Field(description="model name/path; 'default' means the backend's packaged voice")
-    speaker_index: int | None = Field(None, ge=0)
+    backend: BackendName
+    voice: str = Field("default", description="model name/path; 'default' means the backend's configured model")
+    speaker_index: int | None = Field(None, ge=0, description="row of a multi-speaker model's speaker table")
+    speaker_name: str | None = Field(None, description="a multi-speaker model's internal speaker name")
+    references: list[ReferenceClip] = Field(default_factory=list, description="clips for voice cloning")
+    recipe: VoiceRecipe | None = None
+    dnsmos_ovrl: float | None = Field(None, description="mean DNSMOS overall of the references")
+
+    @model_validator(mode="after")
+    def _xtts_needs_references(self) -> "Speaker":
+        if self.backend == "xtts" and not self.references and self.recipe is None and self.speaker_name is None:
+            raise ValueError("an xtts speaker needs references, a recipe or a built-in speaker_name")
+        return self
 
 
 def load_pool(path: Path) -> list[Speaker]:
@@ -47,3 +90,15 @@ def load_pool(path: Path) -> list[Speaker]:
     if not speakers:
         raise ConfigError(f"{path}: speaker pool is empty")
     return speakers
+
+
+def reference_path(pool_file: Path, clip: ReferenceClip) -> Path:
+    """Resolve a clip path against the pool file's folder; refuse paths that leave it (data is untrusted)."""
+    p = Path(clip.path)
+    if p.is_absolute():
+        return p
+    base = pool_file.resolve().parent
+    resolved = (base / p).resolve()
+    if base not in resolved.parents:
+        raise ConfigError(f"{pool_file}: reference clip {clip.path!r} escapes the pool folder")
+    return resolved
