@@ -119,7 +119,15 @@ class TextConfig(Section):
 
 class VoicesConfig(Section):
     pool: Path = Path("speakers/piper_en.jsonl")
-    assistant_speaker: str = Field("piper-en_US-joe-medium", description="speaker_id of the assistant persona")
+    assistant_speaker: str | list[str] | dict[str, str | list[str]] = Field(
+        "piper-en_US-joe-medium",
+        description="the assistant persona: one speaker_id, a small set (each conversation takes one by ID hash), "
+                    "or per language {en: ..., zh: [...]}")
+    user_genders: list[Literal["female", "male", "unknown"]] | None = Field(
+        None, description="user voices only from these genders; null: all")
+    held_out_test_speakers: float = Field(
+        0.0, ge=0, lt=1, description="fraction of each language's user voices used only in the test split")
+    test_split: str = "test"
 
 
 class TTSConfig(Section):
@@ -188,6 +196,13 @@ class RunConfig(Section):
     verify: VerifyConfig = Field(default_factory=VerifyConfig)
     shard: ShardConfig = Field(default_factory=ShardConfig)
     target: TargetConfig = Field(default_factory=TargetConfig)
+
+    @model_validator(mode="after")
+    def _held_out_speakers_need_a_test_split(self) -> "RunConfig":
+        if self.voices.held_out_test_speakers > 0 and not self.shard.splits.get(self.voices.test_split):
+            raise ValueError(f"voices.held_out_test_speakers needs a {self.voices.test_split!r} split with a fraction "
+                             f"> 0 in shard.splits (got {self.shard.splits})")
+        return self
 
     @model_validator(mode="after")
     def _target_needs_planned_conversations(self) -> "RunConfig":

@@ -136,13 +136,10 @@ def preflight(cfg: RunConfig, stages: "StageSelection | None" = None) -> Resolve
         elif not (asr_model / "model.bin").is_file():
             problems.append(f"verify.asr_model: {asr_model}/model.bin does not exist")
         pool = check(load_pool, cfg.resolve_path(cfg.voices.pool)) or []
-        if pool:
-            ids = {s.speaker_id for s in pool}
-            if cfg.voices.assistant_speaker not in ids:
-                problems.append(f"voices.assistant_speaker: {cfg.voices.assistant_speaker!r} is not in {cfg.voices.pool}")
-            for lang in run_languages(cfg):
-                if not any(s.language == lang for s in pool):
-                    problems.append(f"voices.pool {cfg.voices.pool} has no speaker for language {lang!r}")
+        if pool:  # the voices stage checks assistant voices, filters and held-out speakers when it is built
+            from pipeline.stages.voices import VoiceStage
+
+            check(VoiceStage, pool, cfg.voices, cfg.plan.seed, run_languages(cfg))
     if problems:
         raise ConfigError("cannot start:\n  " + "\n  ".join(problems))
     return Resolved(cfg, cfg.output_dir(), prompts_dir, gguf, piper_voice, asr_model, pool)
@@ -242,8 +239,7 @@ def build_dataset(res: Resolved, base_url: str | None, run_id: str, done_ids, st
         ds = ds.union(from_cache(res.out_dir, cfg.text_digest()))
     if stages.audio:
         ds = ds.map_batches(TextStage(cfg.text), **light)
-        ds = ds.map_batches(VoiceStage(res.pool, cfg.voices.assistant_speaker, cfg.plan.seed,
-                                       len(run_languages(cfg))), **light)
+        ds = ds.map_batches(VoiceStage(res.pool, cfg.voices, cfg.plan.seed, run_languages(cfg)), **light)
         ds = ds.map_batches(TTSStage, fn_constructor_kwargs=dict(backend=cfg.tts.backend, piper_voice=res.piper_voice,
                                                                  pool=res.pool, user_sample_rate=cfg.tts.user_sample_rate,
                                                                  backend_options=dict(noise_scale=cfg.tts.piper_noise_scale,

@@ -47,9 +47,11 @@ def compute_stats(layout: Layout) -> dict[str, Any]:
                                                           firsts.column("language").to_pylist()) if l == lang).most_common())
                      for lang in stats["languages"]}
             for column in ("domain", "scenario", "topic")}
+        user_counts = Counter(firsts.column("user_speaker_id").to_pylist())
         stats["speaker_usage"] = {
-            "user_conversations": dict(Counter(firsts.column("user_speaker_id").to_pylist()).most_common()),
+            "user_conversations": dict(user_counts.most_common()),
             "assistant_exchanges": dict(Counter(manifest.column("assistant_speaker_id").to_pylist()).most_common()),
+            "user_balance": usage_balance(user_counts),
         }
     if rejects is not None and rejects.num_rows:
         stats["rejections"] = dict(Counter(rejects.column("reason").to_pylist()).most_common())
@@ -62,6 +64,16 @@ def compute_stats(layout: Layout) -> dict[str, Any]:
                                       for k in ("user_conversations", "assistant_exchanges")))),
     }
     return stats
+
+
+def usage_balance(counts: Counter) -> dict[str, Any]:
+    """How evenly voices are used: the histogram {conversations: speakers} and the max/mean ratio."""
+    if not counts:
+        return {}
+    mean = sum(counts.values()) / len(counts)
+    return {"speakers": len(counts), "mean": round(mean, 3), "min": min(counts.values()), "max": max(counts.values()),
+            "max_over_mean": round(max(counts.values()) / mean, 3),
+            "histogram": {str(k): v for k, v in sorted(Counter(counts.values()).items())}}
 
 
 def write_stats(layout: Layout, stats: dict[str, Any]) -> None:
