@@ -429,7 +429,29 @@ def build_parser() -> argparse.ArgumentParser:
     p_check.add_argument("overrides", nargs="*")
     p_verify = sub.add_parser("verify-output", help="check a dataset folder: tars, samples, checksums, manifest")
     p_verify.add_argument("folder", type=Path)
+    p_inspect = sub.add_parser("inspect", help="per-shard/per-language durations, token estimates and the pooled "
+                               "speech-token reduction (needs torch: the dev or gpu extra)")
+    p_inspect.add_argument("folder", type=Path)
+    p_inspect.add_argument("--tokenizer", help="HF tokenizer folder or tokenizer.json for text tokens (default: estimate)")
+    p_inspect.add_argument("--pool-threshold", type=float, default=0.97, help="affinity pooling cosine threshold")
+    p_inspect.add_argument("--token-budget", type=int, default=8192, help="padded tokens per batch")
+    p_inspect.add_argument("--max-batch-size", type=int, default=64)
+    p_inspect.add_argument("--max-samples", type=int, help="stop after N exchanges (a quick estimate)")
+    p_inspect.add_argument("--json", action="store_true", help="print the report as JSON")
     return parser
+
+
+def inspect_cli(args: argparse.Namespace) -> int:
+    from pipeline.training.inspect import format_report, inspect_dataset
+
+    try:
+        report = inspect_dataset(args.folder, args.tokenizer, args.pool_threshold, args.token_budget,
+                                 args.max_batch_size, args.max_samples, progress=sys.stderr.isatty())
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"speechchat inspect: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(report, indent=2) if args.json else format_report(report))
+    return 0
 
 
 def verify_output_cli(folder: Path) -> int:
@@ -462,6 +484,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.command == "verify-output":
         return verify_output_cli(args.folder)
+    if args.command == "inspect":
+        return inspect_cli(args)
     try:
         cfg = load_config(args.config, args.overrides, args.out)
         if args.command == "check-config":

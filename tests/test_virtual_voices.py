@@ -9,7 +9,11 @@ import numpy as np
 import pytest
 
 from pipeline.speakers import Speaker
-from pipeline.virtual_voices import propose_recipes, strictest_license, synthesize_voices
+from pipeline.virtual_voices import (
+    propose_recipes,
+    strictest_license,
+    synthesize_voices,
+)
 
 RATE = 16000
 PITCH = {f"src{i}": 100.0 + 60.0 * i for i in range(6)}  # Hz, one per source voice

@@ -1,0 +1,1 @@
+"""Training-side tools: a streaming loader over the shards and Affinity-Pooling-aware length budgeting."""
