@@ -23,6 +23,7 @@ from __future__ import annotations
 import fnmatch
 import glob
 import hashlib
+import json
 import logging
 import os
 import re
@@ -225,9 +226,10 @@ def publish(root: Path, repo_id: str, *, cfg_dict: dict[str, Any], speakers: lis
     stats = compute_stats(layout)
     saved = _read_json(root / "stats.json")
     stats.update({k: v for k, v in saved.items() if k not in stats})  # last_run, target: history kept
-    write_stats(layout, stats)
+    if json.loads(json.dumps(stats)) != saved or not (root / "report.html").is_file():  # the plots take seconds: only when stale
+        write_stats(layout, stats)
+        write_report(root, stats)
     write_card(root, cfg_dict, stats, repo_id=repo_id, speakers=speakers)
-    write_report(root, stats)
     resolution = card_resolution(root, cfg_dict, speakers)
     warnings += [f"licence: {w}" for w in resolution.warnings]
 
@@ -253,8 +255,6 @@ def publish(root: Path, repo_id: str, *, cfg_dict: dict[str, Any], speakers: lis
 
 
 def _read_json(path: Path) -> dict[str, Any]:
-    import json
-
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
