@@ -112,6 +112,13 @@ def test_publish_uploads_the_dataset_files_and_a_second_publish_uploads_nothing(
                 or "lfs/objects" in r[1]], again
     assert len(hub.repos["acme/spoken-chat"].commits) == 1
     assert f"uploaded 0 file(s); {len(want)} already on the Hub unchanged" in capsys.readouterr().out
+    assert not (root / ".publish-staging").exists()
+
+    # a shard on the Hub that the folder does not have is reported (the card's glob would load it), not deleted
+    hub.repos["acme/spoken-chat"].branches["main"]["data/en/train/shard-old.tar"] = b"stale"
+    assert publish(root, "acme/spoken-chat") == 0
+    assert "1 data file(s) on the Hub are not in" in capsys.readouterr().out
+    assert "data/en/train/shard-old.tar" in hub.files("acme/spoken-chat")
 
 
 def test_an_interrupted_publish_resumes_without_resending_uploaded_objects(tmp_path, hub, capsys):

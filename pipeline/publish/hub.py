@@ -21,12 +21,12 @@ The token comes from HF_TOKEN (or a saved `hf auth login`) and is scrubbed from 
 from __future__ import annotations
 
 import fnmatch
-import glob
 import hashlib
 import json
 import logging
 import os
 import re
+import shutil
 import sys
 from collections import Counter
 from dataclasses import dataclass, field
@@ -47,6 +47,7 @@ REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}/[A-Za-z0-9][A-Za-z0-9._-
 # skipped (a 3-character "secret" would match by chance in audio bytes).
 SECRET_ENV = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "OPENAI_API_KEY")
 MIN_SECRET_LEN = 8
+STAGING = ".publish-staging"  # hidden, so never uploaded itself nor seen by verify-output
 
 
 class PublishError(Exception):
@@ -271,12 +272,28 @@ def _token() -> str:
     return token
 
 
+def stage_files(root: Path, files: list[LocalFile]) -> Path:
+    """A hidden folder inside the output holding (hard links to) exactly the files to send, so that
+    upload_folder walks only those: its allow_patterns would cost files x patterns fnmatch calls."""
+    staging = root / STAGING
+    shutil.rmtree(staging, ignore_errors=True)
+    for f in files:
+        target = staging / f.path
+        target.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.link(root / f.path, target)
+        except OSError:  # a filesystem without hard links: the client reads through a symlink just as well
+            os.symlink((root / f.path).resolve(), target)
+    return staging
+
+
 def _upload(root: Path, repo_id: str, plan: Plan, *, private: bool, revision: str | None, token: str,
             endpoint: str | None, warnings: list[str]) -> PublishResult:
     from huggingface_hub import HfApi
 
     api = HfApi(endpoint=endpoint or os.environ.get("HF_ENDPOINT") or None, token=token)
-    api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True)
+    # private=None keeps the namespace's default visibility for a new repo; an existing one is left as it is
+    api.create_repo(repo_id, repo_type="dataset", private=private or None, exist_ok=True)
     if revision and revision != "main":
         api.create_branch(repo_id, branch=revision, repo_type="dataset", exist_ok=True)
     compare(plan, remote_files(api, repo_id, revision))
@@ -288,11 +305,15 @@ def _upload(root: Path, repo_id: str, plan: Plan, *, private: bool, revision: st
     if plan.to_upload:
         log.info("uploading %d file(s), %.1f MB, to %s (%d already there)", len(plan.to_upload),
                  plan.upload_bytes / 1e6, repo_id, len(plan.already_there))
-        info = api.upload_folder(
-            repo_id=repo_id, repo_type="dataset", folder_path=str(root), revision=revision,
-            allow_patterns=[glob.escape(f.path) for f in plan.to_upload],
-            commit_message=f"speechchat publish: {len(plan.to_upload)} file(s)",
-            commit_description="Uploaded by `speechchat publish`: shards, manifest, rejects, card, report, stats.")
+        staging = stage_files(root, plan.to_upload)
+        try:
+            info = api.upload_folder(
+                repo_id=repo_id, repo_type="dataset", folder_path=str(staging), revision=revision,
+                commit_message=f"speechchat publish: {len(plan.to_upload)} file(s)",
+                commit_description="Uploaded by `speechchat publish`: shards, manifest, rejects, card, report, "
+                                   "stats.")
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
         commit_url = getattr(info, "commit_url", None)
         # read back: every file must now be on the Hub with the local content
         missing = compare(Plan(plan.files, plan.left_out), remote_files(api, repo_id, revision)).to_upload
