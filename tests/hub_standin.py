@@ -19,7 +19,10 @@ LFS file on its own (`is_xet_available()` looks only at the package and HF_HUB_D
 server), then asks `/api/.../xet-write-token/...` for a CAS token. This stand-in has no Xet CAS, so the
 tests switch Xet off the supported way: HF_HUB_DISABLE_XET=1 in a subprocess's environment, or
 `huggingface_hub.constants.HF_HUB_DISABLE_XET = True` in-process (the constant is read at import time).
-The token is checked on every request (401 without it); files are kept in memory and in `files()`.
+The token is checked on every request (401 without it) except the pre-signed LFS PUTs and the client's
+unauthenticated, best-effort `GET /api/agent-harnesses` (user-agent detection; it goes to
+`constants.ENDPOINT`, fixed at import, so in-process tests patch that constant too, or it would reach the
+real Hub). Files are kept in memory: `files()`.
 """
 
 from __future__ import annotations
@@ -118,6 +121,8 @@ class HubStandIn:
                 body = self._body()
                 with hub.lock:
                     hub.requests.append((method, path))
+                if path == "/api/agent-harnesses":  # the client's best-effort user-agent lookup, no token
+                    return self._error(404, None, "not served by the stand-in")
                 # LFS uploads go to a pre-signed URL (S3 on the real Hub): no token, a signature instead
                 presigned = method == "PUT" and path.startswith("/lfs-upload/")
                 if presigned and query.get("sig") != [hub.signature(path.rsplit("/", 1)[-1])]:

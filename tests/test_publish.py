@@ -30,11 +30,13 @@ SMOKE = str(REPO_ROOT / "configs/smoke.yaml")
 
 
 @pytest.fixture
-def hub(monkeypatch):
-    import huggingface_hub.constants
+def hub(monkeypatch, tmp_path):
+    import huggingface_hub.constants as hf_constants
 
-    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_DISABLE_XET", True)
+    monkeypatch.setattr(hf_constants, "HF_HUB_DISABLE_XET", True)
+    monkeypatch.setattr(hf_constants, "AGENT_HARNESSES_PATH", str(tmp_path / "hf-agent-harnesses.json"))
     with HubStandIn(FAKE_HF_TOKEN) as standin:
+        monkeypatch.setattr(hf_constants, "ENDPOINT", standin.url)  # import-time constants: nothing leaves 127.0.0.1
         monkeypatch.setenv("HF_ENDPOINT", standin.url)
         monkeypatch.setenv("HF_TOKEN", FAKE_HF_TOKEN)
         yield standin
@@ -93,7 +95,8 @@ def test_publish_uploads_the_dataset_files_and_a_second_publish_uploads_nothing(
     assert set(hub.lfs) == {hashlib.sha256((root / p).read_bytes()).hexdigest() for p in want
                             if p.endswith((".tar", ".parquet"))}
     assert hub.repos["acme/spoken-chat"].private and len(hub.repos["acme/spoken-chat"].commits) == 1
-    assert not hub.unauthorized
+    assert not hub.unauthorized and all(m != "GET" or "/api/datasets/" in p for m, p in hub.requests
+                                        if "agent-harnesses" not in p)
     # the card on the Hub names the repo and its configs point at the uploaded shards
     meta, body = front_matter(root / "README.md")
     assert 'load_dataset("acme/spoken-chat", "en", split="train")' in body
@@ -133,6 +136,23 @@ def test_an_interrupted_publish_resumes_without_resending_uploaded_objects(tmp_p
     assert publish(root, "acme/resume") == 0
     assert hub.count("PUT", "/lfs-upload/") == puts  # the LFS batch answered "already there" for each
     assert set(hub.files("acme/resume")) == expected_upload(root)
+
+
+def test_the_script_entry_point_publishes_with_xet_switched_off_by_environment(tmp_path, hub):
+    import os
+    import subprocess
+    import sys
+
+    root = make_folder(tmp_path / "speechchat-smoke")
+    env = {**{k: v for k, v in os.environ.items() if k != "PYTHONPATH"}, "HF_HUB_DISABLE_XET": "1",
+           "HF_ENDPOINT": hub.url, "HF_TOKEN": FAKE_HF_TOKEN, "HF_HOME": str(tmp_path / "hf-home")}
+    res = subprocess.run([sys.executable, "pipeline/main.py", "publish", "--config", SMOKE, "--out", str(root),
+                          "--repo", "acme/script"], cwd=REPO_ROOT, env=env, capture_output=True, text=True,
+                         timeout=300, check=False)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert set(hub.files("acme/script")) == expected_upload(root)
+    assert not any("xet" in path for _, path in hub.requests)
+    assert FAKE_HF_TOKEN not in res.stdout + res.stderr
 
 
 def test_a_branch_is_created_and_committed_to(tmp_path, hub):

@@ -147,8 +147,8 @@ def test_error_rate_plot_adds_the_rejected_turns(tmp_path):
     # details exactly as the verify stage writes them (pipeline/stages/verify.py)
     rejects = pd.DataFrame({"reason": ["asr_error_rate_above_threshold", "asr_error_rate_above_threshold",
                                        "llm_not_json"],
-                            "details": ["max 0.2; turn 1 (assistant) WER 0.57: said 'a b', heard 'a'; "
-                                        "turn 2 (user) WER 1.25: said 'c', heard 'd e'",
+                            "details": [("max 0.2; turn 1 (assistant) WER 0.57: said 'a b', heard 'a'; "
+                                         "turn 2 (user) WER 1.25: said 'c', heard 'd e'"),
                                         "max 0.2; turn 0 (user) WER 0.33: said 'x', heard 'y'", "no JSON"]})
     assert rejected_error_rates(rejects) == {"user": [1.25, 0.33], "assistant": [0.57]}
     manifest = pd.DataFrame({"user_error_rate": [0.0, 0.05, 0.1], "assistant_error_rate": [0.0, 0.0, 0.1]})

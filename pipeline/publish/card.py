@@ -306,7 +306,8 @@ def _recipe(cfg_dict: dict[str, Any], samples: dict[str, dict[str, Any]]) -> str
                      + ", ".join(f"{name} {float(frac):.0%}" for name, frac in splits.items()) + ".")
     digests = sorted({str(m.get("config_digest")) for m in samples.values() if m.get("config_digest")})
     if digests:
-        lines.append(f"- **Config digest** of the text-side settings: {', '.join(f'`{d}`' for d in digests)}.")
+        lines.append("- **Config digest** of the text-side settings and the prompt templates and taxonomies "
+                     f"(part of every conversation ID): {', '.join(f'`{d}`' for d in digests)}.")
     return "\n".join(lines) + "\n"
 
 

@@ -359,6 +359,7 @@ def publish_cli(args: Any) -> int:
     from pipeline.config import ConfigError, load_config
     from pipeline.speakers import load_pool
 
+    logging.getLogger("httpx2").setLevel(logging.WARNING)  # huggingface_hub 2.x's client logs every request
     try:
         given = load_config(args.config, args.overrides, args.out)
     except ConfigError as exc:
