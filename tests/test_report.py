@@ -137,3 +137,22 @@ def test_a_large_speaker_pool_is_drawn_as_a_usage_histogram():
                              "assistant_speaker_id": [f"asst{i % 2}" for i in range(n)]})
     html = plot_speakers(manifest)
     assert len(images(html)) == 1 and "Speaker usage" in html
+
+
+def test_error_rate_plot_adds_the_rejected_turns(tmp_path):
+    import pandas as pd
+
+    from pipeline.publish.report import plot_histograms, rejected_error_rates
+
+    # details exactly as the verify stage writes them (pipeline/stages/verify.py)
+    rejects = pd.DataFrame({"reason": ["asr_error_rate_above_threshold", "asr_error_rate_above_threshold",
+                                       "llm_not_json"],
+                            "details": [("max 0.2; turn 1 (assistant) WER 0.57: said 'a b', heard 'a'; "
+                                         "turn 2 (user) WER 1.25: said 'c', heard 'd e'"),
+                                        "max 0.2; turn 0 (user) WER 0.33: said 'x', heard 'y'", "no JSON"]})
+    assert rejected_error_rates(rejects) == {"user": [1.25, 0.33], "assistant": [0.57]}
+    manifest = pd.DataFrame({"user_error_rate": [0.0, 0.05, 0.1], "assistant_error_rate": [0.0, 0.0, 0.1]})
+    args = (manifest, "error_rate", "error rate", "ASR error rate", "caption")
+    kept_only = images(plot_histograms(*args, min_span=0.1))
+    with_rejected = images(plot_histograms(*args, min_span=0.1, rejected=rejected_error_rates(rejects)))
+    assert len(kept_only) == len(with_rejected) == 1 and kept_only != with_rejected

@@ -16,6 +16,7 @@ import tarfile
 from pathlib import Path
 from typing import Any
 
+import pyarrow.parquet as pq
 import yaml
 
 from pipeline.io.layout import Layout, atomic_write
@@ -117,9 +118,11 @@ def first_sample_meta(layout: Layout, language: str, split: str) -> dict[str, An
     return {}
 
 
-def license_tags(cfg_dict: dict[str, Any], samples: dict[str, dict[str, Any]]) -> list[str]:
+def license_tags(cfg_dict: dict[str, Any], samples: dict[str, dict[str, Any]],
+                 speaker_tags: list[str] | None = None) -> list[str]:
     """The config's licence tags plus the models the samples record (a model left out of license_tags
-    still counts); colons in model IDs would read as a licence field, so they become spaces."""
+    still counts) plus the speakers' corpora; colons in model IDs would read as a licence field, so they
+    become spaces."""
     tags = [str(t) for t in cfg_dict.get("license_tags") or []]
     for meta in samples.values():
         tags += [str(t) for t in meta.get("licenses") or []]
@@ -127,7 +130,44 @@ def license_tags(cfg_dict: dict[str, Any], samples: dict[str, dict[str, Any]]) -
             model = (meta.get("models") or {}).get(kind)
             if model:
                 tags.append(f"{kind}:{model.replace(':', ' ')}")
+    return list(dict.fromkeys(tags + list(speaker_tags or [])))
+
+
+def used_speaker_ids(layout: Layout) -> list[str]:
+    """Every speaker ID the kept samples use, from the manifest (user and assistant sides)."""
+    used: set[str] = set()
+    for part in layout.manifest_parts():
+        table = pq.read_table(part, columns=["user_speaker_id", "assistant_speaker_id"])
+        for column in table.columns:
+            used.update(v for v in column.to_pylist() if v)
+    return sorted(used)
+
+
+def speaker_license_tags(speakers: list[Any], used: list[str]) -> list[str]:
+    """`speakers:<source>:<license>` for each pool speaker the data uses (one tag per distinct corpus).
+
+    A used ID missing from the pool (the pool file changed after the run) becomes a tag without a
+    licence, so the resolver reports it and the dataset licence turns "unknown" rather than guessing.
+    """
+    by_id = {s.speaker_id: s for s in speakers}
+    tags = []
+    for speaker_id in used:
+        spk = by_id.get(speaker_id)
+        if spk is None:
+            tags.append(f"speakers:speaker {speaker_id} (not in the speaker pool)")
+        else:
+            tags.append(f"speakers:{spk.source.replace(':', ' ')}:{spk.license}")
     return list(dict.fromkeys(tags))
+
+
+def card_resolution(root: Path, cfg_dict: dict[str, Any], speakers: list[Any] | None = None) -> Resolution:
+    """The dataset's licence as its card states it: config tags, models recorded in the samples and, when
+    the speaker pool is given, the corpora of the voices the samples use."""
+    layout = Layout(root)
+    splits = splits_on_disk(layout)
+    samples = {lang: first_sample_meta(layout, lang, lang_splits[0]) for lang, lang_splits in splits.items()}
+    speaker_tags = speaker_license_tags(speakers, used_speaker_ids(layout)) if speakers is not None else None
+    return resolve_license(license_tags(cfg_dict, samples, speaker_tags))
 
 
 def _get(cfg: dict[str, Any], dotted: str, default: Any = None) -> Any:
@@ -266,7 +306,8 @@ def _recipe(cfg_dict: dict[str, Any], samples: dict[str, dict[str, Any]]) -> str
                      + ", ".join(f"{name} {float(frac):.0%}" for name, frac in splits.items()) + ".")
     digests = sorted({str(m.get("config_digest")) for m in samples.values() if m.get("config_digest")})
     if digests:
-        lines.append(f"- **Config digest** of the text-side settings: {', '.join(f'`{d}`' for d in digests)}.")
+        lines.append("- **Config digest** of the text-side settings and the prompt templates and taxonomies "
+                     f"(part of every conversation ID): {', '.join(f'`{d}`' for d in digests)}.")
     return "\n".join(lines) + "\n"
 
 
@@ -345,11 +386,12 @@ for sample in wds.WebDataset(urls, shardshuffle=False):
 """
 
 
-def card_text(root: Path, cfg_dict: dict[str, Any], stats: dict[str, Any], repo_id: str | None = None) -> str:
+def card_text(root: Path, cfg_dict: dict[str, Any], stats: dict[str, Any], repo_id: str | None = None,
+              speakers: list[Any] | None = None) -> str:
     layout = Layout(root)
     splits = splits_on_disk(layout)
     samples = {lang: first_sample_meta(layout, lang, lang_splits[0]) for lang, lang_splits in splits.items()}
-    resolution = resolve_license(license_tags(cfg_dict, samples))
+    resolution = card_resolution(root, cfg_dict, speakers)
     meta = card_metadata(cfg_dict, stats, layout, splits, samples, resolution)
     dataset = cfg_dict.get("dataset") or layout.root.name
     front = yaml.safe_dump(meta, sort_keys=False, allow_unicode=True, width=1 << 20)
@@ -359,9 +401,11 @@ def card_text(root: Path, cfg_dict: dict[str, Any], stats: dict[str, Any], repo_
     return f"---\n{front}---\n\n{body}"
 
 
-def write_card(root: Path, cfg_dict: dict[str, Any], stats: dict[str, Any], repo_id: str | None = None) -> Path:
-    """Write root/README.md (the Hub's dataset card) and return its path."""
+def write_card(root: Path, cfg_dict: dict[str, Any], stats: dict[str, Any], repo_id: str | None = None,
+               speakers: list[Any] | None = None) -> Path:
+    """Write root/README.md (the Hub's dataset card) and return its path. `speakers` (the speaker pool)
+    adds the licences of the voices' corpora; without it only the config's tags and the models count."""
     path = Path(root) / "README.md"
-    text = card_text(Path(root), cfg_dict, stats, repo_id)
+    text = card_text(Path(root), cfg_dict, stats, repo_id, speakers)
     atomic_write(path, lambda fh: fh.write(text.encode("utf-8")))
     return path

@@ -102,15 +102,36 @@ def plot_hours(manifest: pd.DataFrame) -> str:
     return _figure(fig, "Hours of audio (user + assistant) per language and split")
 
 
+# The verify stage's reject details name each failing turn as "turn 3 (assistant) WER 0.57: said ...".
+REJECTED_TURN = re.compile(r"turn (\d+) \((user|assistant)\) WER ([0-9]+(?:\.[0-9]+)?)")
+
+
+def rejected_error_rates(rejects: pd.DataFrame) -> dict[str, list[float]]:
+    """{side: [error rate, ...]} of the turns that failed the ASR check, read from the rejects' details
+    (rejects keep no per-turn columns; turns that passed inside a rejected conversation are not listed)."""
+    rates: dict[str, list[float]] = {"user": [], "assistant": []}
+    if rejects.empty or "details" not in rejects:
+        return rates
+    for details in rejects["details"].dropna():
+        for _, side, rate in REJECTED_TURN.findall(str(details)):
+            rates[side].append(float(rate))
+    return rates
+
+
 def plot_histograms(manifest: pd.DataFrame, column: str, xlabel: str, title: str, caption: str,
-                    min_span: float) -> str:
+                    min_span: float, rejected: dict[str, list[float]] | None = None) -> str:
     fig, axes = _new_figure(2)
     for ax, side in zip(axes, ("user", "assistant")):
         values = manifest[f"{side}_{column}"].dropna()
         values = values[values >= 0]  # -1 marks "not measured"
+        failed = (rejected or {}).get(side) or []
         # from 0, and at least min_span wide: all-zero error rates show as one bar at 0, not a centred blob
-        top = max(float(values.max()) if len(values) else 0.0, min_span)
-        ax.hist(values, bins=min(40, max(5, len(values) // 3)), range=(0.0, top), color=COLOURS[side])
+        top = max(float(values.max()) if len(values) else 0.0, max(failed, default=0.0), min_span)
+        bins = min(40, max(5, (len(values) + len(failed)) // 3))
+        ax.hist(values, bins=bins, range=(0.0, top), color=COLOURS[side], label="kept")
+        if failed:
+            ax.hist(failed, bins=bins, range=(0.0, top), color="#C44E52", alpha=0.75, label="rejected")
+            ax.legend()
         ax.set_title(f"{title}: {side}")
         ax.set_xlabel(xlabel)
         ax.set_ylabel("turns")
@@ -259,8 +280,9 @@ def report_html(root: Path, stats: dict[str, Any]) -> str:
                                          "Turn durations of kept exchanges", min_span=1.0),
                          "<h2>Error rates</h2>",
                          plot_histograms(manifest, "error_rate", "error rate (WER/CER)", "ASR error rate",
-                                         "ASR error rates of kept turns (turns without a measurement left out)",
-                                         min_span=0.1),
+                                         "ASR error rates of kept turns and of the turns that got their "
+                                         "conversation rejected (turns without a measurement left out)",
+                                         min_span=0.1, rejected=rejected_error_rates(rejects)),
                          "<h2>Speakers</h2>", plot_speakers(manifest)]
         sections.append("<h2>Rejections</h2>")
         sections.append(plot_rejections(rejects) if not rejects.empty else "<p>No conversations were rejected.</p>")
