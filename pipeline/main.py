@@ -250,7 +250,8 @@ def build_dataset(res: Resolved, base_url: str | None, run_id: str, done_ids, st
                                                                                       noise_w_scale=cfg.tts.piper_noise_w_scale)),
                             batch_size=cfg.tts.batch_size, compute=pool(min_size=1, max_size=cfg.tts.max_actors),
                             batch_format="pyarrow", num_cpus=cfg.tts.num_cpus)
-        ds = ds.map_batches(VerifyStage, fn_constructor_kwargs=dict(cfg=cfg.verify, asr_model=res.asr_model),
+        ds = ds.map_batches(VerifyStage, fn_constructor_kwargs=dict(cfg=cfg.verify, asr_model=res.asr_model, pool=res.pool,
+                                                                  pool_file=cfg.resolve_path(cfg.voices.pool)),
                             batch_size=cfg.verify.batch_size, compute=pool(min_size=1, max_size=cfg.verify.max_actors),
                             batch_format="pyarrow", num_cpus=cfg.verify.num_cpus)
     return ds.map_batches(ShardStage, fn_constructor_kwargs=dict(out_dir=res.out_dir, run_id=run_id,
@@ -429,6 +430,9 @@ def build_parser() -> argparse.ArgumentParser:
     p_check.add_argument("overrides", nargs="*")
     p_verify = sub.add_parser("verify-output", help="check a dataset folder: tars, samples, checksums, manifest")
     p_verify.add_argument("folder", type=Path)
+    from pipeline.speaker_import.cli import add_parser as add_speakers_parser
+
+    add_speakers_parser(sub)
     return parser
 
 
@@ -462,6 +466,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.command == "verify-output":
         return verify_output_cli(args.folder)
+    if args.command == "speakers":
+        from pipeline.speaker_import.cli import run as speakers_cli
+
+        return speakers_cli(args)
     try:
         cfg = load_config(args.config, args.overrides, args.out)
         if args.command == "check-config":
