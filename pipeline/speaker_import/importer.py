@@ -42,6 +42,10 @@ def import_pool(fmt: str, src: Path, out: Path, *, language: str | None = None, 
         raise ConfigError("--format folder: give --language (e.g. en or zh)")
     if min_dnsmos_ovrl is not None and not dnsmos:
         raise ConfigError("--min-dnsmos needs DNSMOS scoring (drop --no-dnsmos)")
+    clip_dir, source = out.with_name(out.stem).resolve(), src.resolve()
+    if clip_dir == source or source in clip_dir.parents or clip_dir in source.parents:
+        raise ConfigError(f"--out {out}: its clips folder {clip_dir} would overlap --src {src} (the import replaces "
+                          "that folder); choose another manifest name or folder")
     prefix = id_prefix or reader.PREFIX
     scorer = None
     if dnsmos:
