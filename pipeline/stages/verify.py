@@ -1,8 +1,8 @@
 """Verify: transcribe every turn back with ASR and reject conversations whose audio does not say the text;
 score audio quality (DNSMOS) and voice consistency (Resemblyzer) when the config asks for them.
 
-Order per conversation: duration (free) -> DNSMOS (a fraction of ASR's cost) -> ASR -> speaker embeddings,
-so bad audio is dropped before paying for the expensive checks; every measured score lands in the turn.
+Order per conversation: duration (free) -> DNSMOS -> speaker embeddings -> ASR (the most expensive), so bad
+audio is dropped before paying for transcription; every measured score lands in the turn.
 """
 
 from __future__ import annotations
@@ -60,6 +60,8 @@ class VerifyStage(Stage):
             audio.append(decode_audio(turn["audio_flac"]))
         if self.dnsmos is not None:
             self._check_quality(row["turns"], audio)
+        if self.embedder is not None:
+            self._check_speakers(row["turns"], audio)
         failures = []
         for i, (turn, (samples, rate)) in enumerate(zip(row["turns"], audio)):
             turn["asr_text"] = self.asr.transcribe(resample(samples, rate, ASR_RATE))
@@ -69,8 +71,6 @@ class VerifyStage(Stage):
                                 f"said {turn['spoken_text'][:60]!r}, heard {turn['asr_text'][:60]!r}")
         if failures:
             raise Rejected("asr_error_rate_above_threshold", f"max {self.cfg.max_wer}; " + "; ".join(failures))
-        if self.embedder is not None:
-            self._check_speakers(row["turns"], audio)
 
     def _check_quality(self, turns: list[dict[str, Any]], audio: list[tuple[np.ndarray, int]]) -> None:
         low = []
@@ -95,7 +95,7 @@ class VerifyStage(Stage):
                 try:
                     embeds[i] = self.embedder.embed(samples, rate)
                 except ValueError:
-                    pass  # too little speech after VAD: this turn is not checked (ASR already passed it)
+                    pass  # too little speech after VAD: not checked here (ASR still judges its words)
         by_speaker: dict[str, list[int]] = defaultdict(list)
         for i in sorted(embeds):
             by_speaker[turns[i]["speaker_id"]].append(i)
