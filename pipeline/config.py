@@ -151,6 +151,8 @@ class VerifyConfig(Section):
     min_speaker_similarity: float = Field(0.75, ge=-1, le=1, description="cosine of a turn to its assigned voice")
     min_user_similarity: float = Field(0.75, ge=-1, le=1, description="cosine between any two user turns of a conversation")
     speaker_min_turn_s: float = Field(1.0, ge=0, description="turns shorter than this are too short to embed: not checked")
+    trim_trailing_audio: bool = Field(False, description="cut audio after the last ASR-recognised word (XTTS babble)")
+    trim_margin_s: float = Field(0.3, ge=0, description="audio kept after the last word's end when trimming")
 
     @model_validator(mode="after")
     def _threshold_needs_scores(self) -> "VerifyConfig":

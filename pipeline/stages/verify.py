@@ -2,7 +2,8 @@
 score audio quality (DNSMOS) and voice consistency (Resemblyzer) when the config asks for them.
 
 Order per conversation: duration (free) -> DNSMOS -> speaker embeddings -> ASR (the most expensive), so bad
-audio is dropped before paying for transcription; every measured score lands in the turn.
+audio is dropped before paying for transcription; every measured score lands in the turn. With
+`trim_trailing_audio` ASR runs first (with word timestamps) and cuts what follows the last recognised word.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.audio import decode_audio, resample
+from pipeline.audio import decode_audio, encode_flac, resample
 from pipeline.backends.asr import WhisperASR
 from pipeline.config import VerifyConfig
 from pipeline.metrics import error_rate
@@ -58,13 +59,28 @@ class VerifyStage(Stage):
             if duration > self.cfg.max_duration_s:
                 raise Rejected("audio_too_long", f"turn {i} ({turn['role']}): {duration:.1f}s > {self.cfg.max_duration_s}s")
             audio.append(decode_audio(turn["audio_flac"]))
+        if self.cfg.trim_trailing_audio:  # trim first, so every score describes the audio that is kept
+            self._transcribe(row, audio)
         if self.dnsmos is not None:
             self._check_quality(row["turns"], audio)
         if self.embedder is not None:
             self._check_speakers(row["turns"], audio)
+        if not self.cfg.trim_trailing_audio:
+            self._transcribe(row, audio)
+
+    def _transcribe(self, row: dict[str, Any], audio: list[tuple[np.ndarray, int]]) -> None:
         failures = []
         for i, (turn, (samples, rate)) in enumerate(zip(row["turns"], audio)):
-            turn["asr_text"] = self.asr.transcribe(resample(samples, rate, ASR_RATE))
+            if self.cfg.trim_trailing_audio:
+                from pipeline.quality.trim import transcribe_words, trim_after
+
+                turn["asr_text"], last_end = transcribe_words(self.asr, resample(samples, rate, ASR_RATE))
+                cut = trim_after(samples, rate, last_end, self.cfg.trim_margin_s)
+                if cut is not None:  # babble after the last word: keep up to the last word plus the margin
+                    audio[i] = (cut, rate)
+                    turn.update(audio_flac=encode_flac(cut, rate), duration_s=cut.size / rate)
+            else:
+                turn["asr_text"] = self.asr.transcribe(resample(samples, rate, ASR_RATE))
             turn["error_rate"] = error_rate(turn["spoken_text"], turn["asr_text"], row["language"])
             if turn["error_rate"] > self.cfg.max_wer:
                 failures.append(f"turn {i} ({turn['role']}) WER {turn['error_rate']:.2f}: "
