@@ -145,7 +145,7 @@ def test_verify_trims_trailing_audio_after_the_last_word(joe):
     cfg = VerifyConfig(trim_trailing_audio=True, trim_margin_s=0.3, dnsmos=False)
     (out,) = VerifyStage(cfg, None)(rows_to_table([row])).to_pylist()
     assert out["reject_reason"] is None, out["reject_details"]
-    user, assistant = out["turns"]
+    assistant = out["turns"][1]
     speech_s = len(x) / r
     assert assistant["duration_s"] < len(padded) / r - 1.5
     assert speech_s - 0.8 < assistant["duration_s"] < speech_s + 0.5

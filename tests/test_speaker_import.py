@@ -174,7 +174,7 @@ def test_commonvoice_mp3_hashed_ids_and_hostile_paths(tmp_path, speech):
             f"{client}\tcommon_voice_en_1.mp3\ts1\t{SENTENCES[0]}\t2\t0\ttwenties\tfemale_feminine\t\t\ten\t",
             f"{client}\tcommon_voice_en_2.mp3\ts2\t{SENTENCES[1]}\t2\t0\ttwenties\t\t\t\ten\t",
             f"{client}\t../../../etc/passwd\ts3\tx\t2\t0\t\t\t\t\ten\t",
-            f"other\tcommon_voice_en_missing.mp3\ts4\tgone\t2\t0\t\tmale_masculine\t\t\ten\t"]
+            "other\tcommon_voice_en_missing.mp3\ts4\tgone\t2\t0\t\tmale_masculine\t\t\ten\t"]
     (lang / "validated.tsv").write_text("\n".join(rows) + "\n")
     out = tmp_path / "cv.jsonl"
     report = import_pool("commonvoice", lang, out, dnsmos=False, progress=False)

@@ -25,5 +25,5 @@ def trim_after(samples: np.ndarray, rate: int, last_word_end_s: float | None, ma
     then the ASR check, not trimming, decides)."""
     if last_word_end_s is None:
         return None
-    keep = int(round((last_word_end_s + margin_s) * rate))
+    keep = round((last_word_end_s + margin_s) * rate)
     return samples[:keep].copy() if keep < samples.size else None

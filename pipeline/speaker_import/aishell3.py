@@ -6,8 +6,8 @@ speakers in `spk-info.txt` (`SSB0005  A  female  north`: ID, age group, gender, 
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 from pipeline.speaker_import.base import SourceClip, SourceSpeaker, normalise_gender
 

@@ -34,7 +34,7 @@ def load_clip(path: Path, rules: ClipRules) -> tuple[np.ndarray, float]:
     """Return the clip as mono float32 at `rules.sample_rate` and its duration in seconds."""
     try:
         samples, rate = sf.read(str(path), dtype="float32", always_2d=False)
-    except Exception as exc:  # libsndfile raises several types for truncated, foreign or random bytes
+    except Exception as exc:  # noqa: BLE001 -- libsndfile raises several types for truncated, foreign or random bytes
         raise ClipRejected("unreadable", f"{type(exc).__name__}: {str(exc)[:200]}") from None
     x = to_mono_float32(samples)
     if x.size == 0 or rate <= 0:

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import csv
 import sys
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 from pipeline.speaker_import.base import SourceClip, SourceSpeaker, normalise_gender
 

@@ -9,8 +9,8 @@ Both may be mixed. Gender is unknown; `--language` is required.
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 from pipeline.speaker_import.base import AUDIO_EXTENSIONS, SourceClip, SourceSpeaker, read_text
 

@@ -26,12 +26,13 @@ MAX_LISTED_REJECTIONS = 10000  # the report lists rejected clips one by one up t
 
 def import_pool(fmt: str, src: Path, out: Path, *, language: str | None = None, license: str | None = None,
                 max_clips_per_speaker: int | None = None, limit_speakers: int | None = None,
-                rules: ClipRules = ClipRules(), min_dnsmos_ovrl: float | None = None, dnsmos: bool = True,
+                rules: ClipRules | None = None, min_dnsmos_ovrl: float | None = None, dnsmos: bool = True,
                 id_prefix: str | None = None, backend: str = "xtts", clip_format: str = "flac",
                 progress: bool = True) -> dict[str, Any]:
     if fmt not in FORMATS:
         raise ConfigError(f"unknown import format {fmt!r}; choose one of {', '.join(FORMATS)}")
     reader = FORMATS[fmt]
+    rules = rules or ClipRules()
     if not src.is_dir():
         raise ConfigError(f"--src {src}: not a folder")
     language = language or reader.LANGUAGE
@@ -127,10 +128,10 @@ def _rel(path: Path, src: Path) -> str:
 
 def summary_lines(report: dict[str, Any]) -> list[str]:
     lines = [f"imported {report['format']} from {report['src']} -> {report['manifest']}",
-             f"  speakers: {report['speakers_seen']} seen, {report['speakers_kept']} kept, "
-             f"{len(report['speakers_dropped'])} dropped (no valid clip)",
-             f"  clips: {report['clips_seen']} seen, {report['clips_kept']} kept ({report['hours_kept']} h), "
-             f"{report['clips_rejected']} rejected"]
+             (f"  speakers: {report['speakers_seen']} seen, {report['speakers_kept']} kept, "
+              f"{len(report['speakers_dropped'])} dropped (no valid clip)"),
+             (f"  clips: {report['clips_seen']} seen, {report['clips_kept']} kept ({report['hours_kept']} h), "
+              f"{report['clips_rejected']} rejected")]
     lines += [f"    rejected {n:>6}  {reason}" for reason, n in report["rejected_by_reason"].items()]
     lines.append(f"  report: {report_path(Path(report['manifest']))}")
     return lines

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import re
 from collections import defaultdict
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 from pipeline.speaker_import.base import SourceClip, SourceSpeaker, normalise_gender, read_text
 

@@ -7,8 +7,8 @@ Of the two microphones of 0.92 only mic1 is used (mic2 is the same utterance, so
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 from pipeline.speaker_import.base import SourceClip, SourceSpeaker, normalise_gender, read_text
 
