@@ -143,6 +143,9 @@ def preflight(cfg: RunConfig, stages: "StageSelection | None" = None) -> Resolve
             for lang in run_languages(cfg):
                 if not any(s.language == lang for s in pool):
                     problems.append(f"voices.pool {cfg.voices.pool} has no speaker for language {lang!r}")
+        from pipeline.quality import require_packages
+
+        check(require_packages, cfg.verify)
     if problems:
         raise ConfigError("cannot start:\n  " + "\n  ".join(problems))
     return Resolved(cfg, cfg.output_dir(), prompts_dir, gguf, piper_voice, asr_model, pool)
