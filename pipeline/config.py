@@ -154,6 +154,20 @@ class VerifyConfig(Section):
     max_actors: int = Field(1, ge=1)
     num_cpus: float = Field(0.5, gt=0)
     batch_size: int = Field(2, ge=1)
+    dnsmos: bool = Field(True, description="score every turn with DNSMOS (speechmos ONNX models)")
+    min_dnsmos_ovrl: float | None = Field(None, ge=1, le=5, description="reject below this DNSMOS overall; null: off")
+    speaker_consistency: bool = Field(False, description="check each turn's voice with Resemblyzer embeddings")
+    min_speaker_similarity: float = Field(0.70, ge=-1, le=1, description="cosine of a turn to its assigned voice")
+    min_user_similarity: float = Field(0.70, ge=-1, le=1, description="cosine between any two user turns of a conversation")
+    speaker_min_turn_s: float = Field(1.0, ge=0, description="turns shorter than this are too short to embed: not checked")
+    trim_trailing_audio: bool = Field(False, description="cut audio after the last ASR-recognised word (XTTS babble)")
+    trim_margin_s: float = Field(0.3, ge=0, description="audio kept after the last word's end when trimming")
+
+    @model_validator(mode="after")
+    def _threshold_needs_scores(self) -> "VerifyConfig":
+        if self.min_dnsmos_ovrl is not None and not self.dnsmos:
+            raise ValueError("min_dnsmos_ovrl needs dnsmos: true")
+        return self
 
 
 class ShardConfig(Section):

@@ -144,6 +144,9 @@ def preflight(cfg: RunConfig, stages: "StageSelection | None" = None) -> Resolve
             from pipeline.stages.voices import VoiceStage
 
             check(VoiceStage, pool, cfg.voices, cfg.plan.seed, run_languages(cfg))
+        from pipeline.quality import require_packages
+
+        check(require_packages, cfg.verify)
     if problems:
         raise ConfigError("cannot start:\n  " + "\n  ".join(problems))
     return Resolved(cfg, cfg.output_dir(), prompts_dir, gguf, piper_voice, asr_model, pool)
@@ -250,7 +253,8 @@ def build_dataset(res: Resolved, base_url: str | None, run_id: str, done_ids, st
                                                                                       noise_w_scale=cfg.tts.piper_noise_w_scale)),
                             batch_size=cfg.tts.batch_size, compute=pool(min_size=1, max_size=cfg.tts.max_actors),
                             batch_format="pyarrow", num_cpus=cfg.tts.num_cpus)
-        ds = ds.map_batches(VerifyStage, fn_constructor_kwargs=dict(cfg=cfg.verify, asr_model=res.asr_model),
+        ds = ds.map_batches(VerifyStage, fn_constructor_kwargs=dict(cfg=cfg.verify, asr_model=res.asr_model, pool=res.pool,
+                                                                  pool_file=cfg.resolve_path(cfg.voices.pool)),
                             batch_size=cfg.verify.batch_size, compute=pool(min_size=1, max_size=cfg.verify.max_actors),
                             batch_format="pyarrow", num_cpus=cfg.verify.num_cpus)
     return ds.map_batches(ShardStage, fn_constructor_kwargs=dict(out_dir=res.out_dir, run_id=run_id,
@@ -444,6 +448,9 @@ def build_parser() -> argparse.ArgumentParser:
     p_pub.add_argument("--revision", help="branch to commit to (created from main if missing; default main)")
     p_pub.add_argument("--dry-run", action="store_true", help="run every check and list what would go up; no network")
     p_pub.add_argument("overrides", nargs="*")
+    from pipeline.speaker_import.cli import add_parser as add_speakers_parser
+
+    add_speakers_parser(sub)
     return parser
 
 
@@ -496,6 +503,10 @@ def main(argv: list[str] | None = None) -> int:
         from pipeline.publish.hub import publish_cli
 
         return publish_cli(args)
+    if args.command == "speakers":
+        from pipeline.speaker_import.cli import run as speakers_cli
+
+        return speakers_cli(args)
     try:
         cfg = load_config(args.config, args.overrides, args.out)
         if args.command == "check-config":

@@ -21,6 +21,11 @@ TURN_TYPE = pa.struct([
     ("duration_s", pa.float64()),
     ("asr_text", pa.string()),
     ("error_rate", pa.float64()),
+    ("dnsmos_ovrl", pa.float64()),    # DNSMOS overall 1-5 (verify.dnsmos); null when not measured
+    ("dnsmos_sig", pa.float64()),
+    ("dnsmos_bak", pa.float64()),
+    ("dnsmos_p808", pa.float64()),
+    ("speaker_similarity", pa.float64()),  # cosine to the assigned voice (verify.speaker_consistency); null: not measured
 ])
 
 CONVERSATION_SCHEMA = pa.schema([

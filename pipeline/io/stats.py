@@ -15,7 +15,8 @@ from pipeline.io.layout import Layout, atomic_write
 
 def _read_all(parts: list, columns: list[str] | None = None) -> pa.Table | None:
     tables = [pq.read_table(p, columns=columns) for p in parts]
-    return pa.concat_tables(tables) if tables else None
+    # parts written by older versions may lack newer columns: promote them to null instead of failing
+    return pa.concat_tables(tables, promote_options="default") if tables else None
 
 
 def compute_stats(layout: Layout) -> dict[str, Any]:

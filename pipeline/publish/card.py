@@ -34,6 +34,11 @@ SIDE_FIELDS: list[tuple[str, Any, str]] = [
     ("speaker_id", "string", "voice from the speaker pool"),
     ("duration_s", "float64", "audio duration in seconds"),
     ("sample_rate", "int64", "audio sample rate in Hz"),
+    ("dnsmos_ovrl", "float64", "DNSMOS overall quality (1-5); -1 if not measured"),
+    ("dnsmos_sig", "float64", "DNSMOS speech signal quality (1-5); -1 if not measured"),
+    ("dnsmos_bak", "float64", "DNSMOS background noise (1-5, 5 = clean); -1 if not measured"),
+    ("dnsmos_p808", "float64", "DNSMOS P.808 MOS estimate (1-5); -1 if not measured"),
+    ("speaker_similarity", "float64", "Resemblyzer cosine similarity to the assigned voice; -1 if not measured"),
 ]
 SAMPLE_FIELDS: list[tuple[str, Any, str]] = [
     ("schema_version", "int64", f"sample schema version ({SAMPLE_SCHEMA_VERSION})"),

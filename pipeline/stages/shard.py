@@ -24,7 +24,7 @@ from pipeline.records import OUTCOME_SCHEMA, is_rejected, reject, rows_to_table,
 
 log = logging.getLogger(__name__)
 
-SAMPLE_SCHEMA_VERSION = 1
+SAMPLE_SCHEMA_VERSION = 2  # 2: per-side dnsmos_* and speaker_similarity
 
 MANIFEST_SCHEMA = pa.schema([
     ("key", pa.string()), ("conversation_id", pa.string()), ("exchange_index", pa.int32()),
@@ -34,6 +34,9 @@ MANIFEST_SCHEMA = pa.schema([
     ("user_speaker_id", pa.string()), ("assistant_speaker_id", pa.string()),
     ("user_duration_s", pa.float64()), ("assistant_duration_s", pa.float64()),
     ("user_error_rate", pa.float64()), ("assistant_error_rate", pa.float64()),
+    # added with sample schema 2 (older manifest parts lack them; readers promote to null)
+    ("user_dnsmos_ovrl", pa.float64()), ("assistant_dnsmos_ovrl", pa.float64()),
+    ("user_speaker_similarity", pa.float64()), ("assistant_speaker_similarity", pa.float64()),
 ])
 
 REJECTS_SCHEMA = pa.schema([
@@ -56,7 +59,12 @@ def _side(turn: dict[str, Any]) -> dict[str, Any]:
         "speaker_id": turn["speaker_id"] or "",
         "duration_s": round(float(turn["duration_s"] or 0.0), 3),
         "sample_rate": int(turn["sample_rate"] or 0),
+        **{k: _score(turn.get(k)) for k in ("dnsmos_ovrl", "dnsmos_sig", "dnsmos_bak", "dnsmos_p808", "speaker_similarity")},
     }
+
+
+def _score(value: float | None) -> float:
+    return float(value) if value is not None else -1.0  # -1: not measured (same convention as error_rate)
 
 
 def conversation_samples(row: dict[str, Any], license_tags: list[str]) -> list[dict[str, Any]]:
@@ -150,6 +158,9 @@ class ShardStage:
                     "user_speaker_id": user["speaker_id"], "assistant_speaker_id": assistant["speaker_id"],
                     "user_duration_s": user["duration_s"], "assistant_duration_s": assistant["duration_s"],
                     "user_error_rate": user["error_rate"], "assistant_error_rate": assistant["error_rate"],
+                    "user_dnsmos_ovrl": user.get("dnsmos_ovrl"), "assistant_dnsmos_ovrl": assistant.get("dnsmos_ovrl"),
+                    "user_speaker_similarity": user.get("speaker_similarity"),
+                    "assistant_speaker_similarity": assistant.get("speaker_similarity"),
                 })
         write_parquet_atomic(self.layout.manifest / f"{name}.parquet", rows_to_table(manifest, MANIFEST_SCHEMA))
         checkpoint("shard.after_manifest")

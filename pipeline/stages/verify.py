@@ -1,14 +1,24 @@
-"""Verify: transcribe every turn back with ASR and reject conversations whose audio does not say the text."""
+"""Verify: transcribe every turn back with ASR and reject conversations whose audio does not say the text;
+score audio quality (DNSMOS) and voice consistency (Resemblyzer) when the config asks for them.
+
+Order per conversation: duration (free) -> DNSMOS -> speaker embeddings -> ASR (the most expensive), so bad
+audio is dropped before paying for transcription; every measured score lands in the turn. With
+`trim_trailing_audio` ASR runs first (with word timestamps) and cuts what follows the last recognised word.
+"""
 
 from __future__ import annotations
 
+from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from pipeline.audio import decode_audio, resample
+import numpy as np
+
+from pipeline.audio import decode_audio, encode_flac, resample
 from pipeline.backends.asr import WhisperASR
 from pipeline.config import VerifyConfig
 from pipeline.metrics import error_rate
+from pipeline.speakers import Speaker
 from pipeline.stages.base import Rejected, Stage
 
 ASR_RATE = 16000
@@ -17,29 +27,114 @@ ASR_RATE = 16000
 class VerifyStage(Stage):
     name = "verify"
 
-    def __init__(self, cfg: VerifyConfig, asr_model: Path | None):
+    def __init__(self, cfg: VerifyConfig, asr_model: Path | None, pool: list[Speaker] | None = None,
+                 pool_file: Path | None = None):
         super().__init__()
         self.cfg, self.asr_model_path = cfg, asr_model
+        self.speakers = {s.speaker_id: s for s in pool or []}
+        self.pool_file = pool_file
         self.asr: WhisperASR | None = None
+        self.dnsmos = None
+        self.embedder = None
 
     def setup(self) -> None:
         self.asr = WhisperASR(self.asr_model_path, self.cfg.asr_language, self.cfg.compute_type, self.cfg.beam_size)
+        if self.cfg.dnsmos:
+            from pipeline.quality.dnsmos import DnsmosScorer
+
+            self.dnsmos = DnsmosScorer()
+        if self.cfg.speaker_consistency:
+            from pipeline.quality.speaker_embed import SpeakerEmbedder
+
+            self.embedder = SpeakerEmbedder()
 
     def process_row(self, row: dict[str, Any]) -> None:
         assert self.asr is not None
         row["asr_model"] = self.asr.model_id
-        failures = []
+        audio = []
         for i, turn in enumerate(row["turns"]):
             duration = turn["duration_s"] or 0.0
             if duration < self.cfg.min_duration_s:
                 raise Rejected("audio_too_short", f"turn {i} ({turn['role']}): {duration:.2f}s < {self.cfg.min_duration_s}s")
             if duration > self.cfg.max_duration_s:
                 raise Rejected("audio_too_long", f"turn {i} ({turn['role']}): {duration:.1f}s > {self.cfg.max_duration_s}s")
-            samples, rate = decode_audio(turn["audio_flac"])
-            turn["asr_text"] = self.asr.transcribe(resample(samples, rate, ASR_RATE))
+            audio.append(decode_audio(turn["audio_flac"]))
+        if self.cfg.trim_trailing_audio:  # trim first, so every score describes the audio that is kept
+            self._transcribe(row, audio)
+        if self.dnsmos is not None:
+            self._check_quality(row["turns"], audio)
+        if self.embedder is not None:
+            self._check_speakers(row["turns"], audio)
+        if not self.cfg.trim_trailing_audio:
+            self._transcribe(row, audio)
+
+    def _transcribe(self, row: dict[str, Any], audio: list[tuple[np.ndarray, int]]) -> None:
+        failures = []
+        for i, (turn, (samples, rate)) in enumerate(zip(row["turns"], audio)):
+            if self.cfg.trim_trailing_audio:
+                from pipeline.quality.trim import transcribe_words, trim_after
+
+                turn["asr_text"], last_end = transcribe_words(self.asr, resample(samples, rate, ASR_RATE))
+                cut = trim_after(samples, rate, last_end, self.cfg.trim_margin_s)
+                if cut is not None:  # babble after the last word: keep up to the last word plus the margin
+                    audio[i] = (cut, rate)
+                    turn.update(audio_flac=encode_flac(cut, rate), duration_s=cut.size / rate)
+            else:
+                turn["asr_text"] = self.asr.transcribe(resample(samples, rate, ASR_RATE))
             turn["error_rate"] = error_rate(turn["spoken_text"], turn["asr_text"], row["language"])
             if turn["error_rate"] > self.cfg.max_wer:
                 failures.append(f"turn {i} ({turn['role']}) WER {turn['error_rate']:.2f}: "
                                 f"said {turn['spoken_text'][:60]!r}, heard {turn['asr_text'][:60]!r}")
         if failures:
             raise Rejected("asr_error_rate_above_threshold", f"max {self.cfg.max_wer}; " + "; ".join(failures))
+
+    def _check_quality(self, turns: list[dict[str, Any]], audio: list[tuple[np.ndarray, int]]) -> None:
+        low = []
+        for i, (turn, (samples, rate)) in enumerate(zip(turns, audio)):
+            s = self.dnsmos.score(samples, rate)
+            turn.update(dnsmos_ovrl=round(s.ovrl, 3), dnsmos_sig=round(s.sig, 3), dnsmos_bak=round(s.bak, 3),
+                        dnsmos_p808=round(s.p808, 3))
+            if self.cfg.min_dnsmos_ovrl is not None and s.ovrl < self.cfg.min_dnsmos_ovrl:
+                low.append(f"turn {i} ({turn['role']}) OVRL {s.ovrl:.2f} (SIG {s.sig:.2f}, BAK {s.bak:.2f})")
+        if low:
+            raise Rejected("audio_quality_below_threshold", f"min DNSMOS OVRL {self.cfg.min_dnsmos_ovrl}; " + "; ".join(low))
+
+    def _check_speakers(self, turns: list[dict[str, Any]], audio: list[tuple[np.ndarray, int]]) -> None:
+        """Each turn against its assigned voice (the speaker's reference clips, or for a model-internal voice
+        the speaker's first checked turn in this conversation); and every pair of user turns."""
+        from pipeline.quality.speaker_embed import cosine
+
+        cfg = self.cfg
+        embeds: dict[int, np.ndarray] = {}
+        for i, (turn, (samples, rate)) in enumerate(zip(turns, audio)):
+            if (turn["duration_s"] or 0.0) >= cfg.speaker_min_turn_s:
+                try:
+                    embeds[i] = self.embedder.embed(samples, rate)
+                except ValueError:
+                    pass  # too little speech after VAD: not checked here (ASR still judges its words)
+        by_speaker: dict[str, list[int]] = defaultdict(list)
+        for i in sorted(embeds):
+            by_speaker[turns[i]["speaker_id"]].append(i)
+        problems = []
+        for sid, idx in by_speaker.items():
+            spk = self.speakers.get(sid)
+            ref = self.embedder.speaker_embedding(spk, self.pool_file) if spk is not None and self.pool_file else None
+            for n, i in enumerate(idx):
+                if ref is not None:
+                    sim = cosine(embeds[i], ref)
+                elif len(idx) > 1:  # no references: the speaker's first turn anchors it (and is compared to the second)
+                    sim = cosine(embeds[i], embeds[idx[1] if n == 0 else idx[0]])
+                else:
+                    continue
+                turns[i]["speaker_similarity"] = round(sim, 4)
+                if sim < cfg.min_speaker_similarity:
+                    problems.append(f"turn {i} ({turns[i]['role']}, {sid}) similarity {sim:.3f} to its voice "
+                                    f"< {cfg.min_speaker_similarity}")
+        users = [i for i in sorted(embeds) if turns[i]["role"] == "user"]
+        for a_pos, a in enumerate(users):
+            for b in users[a_pos + 1:]:
+                sim = cosine(embeds[a], embeds[b])
+                if sim < cfg.min_user_similarity:
+                    problems.append(f"user turns {a} and {b} similarity {sim:.3f} < {cfg.min_user_similarity}")
+        if problems:
+            raise Rejected("speaker_inconsistent", "; ".join(problems))

@@ -1,0 +1,45 @@
+"""DNSMOS (Microsoft's non-intrusive speech quality model) from the ONNX files shipped in `speechmos`.
+
+`speechmos.dnsmos.run()` keeps one global model and rebuilds it whenever the model path changes; here a
+scorer owns its ONNX sessions, built once per worker (an actor's `setup()`), and is called per clip.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.audio import resample
+
+DNSMOS_RATE = 16000
+
+
+@dataclass(frozen=True)
+class DnsmosScores:
+    ovrl: float  # overall quality, 1-5
+    sig: float   # speech signal quality
+    bak: float   # background noise (5 = clean)
+    p808: float  # ITU-T P.808 MOS estimate
+
+    def rounded(self) -> dict[str, float]:
+        return {k: round(v, 3) for k, v in self.__dict__.items()}
+
+
+class DnsmosScorer:
+    def __init__(self, personalized: bool = False):
+        import speechmos.dnsmos as sm
+
+        base = Path(sm.__file__).resolve().parent
+        primary = base / ("pdnsmos_models" if personalized else "dnsmos_models") / "sig_bak_ovr.onnx"
+        self.personalized = personalized
+        self._model = sm.DNSMOS(str(primary), str(base / "dnsmos_models" / "model_v8.onnx"))
+
+    def score(self, samples: np.ndarray, sample_rate: int) -> DnsmosScores:
+        """Score mono float samples at any rate (resampled to 16 kHz); clips shorter than 9 s are looped by DNSMOS."""
+        x = np.clip(resample(samples, sample_rate, DNSMOS_RATE), -1.0, 1.0)
+        if x.size < DNSMOS_RATE // 10:
+            raise ValueError(f"audio too short for DNSMOS: {x.size / DNSMOS_RATE:.3f}s (need >= 0.1 s)")
+        out = self._model(x, DNSMOS_RATE, self.personalized)
+        return DnsmosScores(float(out["ovrl_mos"]), float(out["sig_mos"]), float(out["bak_mos"]), float(out["p808_mos"]))

@@ -1,0 +1,55 @@
+"""`speechchat speakers import ...`: the argument parser and the command (main.py only wires it in)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from pipeline.config import ConfigError
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    from pipeline.speaker_import.importer import FORMATS
+
+    p_spk = sub.add_parser("speakers", help="speaker pools: import a corpus into a speaker manifest")
+    spk_sub = p_spk.add_subparsers(dest="speakers_command", required=True)
+    p = spk_sub.add_parser("import", help="validate a corpus's clips and write speakers/<name>.jsonl + clips + report")
+    p.add_argument("--format", required=True, choices=sorted(FORMATS), help="source layout")
+    p.add_argument("--src", required=True, type=Path, help="corpus root (Common Voice: the <lang>/ folder)")
+    p.add_argument("--out", required=True, type=Path, help="manifest to write, e.g. speakers/vctk.jsonl")
+    p.add_argument("--language", help="language code (default per corpus: aishell3 zh, libritts-r/vctk en, "
+                   "commonvoice the locale column; required for folder)")
+    p.add_argument("--license", help="licence tag (default per corpus; required for folder)")
+    p.add_argument("--max-clips-per-speaker", type=int, default=None, metavar="K")
+    p.add_argument("--limit-speakers", type=int, default=None, metavar="N")
+    p.add_argument("--sample-rate", type=int, default=24000, help="rate of the written reference clips (Hz)")
+    p.add_argument("--min-seconds", type=float, default=3.0)
+    p.add_argument("--max-seconds", type=float, default=30.0)
+    p.add_argument("--min-dnsmos", type=float, default=None, help="reject clips below this DNSMOS OVRL (1-5)")
+    p.add_argument("--no-dnsmos", action="store_true", help="skip DNSMOS scoring (faster; dnsmos_ovrl stays null)")
+    p.add_argument("--id-prefix", help="speaker_id prefix (default per corpus: librittsr, vctk, aishell3, cv, folder)")
+    p.add_argument("--backend", default="xtts", choices=["xtts", "vits", "piper"], help="backend that voices these speakers")
+    p.add_argument("--clip-format", default="flac", choices=["flac", "wav"])
+
+
+def run(args: argparse.Namespace) -> int:
+    from pipeline.speaker_import.clips import ClipRules
+    from pipeline.speaker_import.importer import import_pool, summary_lines
+
+    for name in ("max_clips_per_speaker", "limit_speakers", "sample_rate"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            print(f"speechchat speakers import: --{name.replace('_', '-')} must be >= 1 (got {value})", file=sys.stderr)
+            return 2
+    try:
+        rules = ClipRules(min_s=args.min_seconds, max_s=args.max_seconds, sample_rate=args.sample_rate)
+        report = import_pool(args.format, args.src, args.out, language=args.language, license=args.license,
+                             max_clips_per_speaker=args.max_clips_per_speaker, limit_speakers=args.limit_speakers,
+                             rules=rules, min_dnsmos_ovrl=args.min_dnsmos, dnsmos=not args.no_dnsmos,
+                             id_prefix=args.id_prefix, backend=args.backend, clip_format=args.clip_format)
+    except (ConfigError, ValueError) as exc:
+        print(f"speechchat speakers import: {exc}", file=sys.stderr)
+        return 2
+    print("\n".join(summary_lines(report)))
+    return 0
