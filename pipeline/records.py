@@ -21,6 +21,7 @@ TURN_TYPE = pa.struct([
     ("duration_s", pa.float64()),
     ("asr_text", pa.string()),
     ("error_rate", pa.float64()),
+    ("tts_attempts", pa.int32()),     # syntheses this turn took (1 = first try; retries after a failed synthesis)
 ])
 
 CONVERSATION_SCHEMA = pa.schema([
