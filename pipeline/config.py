@@ -149,7 +149,7 @@ class TTSConfig(Section):
     user_sample_rate: Literal[16000] = 16000
 
     @model_validator(mode="after")
-    def _devices_agree(self) -> "TTSConfig":
+    def _devices_agree(self) -> TTSConfig:
         if self.backend == "piper" and self.num_gpus > 0:
             raise ValueError("tts.num_gpus > 0 needs a Coqui backend (vits or xtts); Piper runs on CPU: set tts.num_gpus=0")
         if self.backend == "vits" and not self.model:

@@ -322,8 +322,8 @@ def tts_backend_options(res: Resolved) -> dict[str, Any]:
     """What make_backend needs for tts.backend (Piper: its noise; Coqui: weights, device, pool, latent cache)."""
     t = res.cfg.tts
     if t.backend == "piper":
-        return dict(noise_scale=t.piper_noise_scale, noise_w_scale=t.piper_noise_w_scale)
-    options: dict[str, Any] = dict(model=str(res.tts_model or t.model), device=t.device, languages=dict(t.languages))
+        return {"noise_scale": t.piper_noise_scale, "noise_w_scale": t.piper_noise_w_scale}
+    options: dict[str, Any] = {"model": str(res.tts_model or t.model), "device": t.device, "languages": dict(t.languages)}
     if t.backend == "xtts":
         from pipeline.io.layout import Layout
 

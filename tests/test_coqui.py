@@ -153,7 +153,7 @@ def test_two_thousand_vits_speakers_through_the_pipeline(tmp_path, tiny_vits, ra
     cfg = load_config(REPO_ROOT / "configs/smoke.yaml",
                       ["dataset=coqui-test", "tts.backend=vits", f"tts.model={tiny_vits}", "tts.device=cpu",
                        f"voices.pool={pool}", "voices.assistant_speaker=vits-assistant", "verify.enabled=false",
-                       "tts.batch_size=100", "shard.conversations_per_shard=500",
+                       "tts.batch_size=100", "tts.max_actors=2", "shard.conversations_per_shard=500",
                        "license_tags=[tts:tiny-random-vits:test-only]"], out)
     stats = run(cfg, StageSelection.parse("tts,verify,shard"))
 

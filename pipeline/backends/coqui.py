@@ -286,7 +286,7 @@ class XttsBackend:
                 if saved.get("digest") == digest:
                     self.cache_stats["disk_hits"] += 1
                     return saved["gpt_cond_latent"], saved["speaker_embedding"]
-            except Exception as exc:  # a torn or foreign file is recomputed, never trusted
+            except Exception as exc:  # noqa: BLE001 - a torn or foreign file is recomputed, never trusted
                 log.warning("xtts latent cache %s unreadable (%s); recomputing", disk, exc)
         cfg = self.config
         gpt, emb = self.model.get_conditioning_latents(
@@ -343,8 +343,8 @@ class XttsBackend:
                              f"{self.config.languages} (see tts.languages)")
         gpt, emb = self.latents(speaker)
         cfg = self.config
-        settings = dict(temperature=cfg.temperature, length_penalty=cfg.length_penalty,
-                        repetition_penalty=cfg.repetition_penalty, top_k=cfg.top_k, top_p=cfg.top_p)
+        settings = {"temperature": cfg.temperature, "length_penalty": cfg.length_penalty,
+                    "repetition_penalty": cfg.repetition_penalty, "top_k": cfg.top_k, "top_p": cfg.top_p}
         gap = np.zeros(int(self.chunk_gap_s * self.sample_rate), dtype=np.float32)
         out: list[np.ndarray] = []
         for n, piece in enumerate(self.pieces(text, language)):

@@ -70,7 +70,7 @@ class TTSStage(Stage):
                 samples, rate = self.backend.synthesize(text, speaker, language=language, seed=seed)
                 samples = np.asarray(samples, dtype=np.float32).reshape(-1)
                 problem = self.check_audio(samples, rate, text)
-            except Exception as exc:  # recorded and retried; the conversation is rejected if none succeeds
+            except Exception as exc:  # noqa: BLE001 - recorded and retried; the conversation is rejected if none succeeds
                 problem = f"{type(exc).__name__}: {str(exc)[:200]}"
             if problem is None:
                 return samples, rate, attempt
