@@ -84,6 +84,26 @@ def test_missing_weights_stop_in_preflight_with_what_to_download(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+def test_a_coqui_model_name_resolves_in_the_local_cache_only(tmp_path, monkeypatch):
+    from pipeline.backends.coqui import resolve_model
+
+    monkeypatch.setenv("TTS_HOME", str(tmp_path / "home"))
+    cached = tmp_path / "home/tts/tts_models--en--vctk--vits"
+    with pytest.raises(ConfigError, match=f"Coqui VITS weights not found at {cached}"):
+        resolve_model("vits", "tts_models/en/vctk/vits")  # not in the cache: nothing is downloaded
+    cached.mkdir(parents=True)
+    (cached / "config.json").write_text("{}")
+    with pytest.raises(ConfigError, match="incomplete"):
+        resolve_model("vits", "tts_models/en/vctk/vits")
+    (cached / "model_file.pth").write_bytes(b"")
+    assert resolve_model("vits", "tts_models/en/vctk/vits") == cached
+    xtts = tmp_path / "home/tts/tts_models--multilingual--multi-dataset--xtts_v2"
+    xtts.mkdir(parents=True)
+    (xtts / "config.json").write_text("{}")
+    with pytest.raises(ConfigError, match=r"missing model\.pth, vocab\.json.*coqui/XTTS-v2"):
+        resolve_model("xtts", None)  # null tts.model: the cached XTTS-v2
+
+
 @pytest.mark.parametrize("overrides, message", [
     (["tts.num_gpus=0.25"], "needs a Coqui backend"),
     (["tts.backend=vits"], "needs tts.model"),
