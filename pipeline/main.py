@@ -81,6 +81,7 @@ class Resolved:
     piper_voice: Path | None
     asr_model: Path | None
     pool: list
+    tts_model: Path | None = None  # Coqui checkpoint folder (vits/xtts), checked in preflight
 
 
 def run_languages(cfg: RunConfig) -> list[str]:
@@ -118,20 +119,34 @@ def preflight(cfg: RunConfig, stages: "StageSelection | None" = None) -> Resolve
         if gguf is not None and not gguf.is_file():
             problems.append(f"llm.gguf_path: {gguf} does not exist")
         check(__import__, "llama_cpp.server")
-    piper_voice = asr_model = None
+    piper_voice = asr_model = tts_model = None
     pool: list = []
     if stages.audio:  # what speaking and checking need
-        for lang in run_languages(cfg):
-            if lang != "en":  # the only TTS backend so far is Piper with English voices
-                problems.append(f"language {lang!r}: no {lang} TTS voice is available in this version (Chinese needs "
-                                f"the Coqui XTTS-v2 backend); run it text-only with --stages generate (the text is "
-                                f"cached for later)")
-        piper_voice = cfg.resolve_path(cfg.tts.piper_voice) if cfg.tts.piper_voice else check(assets.piper_joe_voice)
-        if piper_voice is not None and not piper_voice.is_file():
-            problems.append(f"tts.piper_voice: {piper_voice} does not exist")
+        if cfg.tts.backend == "piper":
+            for lang in run_languages(cfg):
+                if lang != "en":  # the packaged Piper voice is English
+                    problems.append(f"language {lang!r}: no {lang} TTS voice is available in this version with "
+                                    f"tts.backend piper (Chinese needs the Coqui XTTS-v2 backend: tts.backend=xtts); "
+                                    f"or run it text-only with --stages generate (the text is cached for later)")
+            piper_voice = cfg.resolve_path(cfg.tts.piper_voice) if cfg.tts.piper_voice else check(assets.piper_joe_voice)
+            if piper_voice is not None and not piper_voice.is_file():
+                problems.append(f"tts.piper_voice: {piper_voice} does not exist")
+        else:
+            tts_model = check(coqui_weights, cfg)
+            if tts_model is not None and cfg.tts.backend == "xtts":
+                from pipeline.backends.coqui import model_languages
+
+                known = model_languages(tts_model) or []
+                for lang in run_languages(cfg):
+                    code = cfg.tts.languages.get(lang, lang)
+                    if known and code not in known:
+                        problems.append(f"tts.languages: {lang!r} maps to {code!r}, which {tts_model} does not "
+                                        f"speak ({', '.join(known)})")
         # packaged defaults stay None here so that backends name them ("tiny.en"), but they must exist
         asr_model = None
-        if cfg.verify.asr_model is None:
+        if not cfg.verify.enabled:  # verify.enabled=false needs no ASR model
+            pass
+        elif cfg.verify.asr_model is None:
             check(assets.whisper_tiny_en)
         elif str(cfg.verify.asr_model) in assets.PACKAGED_ASR:  # "tiny.en", "base": shipped in PyPI packages
             asr_model = check(assets.packaged_asr, str(cfg.verify.asr_model))
@@ -144,12 +159,54 @@ def preflight(cfg: RunConfig, stages: "StageSelection | None" = None) -> Resolve
             from pipeline.stages.voices import VoiceStage
 
             check(VoiceStage, pool, cfg.voices, cfg.plan.seed, run_languages(cfg))
-        from pipeline.quality import require_packages
+            problems += pool_backend_problems(cfg, pool)
+        if cfg.verify.enabled:
+            from pipeline.quality import require_packages
 
-        check(require_packages, cfg.verify)
+            check(require_packages, cfg.verify)
     if problems:
         raise ConfigError("cannot start:\n  " + "\n  ".join(problems))
-    return Resolved(cfg, cfg.output_dir(), prompts_dir, gguf, piper_voice, asr_model, pool)
+    return Resolved(cfg, cfg.output_dir(), prompts_dir, gguf, piper_voice, asr_model, pool, tts_model)
+
+
+def coqui_weights(cfg: RunConfig) -> Path:
+    """The Coqui checkpoint folder; a relative tts.model path is relative to the repository root."""
+    from pipeline.backends.coqui import resolve_model
+
+    model = cfg.tts.model
+    if model and not Path(model).is_absolute() and cfg.resolve_path(Path(model)).is_dir():
+        model = str(cfg.resolve_path(Path(model)))
+    return resolve_model(cfg.tts.backend, model)
+
+
+def pool_backend_problems(cfg: RunConfig, pool: list) -> list[str]:
+    """Voices the configured backend cannot speak, and XTTS reference clips that are not there."""
+    from pipeline.speakers import reference_path
+
+    problems = []
+    by_id = {s.speaker_id: s for s in pool}
+    assistant = by_id.get(cfg.voices.assistant_speaker)
+    if assistant is not None and assistant.backend != cfg.tts.backend:
+        problems.append(f"voices.assistant_speaker: {assistant.speaker_id!r} is a {assistant.backend} voice but "
+                        f"tts.backend is {cfg.tts.backend}; pick a {cfg.tts.backend} speaker from {cfg.voices.pool}")
+    for lang in run_languages(cfg):
+        if not any(s.language == lang and s.backend == cfg.tts.backend for s in pool):
+            problems.append(f"voices.pool {cfg.voices.pool} has no {cfg.tts.backend} speaker for language {lang!r} "
+                            f"(tts.backend is {cfg.tts.backend})")
+    if cfg.tts.backend == "xtts":
+        pool_file = cfg.resolve_path(cfg.voices.pool)
+        missing = []
+        for s in pool:
+            for clip in s.references:
+                try:
+                    if not reference_path(pool_file, clip).is_file():
+                        missing.append(f"{s.speaker_id}: {clip.path}")
+                except ConfigError as exc:
+                    missing.append(str(exc))
+        if missing:
+            problems.append(f"voices.pool {cfg.voices.pool}: {len(missing)} reference clip(s) missing, e.g. "
+                            + "; ".join(missing[:3]))
+    return problems
 
 
 # --- the plan -----------------------------------------------------------------------------------
@@ -247,21 +304,40 @@ def build_dataset(res: Resolved, base_url: str | None, run_id: str, done_ids, st
     if stages.audio:
         ds = ds.map_batches(TextStage(cfg.text), **light)
         ds = ds.map_batches(VoiceStage(res.pool, cfg.voices, cfg.plan.seed, run_languages(cfg)), **light)
-        ds = ds.map_batches(TTSStage, fn_constructor_kwargs=dict(backend=cfg.tts.backend, piper_voice=res.piper_voice,
-                                                                 pool=res.pool, user_sample_rate=cfg.tts.user_sample_rate,
-                                                                 backend_options=dict(noise_scale=cfg.tts.piper_noise_scale,
-                                                                                      noise_w_scale=cfg.tts.piper_noise_w_scale)),
-                            batch_size=cfg.tts.batch_size, compute=pool(min_size=1, max_size=cfg.tts.max_actors),
-                            batch_format="pyarrow", num_cpus=cfg.tts.num_cpus)
-        ds = ds.map_batches(VerifyStage, fn_constructor_kwargs=dict(cfg=cfg.verify, asr_model=res.asr_model, pool=res.pool,
-                                                                  pool_file=cfg.resolve_path(cfg.voices.pool)),
-                            batch_size=cfg.verify.batch_size, compute=pool(min_size=1, max_size=cfg.verify.max_actors),
-                            batch_format="pyarrow", num_cpus=cfg.verify.num_cpus)
+        t = cfg.tts
+        ds = ds.map_batches(TTSStage, fn_constructor_kwargs=dict(backend=t.backend, piper_voice=res.piper_voice,
+                                                                 pool=res.pool, user_sample_rate=t.user_sample_rate,
+                                                                 backend_options=tts_backend_options(res),
+                                                                 max_attempts=t.max_attempts, seed=t.seed,
+                                                                 min_s_per_char=t.min_s_per_char,
+                                                                 max_s_per_char=t.max_s_per_char),
+                            batch_size=t.batch_size, compute=pool(min_size=1, max_size=t.max_actors),
+                            batch_format="pyarrow", num_cpus=t.num_cpus, num_gpus=t.num_gpus or None)
+        if cfg.verify.enabled:
+            ds = ds.map_batches(VerifyStage, fn_constructor_kwargs=dict(cfg=cfg.verify, asr_model=res.asr_model,
+                                                                      pool=res.pool,
+                                                                      pool_file=cfg.resolve_path(cfg.voices.pool)),
+                                batch_size=cfg.verify.batch_size, compute=pool(min_size=1, max_size=cfg.verify.max_actors),
+                                batch_format="pyarrow", num_cpus=cfg.verify.num_cpus)
     return ds.map_batches(ShardStage, fn_constructor_kwargs=dict(out_dir=res.out_dir, run_id=run_id,
                                                                  license_tags=cfg.license_tags,
                                                                  write_samples=stages.audio, quota=quota),
                           batch_size=cfg.shard.conversations_per_shard, compute=pool(size=1), batch_format="pyarrow",
                           num_cpus=cfg.shard.num_cpus)
+
+
+def tts_backend_options(res: Resolved) -> dict[str, Any]:
+    """What make_backend needs for tts.backend (Piper: its noise; Coqui: weights, device, pool, latent cache)."""
+    t = res.cfg.tts
+    if t.backend == "piper":
+        return {"noise_scale": t.piper_noise_scale, "noise_w_scale": t.piper_noise_w_scale}
+    options: dict[str, Any] = {"model": str(res.tts_model or t.model), "device": t.device, "languages": dict(t.languages)}
+    if t.backend == "xtts":
+        from pipeline.io.layout import Layout
+
+        options.update(pool=res.pool, pool_file=res.cfg.resolve_path(res.cfg.voices.pool), chunk_gap_s=t.chunk_gap_s,
+                       latent_dir=Layout(res.out_dir).state / "xtts_latents")
+    return options
 
 
 def init_ray() -> None:
@@ -373,6 +449,8 @@ def run_once(cfg: RunConfig, stages: StageSelection | None = None, text_from: Pa
     stats = compute_stats(layout)
     stats["last_run"] = {"run_id": run_id, "wall_s": round(time.monotonic() - started, 1),
                          "stages": ",".join(["generate"] * stages.generate + ["tts,verify,shard"] * stages.audio),
+                         # verify.enabled=false keeps audio unverified: said so here and in the dataset card
+                         "verified": stages.audio and cfg.verify.enabled,
                          **summary.as_dict()}
     write_stats(layout, stats)
     with open(layout.state / "runs.jsonl", "a", encoding="utf-8") as fh:

@@ -26,6 +26,7 @@ TURN_TYPE = pa.struct([
     ("dnsmos_bak", pa.float64()),
     ("dnsmos_p808", pa.float64()),
     ("speaker_similarity", pa.float64()),  # cosine to the assigned voice (verify.speaker_consistency); null: not measured
+    ("tts_attempts", pa.int32()),     # syntheses this turn took (1 = first try; retries after a failed synthesis)
 ])
 
 CONVERSATION_SCHEMA = pa.schema([

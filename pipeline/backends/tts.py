@@ -15,8 +15,9 @@ from pipeline.speakers import Speaker
 class TTSBackend(Protocol):
     model_id: str  # goes into every sample's JSON: backend, version, voice
 
-    def synthesize(self, text: str, speaker: Speaker) -> tuple[np.ndarray, int]:
-        """Return float32 mono samples in [-1, 1] and their sample rate."""
+    def synthesize(self, text: str, speaker: Speaker, language: str = "en", seed: int = 0) -> tuple[np.ndarray, int]:
+        """Return float32 mono samples in [-1, 1] and their sample rate. `language` is the row's language
+        (the backend maps it to its own code); `seed` makes a sampling model reproducible (a retry passes a new one)."""
         ...
 
 
@@ -37,7 +38,8 @@ class PiperBackend:
             self._voices[path] = PiperVoice.load(path)
         return self._voices[path]
 
-    def synthesize(self, text: str, speaker: Speaker) -> tuple[np.ndarray, int]:
+    def synthesize(self, text: str, speaker: Speaker, language: str = "en", seed: int = 0) -> tuple[np.ndarray, int]:
+        # Piper's ONNX noise cannot be seeded: noise scales of 0 make it reproducible instead
         from piper import SynthesisConfig
 
         voice = self._voice(speaker)
@@ -53,6 +55,15 @@ class PiperBackend:
 
 
 def make_backend(name: str, piper_voice: Path | None, **options) -> TTSBackend:
+    """Build the configured backend; Coqui backends import torch only here, so a Piper run never loads it."""
     if name == "piper":
         return PiperBackend(piper_voice, **options)
+    if name == "vits":
+        from pipeline.backends.coqui import VitsBackend
+
+        return VitsBackend(**options)
+    if name == "xtts":
+        from pipeline.backends.coqui import XttsBackend
+
+        return XttsBackend(**options)
     raise ValueError(f"unknown tts.backend {name!r}")

@@ -302,9 +302,13 @@ def _recipe(cfg_dict: dict[str, Any], samples: dict[str, dict[str, Any]]) -> str
         lines.append(f"- **Models (`{lang}`)**: LLM `{models.get('llm') or llm}`, TTS `{models.get('tts', '?')}`, "
                      f"ASR `{models.get('asr', '?')}`; user audio {_get(meta, 'user.sample_rate', '?')} Hz, "
                      f"assistant audio {_get(meta, 'assistant.sample_rate', '?')} Hz.")
-    lines.append(f"- **Verification**: every turn transcribed back; a conversation is rejected when a turn's error rate "
-                 f"exceeds {_get(cfg_dict, 'verify.max_wer', '?')} or its duration is outside "
-                 f"{_get(cfg_dict, 'verify.min_duration_s', '?')} to {_get(cfg_dict, 'verify.max_duration_s', '?')} s.")
+    if _get(cfg_dict, "verify.enabled", True) is False:
+        lines.append("- **Verification**: **none** (`verify.enabled: false`): the audio was NOT transcribed back and "
+                     "may not say its text; `error_rate` is -1 in every sample.")
+    else:
+        lines.append(f"- **Verification**: every turn transcribed back; a conversation is rejected when a turn's error "
+                     f"rate exceeds {_get(cfg_dict, 'verify.max_wer', '?')} or its duration is outside "
+                     f"{_get(cfg_dict, 'verify.min_duration_s', '?')} to {_get(cfg_dict, 'verify.max_duration_s', '?')} s.")
     splits = _get(cfg_dict, "shard.splits", {}) or {}
     if splits:
         lines.append("- **Splits** (by a hash of the conversation ID): "

@@ -1,7 +1,15 @@
-"""TTS: speak every turn with its assigned voice; user audio is stored at 16 kHz, assistant at the model rate."""
+"""TTS: speak every turn with its assigned voice; user audio is stored at 16 kHz, assistant at the model rate.
+
+A synthesis can fail (an exception, NaN audio, no audio, or a duration absurd for the text: a runaway
+or truncated generation). Such a turn is synthesised again with a new seed, at most `max_attempts`
+times in all; a turn that never succeeds rejects the conversation as `tts_failed`, with what went wrong
+on each attempt. The job never dies of one turn.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -12,20 +20,63 @@ from pipeline.backends.tts import TTSBackend, make_backend
 from pipeline.speakers import Speaker
 from pipeline.stages.base import Rejected, Stage
 
+log = logging.getLogger(__name__)
+
+
+def turn_seed(base: int, conversation_seed: int | None, turn: int, attempt: int) -> int:
+    """A seed per (run seed, conversation, turn, attempt): reruns reproduce, retries differ."""
+    key = f"{base}:{conversation_seed or 0}:{turn}:{attempt}".encode()
+    return int.from_bytes(hashlib.sha256(key).digest()[:4], "little") & 0x7FFFFFFF
+
 
 class TTSStage(Stage):
     name = "tts"
 
     def __init__(self, backend: str, piper_voice: Path | None, pool: list[Speaker], user_sample_rate: int = 16000,
-                 backend_options: dict | None = None):
+                 backend_options: dict | None = None, max_attempts: int = 1, seed: int = 0,
+                 min_s_per_char: float = 0.005, max_s_per_char: float = 1.0):
         super().__init__()
         self.backend_name, self.piper_voice, self.backend_options = backend, piper_voice, backend_options or {}
         self.speakers = {s.speaker_id: s for s in pool}
         self.user_sample_rate = user_sample_rate
+        self.max_attempts, self.seed = max_attempts, seed
+        self.min_s_per_char, self.max_s_per_char = min_s_per_char, max_s_per_char
         self.backend: TTSBackend | None = None
 
     def setup(self) -> None:
         self.backend = make_backend(self.backend_name, self.piper_voice, **self.backend_options)
+
+    def check_audio(self, samples: np.ndarray, rate: int, text: str) -> str | None:
+        """None if the audio is plausible for the text, else a short reason code."""
+        if samples.size == 0:
+            return "empty_audio"
+        if not np.isfinite(samples).all():
+            return "non_finite_audio"
+        duration, chars = samples.size / rate, max(len(text.strip()), 1)
+        if duration < chars * self.min_s_per_char:
+            return f"too_short {duration:.2f}s for {chars} chars"
+        if duration > max(5.0, chars * self.max_s_per_char):
+            return f"too_long {duration:.1f}s for {chars} chars"
+        return None
+
+    def speak(self, text: str, speaker: Speaker, language: str, conversation_seed: int | None,
+              turn: int) -> tuple[np.ndarray, int, int]:
+        """Samples, rate and attempts used; raises Rejected("tts_failed") after max_attempts failures."""
+        assert self.backend is not None
+        failures = []
+        for attempt in range(1, self.max_attempts + 1):
+            seed = turn_seed(self.seed, conversation_seed, turn, attempt)
+            try:
+                samples, rate = self.backend.synthesize(text, speaker, language=language, seed=seed)
+                samples = np.asarray(samples, dtype=np.float32).reshape(-1)
+                problem = self.check_audio(samples, rate, text)
+            except Exception as exc:  # noqa: BLE001 - recorded and retried; the conversation is rejected if none succeeds
+                problem = f"{type(exc).__name__}: {str(exc)[:200]}"
+            if problem is None:
+                return samples, rate, attempt
+            failures.append(f"attempt {attempt} (seed {seed}): {problem}")
+            log.info("tts: turn %d of speaker %s failed: %s", turn, speaker.speaker_id, failures[-1])
+        raise Rejected("tts_failed", f"turn {turn} ({speaker.speaker_id}): " + "; ".join(failures))
 
     def process_row(self, row: dict[str, Any]) -> None:
         assert self.backend is not None
@@ -34,13 +85,13 @@ class TTSStage(Stage):
             speaker = self.speakers.get(turn["speaker_id"])
             if speaker is None:
                 raise Rejected("tts_unknown_speaker", f"turn {i}: {turn['speaker_id']!r} not in pool")
-            samples, rate = self.backend.synthesize(turn["spoken_text"], speaker)
-            if samples.size == 0:
-                raise Rejected("tts_empty_audio", f"turn {i}")
-            if not np.isfinite(samples).all():
-                raise Rejected("tts_non_finite_audio", f"turn {i}")
+            if speaker.backend != self.backend_name:
+                raise Rejected("tts_backend_mismatch", f"turn {i}: speaker {speaker.speaker_id} is a {speaker.backend} "
+                                                       f"voice but tts.backend is {self.backend_name}")
+            samples, rate, attempts = self.speak(turn["spoken_text"], speaker, row["language"], row.get("seed"), i)
             if turn["role"] == "user":
                 samples, rate = resample(samples, rate, self.user_sample_rate), self.user_sample_rate
             turn["audio_flac"] = encode_flac(samples, rate)
             turn["sample_rate"] = rate
             turn["duration_s"] = samples.size / rate
+            turn["tts_attempts"] = attempts
