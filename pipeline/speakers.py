@@ -63,6 +63,7 @@ class Speaker(BaseModel):
     references: list[ReferenceClip] = Field(default_factory=list, description="clips for voice cloning")
     recipe: VoiceRecipe | None = None
     dnsmos_ovrl: float | None = Field(None, description="mean DNSMOS overall of the references")
+    assignable: bool = Field(True, description="false: only an ingredient of virtual voices, never assigned to a turn")
 
     @model_validator(mode="after")
     def _xtts_needs_references(self) -> "Speaker":

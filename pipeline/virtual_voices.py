@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -32,10 +33,12 @@ class SynthesisReport:
     kept: int = 0
     rejected: Counter = field(default_factory=Counter)   # reason -> candidates
     min_distances: list[float] = field(default_factory=list)  # of kept voices, to their nearest neighbour
+    errors: list[str] = field(default_factory=list)  # the first few render/embedding failures, for the report
 
     def as_dict(self) -> dict:
         d = np.asarray(self.min_distances) if self.min_distances else np.zeros(0)
         return {"proposed": self.proposed, "kept": self.kept, "rejected": dict(self.rejected),
+                "errors": self.errors[:20],
                 "kept_min_distance": {"min": round(float(d.min()), 4), "median": round(float(np.median(d)), 4)}
                 if d.size else {}}
 
@@ -100,25 +103,36 @@ def synthesize_voices(sources: list[Speaker], count: int, render: Render, embed:
     if len({s.backend for s in sources}) != 1:
         raise ValueError("all source speakers must use the same TTS backend (their conditioning is mixed)")
     # every source voice, as the backend renders it and as its real reference clips sound
+    report = SynthesisReport()
     anchors: list[np.ndarray] = []
     for s in sources:
-        anchors.append(_unit(embed(*render(s))))
+        try:
+            anchors.append(_unit(embed(*render(s))))
+        except Exception as exc:  # noqa: BLE001 - its reference clips can still stand for the voice
+            report.errors.append(f"source {s.speaker_id} rendering: {type(exc).__name__}: {exc}"[:300])
         anchors.extend(_unit(e) for e in (reference_embeddings or {}).get(s.speaker_id, []))
+    if not anchors:
+        raise ValueError("no source voice could be embedded (rendered or from its clips): "
+                         + "; ".join(report.errors[:3]))
     anchor_matrix = np.stack(anchors)
     kept: list[Speaker] = []
     kept_vectors: list[np.ndarray] = []
-    report = SynthesisReport()
     limit = max_candidates or 20 * count
     for recipe in propose_recipes(sources, seed, noise_scale=noise_scale):
         if len(kept) >= count or report.proposed >= limit:
             break
         report.proposed += 1
-        candidate = virtual_speaker(recipe, by_id, f"{id_prefix}-{sources[0].language}-{len(kept):05d}")
-        samples, rate = render(candidate)
-        if samples.size == 0 or not np.isfinite(samples).all():
-            report.rejected["render_failed"] += 1
+        # a fresh ID per candidate: backends cache conditioning by speaker_id
+        candidate = virtual_speaker(recipe, by_id, f"{id_prefix}-{sources[0].language}-c{report.proposed:06d}")
+        try:
+            samples, rate = render(candidate)
+            if samples.size == 0 or not np.isfinite(samples).all():
+                raise ValueError("empty or non-finite audio")
+            vec = _unit(embed(samples, rate))
+        except Exception as exc:  # noqa: BLE001 - one bad candidate is a recorded rejection, not a failed pool
+            report.rejected["render_or_embed_failed"] += 1
+            report.errors.append(f"{candidate.speaker_id}: {type(exc).__name__}: {exc}"[:300])
             continue
-        vec = _unit(embed(samples, rate))
         to_sources = float(1.0 - (anchor_matrix @ vec).max())
         if to_sources < min_distance:
             report.rejected["too_close_to_a_source_voice"] += 1
@@ -128,10 +142,92 @@ def synthesize_voices(sources: list[Speaker], count: int, render: Render, embed:
             report.rejected["too_close_to_another_virtual_voice"] += 1
             continue
         recipe = recipe.model_copy(update={"min_distance_to_sources": round(to_sources, 4)})
-        kept.append(candidate.model_copy(update={"recipe": recipe}))
+        kept.append(candidate.model_copy(update={
+            "recipe": recipe, "speaker_id": f"{id_prefix}-{sources[0].language}-{len(kept):05d}"}))
         kept_vectors.append(vec)
         report.kept += 1
         report.min_distances.append(min(to_sources, to_kept))
         if progress:
             progress(report.kept, report.proposed)
     return kept, report
+
+
+PROBE_TEXT = {"en": "The quick brown fox jumps over the lazy dog, and then it takes a long rest in the sun.",
+              "zh": "今天的天气很好，我们一起去公园散步吧，顺便买一些新鲜的水果回家。"}
+
+
+def relative_clip_paths(speaker: Speaker, old_pool: Path, new_pool: Path) -> Speaker:
+    """Re-root a speaker's reference clips for a manifest written in another folder (absolute if they leave it)."""
+    from pipeline.speakers import reference_path
+
+    new_base = new_pool.resolve().parent
+    clips = []
+    for clip in speaker.references:
+        path = reference_path(old_pool, clip)
+        rel = path.relative_to(new_base) if new_base in path.parents else path
+        clips.append(clip.model_copy(update={"path": str(rel)}))
+    return speaker.model_copy(update={"references": clips})
+
+
+def synthesize_pool_cli(args) -> int:
+    """`speechchat speakers synthesize`: XTTS-v2 renders each candidate, Resemblyzer measures the distances."""
+    import json
+    import sys
+
+    from tqdm import tqdm
+
+    from pipeline.config import ConfigError
+    from pipeline.io.layout import atomic_write
+    from pipeline.speakers import load_pool
+
+    try:
+        pool = load_pool(args.pool)
+        sources = [s for s in pool if s.language == args.language and s.references and s.recipe is None]
+        if len(sources) < 2:
+            raise ConfigError(f"{args.pool}: {len(sources)} speaker(s) of language {args.language!r} with reference "
+                              "clips; mixing needs at least 2")
+        if {s.backend for s in sources} != {"xtts"}:
+            raise ConfigError("virtual voices mix XTTS-v2 conditioning latents: the sources must be backend 'xtts'")
+        if args.out.resolve() == args.pool.resolve():
+            raise ConfigError("--out must differ from --pool (the source pool is never rewritten)")
+        from pipeline.backends.coqui import XttsBackend
+        from pipeline.quality.speaker_embed import SpeakerEmbedder
+
+        backend = XttsBackend(args.model, device=args.device, languages={"zh": "zh-cn"}, pool=pool, pool_file=args.pool)
+        embedder = SpeakerEmbedder()
+    except (ConfigError, ValueError, FileNotFoundError, ImportError) as exc:
+        print(f"speechchat speakers synthesize: {exc}", file=sys.stderr)
+        return 2
+    probe = args.probe_text or PROBE_TEXT.get(args.language, PROBE_TEXT["en"])
+    refs = {}
+    for s in sources:
+        try:
+            refs[s.speaker_id] = [embedder.speaker_embedding(s, args.pool)]
+        except ValueError as exc:  # a clip without speech: the voice still counts through its rendering
+            print(f"warning: {s.speaker_id}: no reference embedding ({exc})", file=sys.stderr)
+    bar = tqdm(total=args.count, unit="voice", desc="virtual voices", disable=not sys.stderr.isatty())
+    try:
+        voices, report = synthesize_voices(
+            sources, args.count, lambda spk: backend.synthesize(probe, spk, args.language, seed=0), embedder.embed,
+            min_distance=args.min_distance, seed=args.seed, noise_scale=args.noise_scale,
+            max_candidates=args.max_candidates, reference_embeddings=refs, id_prefix=args.id_prefix,
+            progress=lambda kept, proposed: bar.update(kept - bar.n))
+    except ValueError as exc:
+        print(f"speechchat speakers synthesize: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        bar.close()
+    # the sources stay in the manifest (the TTS mixes their latents) but are never assigned unless asked
+    kept_sources = [relative_clip_paths(s, args.pool, args.out).model_copy(update={"assignable": args.keep_sources})
+                    for s in sources]
+    lines = [s.model_dump_json(exclude_none=True) for s in kept_sources + voices]
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(args.out, lambda fh: fh.write(("\n".join(lines) + "\n").encode()))
+    summary = {"pool": str(args.pool), "out": str(args.out), "language": args.language, "count": args.count,
+               "min_distance": args.min_distance, "noise_scale": args.noise_scale, "seed": args.seed,
+               "model": backend.model_id, "probe_text": probe, **report.as_dict()}
+    atomic_write(args.out.with_suffix(".synthesis.json"),
+                 lambda fh: fh.write(json.dumps(summary, indent=2, ensure_ascii=False).encode()))
+    print(f"{report.kept} virtual voice(s) of {args.count} wanted from {len(sources)} sources "
+          f"({report.proposed} candidates; rejected {dict(report.rejected)}) -> {args.out}")
+    return 0 if voices else 1

@@ -12,7 +12,7 @@ from pipeline.config import ConfigError
 def add_parser(sub: argparse._SubParsersAction) -> None:
     from pipeline.speaker_import.importer import FORMATS
 
-    p_spk = sub.add_parser("speakers", help="speaker pools: import a corpus into a speaker manifest")
+    p_spk = sub.add_parser("speakers", help="speaker pools: import a corpus; synthesize virtual voices")
     spk_sub = p_spk.add_subparsers(dest="speakers_command", required=True)
     p = spk_sub.add_parser("import", help="validate a corpus's clips and write speakers/<name>.jsonl + clips + report")
     p.add_argument("--format", required=True, choices=sorted(FORMATS), help="source layout")
@@ -31,9 +31,31 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--id-prefix", help="speaker_id prefix (default per corpus: librittsr, vctk, aishell3, cv, folder)")
     p.add_argument("--backend", default="xtts", choices=["xtts", "vits", "piper"], help="backend that voices these speakers")
     p.add_argument("--clip-format", default="flac", choices=["flac", "wav"])
+    v = spk_sub.add_parser("synthesize", help="make virtual voices: mixes of real references' XTTS-v2 latents, kept "
+                           "only when distinct from every source and each other (Resemblyzer distance)")
+    v.add_argument("--pool", required=True, type=Path, help="source pool (xtts speakers with reference clips)")
+    v.add_argument("--out", required=True, type=Path, help="manifest to write: the sources (not assignable) + voices")
+    v.add_argument("--count", required=True, type=int, help="virtual voices wanted")
+    v.add_argument("--model", required=True, help="XTTS-v2 checkpoint folder (or cached Coqui model name)")
+    v.add_argument("--language", default="en", help="language of the sources to mix and of the probe sentence")
+    v.add_argument("--min-distance", type=float, default=0.25, help="cosine distance to every source and kept voice")
+    v.add_argument("--noise-scale", type=float, default=0.05, help="Gaussian noise on the mixed latents (x their std)")
+    v.add_argument("--seed", type=int, default=0)
+    v.add_argument("--max-candidates", type=int, help="give up after this many candidates (default 20 x count)")
+    v.add_argument("--probe-text", help="sentence each candidate speaks for the distance check")
+    v.add_argument("--id-prefix", default="virtual")
+    v.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    v.add_argument("--keep-sources", action="store_true", help="also assign the real source voices to turns")
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.speakers_command == "synthesize":
+        from pipeline.virtual_voices import synthesize_pool_cli
+
+        if args.count < 1:
+            print("speechchat speakers synthesize: --count must be >= 1", file=sys.stderr)
+            return 2
+        return synthesize_pool_cli(args)
     from pipeline.speaker_import.clips import ClipRules
     from pipeline.speaker_import.importer import import_pool, summary_lines
 

@@ -32,6 +32,7 @@ class VoiceStage(Stage):
 
     def __init__(self, pool: list[Speaker], cfg: VoicesConfig, seed: int, languages: list[str]):
         super().__init__()
+        pool = [s for s in pool if s.assignable]  # virtual-voice ingredients stay in the pool for the TTS only
         by_id = {s.speaker_id: s for s in pool}
         self.num_languages = len(languages)
         self.test_split = cfg.test_split
