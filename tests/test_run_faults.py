@@ -155,6 +155,9 @@ def test_llm_server_gone_mid_run_stops_cleanly_and_a_rerun_completes(tmp_path, r
     assert len(cached_first) <= 1  # only what the live server wrote
     assert not [r for r in rejects(out) if r["reason"] in ("llm_unreachable", "llm_timeout", "generate_error")]
     assert verify_output(out) == []
+    # the first conversation either sits in the text cache or was already rejected for its content
+    first = set(cached_first) | {r["conversation_id"] for r in rejects(out)}
+    assert len(first) <= 1
 
     stats = run(small_config(out, f"llm.base_url={llm_base_url}", *ov))  # a fresh server: resume
     assert_whole(out)
@@ -163,7 +166,7 @@ def test_llm_server_gone_mid_run_stops_cleanly_and_a_rerun_completes(tmp_path, r
     assert len(cached) == len(set(cached)) and set(cached_first) <= set(cached)  # nothing generated twice
     done = set(kept_ids(out)) | {r["conversation_id"] for r in rejects(out)}
     assert len(done) == 3  # every planned conversation ends kept or rejected, once
-    assert stats["last_run"]["llm_requests"] >= 3 - len(cached_first)
+    assert 3 - len(first) <= stats["last_run"]["llm_requests"] <= (3 - len(first)) * 2  # the missing ones only
 
 
 # --- the output disk fills up -------------------------------------------------------------------
