@@ -8,6 +8,7 @@ variables (inherited by the Ray workers). Piper's sampling noise is off, so a cl
 sets are the reference.
 """
 
+import json
 import os
 import shutil
 import subprocess
@@ -41,21 +42,32 @@ def rejects(out):
 
 @pytest.fixture(scope="module")
 def text(tmp_path_factory, ray_session, llm_base_url):
-    """Three one-exchange conversations, generated once and cached as text."""
+    """Three one-exchange conversations, generated once and cached as text; beside them a speaker pool with
+    the packaged Piper voice and a cloned speaker whose reference clip is missing (dropped by preflight)."""
     gen = tmp_path_factory.mktemp("text") / "ds"
     run(small_config(gen, "plan.num_conversations=3", f"llm.base_url={llm_base_url}", "llm.max_tokens=200",
                      "plan.exchanges.en.min=1", "plan.exchanges.en.max=1"), StageSelection.parse("generate"))
     ids = sorted(r["conversation_id"] for p in sorted((gen / "text").glob("*.parquet"))
                  for r in pq.read_table(p, columns=["conversation_id"]).to_pylist())
     assert len(ids) >= 2, "the LLM rejected too much to test with"
+    broken = {"speaker_id": "lost-clip", "language": "en", "source": "test", "license": "cc0", "backend": "xtts",
+              "references": [{"path": "clips/lost.wav", "duration_s": 3.0, "sample_rate": 22050}]}
+    (gen.parent / "pool.jsonl").write_text((REPO_ROOT / "speakers/piper_en.jsonl").read_text() + json.dumps(broken) + "\n")
     return gen, ids
+
+
+def pool(gen):
+    return f"voices.pool={gen.parent / 'pool.jsonl'}"
 
 
 @pytest.fixture(scope="module")
 def baseline(text, tmp_path_factory):
     gen, _ = text
     out = tmp_path_factory.mktemp("clean") / "ds"
-    run(small_config(out, *AUDIO), StageSelection.parse("tts,verify,shard"), text_from=gen)
+    stats = run(small_config(out, *AUDIO, pool(gen)), StageSelection.parse("tts,verify,shard"), text_from=gen)
+    # the speaker with the missing clip was dropped before the start, and the run's stats say so
+    assert stats["last_run"]["speakers_dropped"] == 1
+    assert stats["speakers_dropped"] == [{"speaker_id": "lost-clip", "file": "clips/lost.wav", "problem": "file not found"}]
     return set(kept_ids(out)), {r["conversation_id"] for r in rejects(out)}
 
 
@@ -64,7 +76,8 @@ def speak(gen, out, crash: dict[str, str], *extra, timeout_s=420):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SPEECHCHAT_", "RAY_ADDRESS"))}
     env.update({f"SPEECHCHAT_CRASH_{k}": v for k, v in crash.items()})
     proc = subprocess.run([sys.executable, "pipeline/main.py", "run", "--config", "configs/smoke.yaml", "--out",
-                           str(out), "--stages", "tts,verify,shard", "--text-from", str(gen), *AUDIO, *extra],
+                           str(out), "--stages", "tts,verify,shard", "--text-from", str(gen), *AUDIO, pool(gen),
+                           *extra],
                           cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=timeout_s)
     return proc.returncode, proc.stderr
 
