@@ -213,7 +213,8 @@ def build_dataset(res: Resolved, base_url: str | None, run_id: str, done_ids, st
     light = dict(batch_format="pyarrow", num_cpus=0.05)
     pool = ray.data.ActorPoolStrategy
     # Ray Data restarts a crashed actor and retries its batch without limit by default: bound both, so a
-    # crash loop stops the job (see explain_stop) while an isolated crash is absorbed without loss
+    # crash loop stops the job (see explain_stop) while an isolated crash is absorbed without loss. Ray 2.60
+    # takes them only as remote args (it warns these move to named parameters in 2.64)
     crash = dict(max_restarts=cfg.workers.max_restarts, max_task_retries=cfg.workers.max_task_retries)
     if stages.generate and cfg.source.kind == "dataset":
         src = cfg.source
@@ -321,7 +322,8 @@ def explain_stop(exc: BaseException, cfg: RunConfig) -> str | None:
     llm = re.search(r"LLMUnavailable: (LLM server \S+ unreachable[^\n]*)", text)
     if llm:
         return (f"{llm.group(1)}; the conversations generated so far are in the text cache, the rest were not "
-                f"recorded as rejected; start the server again (llm.base_url), then {resume}")
+                f"recorded as rejected; make sure the server answers (llm.base_url; the embedded one is "
+                f"restarted by the rerun), then {resume}")
     if "ActorDiedError" in text or "ActorUnavailableError" in text:
         w = cfg.workers
         return (f"a worker process (TTS, ASR, LLM client or shard writer) kept crashing: its batch failed after "
