@@ -215,7 +215,7 @@ def build_dataset(res: Resolved, base_url: str | None, run_id: str, done_ids, st
     # Ray Data restarts a crashed actor and retries its batch without limit by default: bound both, so a
     # crash loop stops the job (see explain_stop) while an isolated crash is absorbed without loss. Ray 2.60
     # takes them only as remote args (it warns these move to named parameters in 2.64)
-    crash = dict(max_restarts=cfg.workers.max_restarts, max_task_retries=cfg.workers.max_task_retries)
+    crash = {"max_restarts": cfg.workers.max_restarts, "max_task_retries": cfg.workers.max_task_retries}
     if stages.generate and cfg.source.kind == "dataset":
         src = cfg.source
         ds = ray.data.read_datasource(SourceRecordsSource(cfg.resolve_path(src.path), src.limit, cfg.llm.batch_size),

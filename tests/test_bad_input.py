@@ -52,7 +52,10 @@ def clip_pool(tmp_path, clip_path, assistant_clip="good.wav"):
     the check) and one cloned speaker `bad` whose reference is `clip_path`."""
     folder = tmp_path / "pool"
     write_clip(folder / "good.wav")
-    ref = lambda p: {"path": p, "duration_s": 1.0, "sample_rate": 16000}  # noqa: E731
+
+    def ref(p):
+        return {"path": p, "duration_s": 1.0, "sample_rate": 16000}
+
     records = [speaker(speaker_id="piper-en_US-joe-medium", references=[ref(assistant_clip)]),
                speaker(speaker_id="bad", backend="xtts", references=[ref(clip_path)])]
     path = folder / "pool.jsonl"

@@ -17,13 +17,12 @@ import time
 
 import pyarrow.parquet as pq
 import pytest
+from conftest import small_config
 
 from pipeline.config import REPO_ROOT
 from pipeline.io.layout import Layout
 from pipeline.io.verify_output import verify_output
 from pipeline.main import StageSelection, run
-
-from conftest import small_config
 
 pytestmark = pytest.mark.integration
 
@@ -78,7 +77,7 @@ def speak(gen, out, crash: dict[str, str], *extra, timeout_s=420):
     proc = subprocess.run([sys.executable, "pipeline/main.py", "run", "--config", "configs/smoke.yaml", "--out",
                            str(out), "--stages", "tts,verify,shard", "--text-from", str(gen), *AUDIO, pool(gen),
                            *extra],
-                          cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=timeout_s)
+                          cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=timeout_s, check=False)
     return proc.returncode, proc.stderr
 
 
@@ -189,7 +188,7 @@ def mount_tiny_disk(where, size_kb):
     """A real small filesystem: tmpfs mounted on a temp folder (needs root; skipped with the reason otherwise)."""
     where.mkdir()
     proc = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size_kb}k", "tmpfs", str(where)],
-                          capture_output=True, text=True)
+                          capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here ({proc.stderr.strip()}); the full-disk test needs root")
 
