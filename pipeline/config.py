@@ -222,6 +222,18 @@ class ShardConfig(Section):
         return splits
 
 
+class WorkersConfig(Section):
+    """Crashed model actors (TTS, ASR, LLM client, shard writer): how often Ray restarts one and retries its batch.
+
+    Ray Data's default is unbounded (a crash loop would run forever); these bounds make a worker that keeps
+    dying stop the job with a clear error instead. An isolated crash is absorbed: the actor is restarted
+    and its batch is retried, so nothing is lost.
+    """
+
+    max_restarts: int = Field(3, ge=0, le=100, description="restarts of one actor over the whole run")
+    max_task_retries: int = Field(2, ge=0, le=100, description="retries of one batch whose actor died")
+
+
 class TargetConfig(Section):
     """Exact-count mode: keep planning more conversations (bounded) until this many are kept per language."""
 
@@ -243,6 +255,7 @@ class RunConfig(Section):
     verify: VerifyConfig = Field(default_factory=VerifyConfig)
     shard: ShardConfig = Field(default_factory=ShardConfig)
     target: TargetConfig = Field(default_factory=TargetConfig)
+    workers: WorkersConfig = Field(default_factory=WorkersConfig)
 
     @model_validator(mode="after")
     def _held_out_speakers_need_a_test_split(self) -> "RunConfig":

@@ -1,9 +1,15 @@
-"""Fault-injection checkpoints for the crash tests (tests/test_kill_resume.py).
+"""Fault-injection points for the crash tests (tests/test_kill_resume.py, tests/test_worker_faults.py).
 
 `checkpoint("tts")` does nothing unless SPEECHCHAT_FAULT_AT names that point; then, once the point has
 been passed SPEECHCHAT_FAULT_AFTER times in this process, it creates the file named by
 SPEECHCHAT_FAULT_MARKER and waits, so the test can kill -9 the whole job at exactly that point.
-Off by default and nearly free when off (one environment lookup).
+
+`inject("tts", conversation_id)` does nothing unless SPEECHCHAT_CRASH_AT names that point and
+SPEECHCHAT_CRASH_ID that conversation; then it either ends the worker process at once (os._exit, a hard
+crash like a segfault or an OOM kill: SPEECHCHAT_CRASH_MODE=exit) or raises (mode raise). With
+SPEECHCHAT_CRASH_MARKER set it fires once (the marker file is created atomically by the firing process);
+without it, it fires every time (a crash loop).
+Both are off by default and nearly free when off (one environment lookup).
 """
 
 from __future__ import annotations
@@ -16,6 +22,10 @@ from pathlib import Path
 _passes: Counter = Counter()
 
 
+class InjectedFault(RuntimeError):
+    """The Python exception `inject` raises in mode raise."""
+
+
 def checkpoint(name: str) -> None:
     if os.environ.get("SPEECHCHAT_FAULT_AT") != name:
         return
@@ -26,3 +36,17 @@ def checkpoint(name: str) -> None:
     if marker:
         Path(marker).touch()
     time.sleep(float(os.environ.get("SPEECHCHAT_FAULT_WAIT_S", "120")))  # the test kills the job meanwhile
+
+
+def inject(name: str, key: str | None) -> None:
+    if os.environ.get("SPEECHCHAT_CRASH_AT") != name or key != os.environ.get("SPEECHCHAT_CRASH_ID"):
+        return
+    marker = os.environ.get("SPEECHCHAT_CRASH_MARKER")
+    if marker:
+        try:
+            os.close(os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY))  # only the first process to get here fires
+        except FileExistsError:
+            return
+    if os.environ.get("SPEECHCHAT_CRASH_MODE", "exit") == "raise":
+        raise InjectedFault(f"injected fault at {name} for {key}")
+    os._exit(137)  # no cleanup, no exception: what a segfault or the OOM killer leaves behind

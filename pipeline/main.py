@@ -82,6 +82,7 @@ class Resolved:
     asr_model: Path | None
     pool: list
     tts_model: Path | None = None  # Coqui checkpoint folder (vits/xtts), checked in preflight
+    dropped_speakers: list = field(default_factory=list)  # {speaker_id, file, problem}: unusable reference clips
 
 
 def run_languages(cfg: RunConfig) -> list[str]:
@@ -90,7 +91,7 @@ def run_languages(cfg: RunConfig) -> list[str]:
 
 def preflight(cfg: RunConfig, stages: "StageSelection | None" = None) -> Resolved:
     from pipeline.backends import assets
-    from pipeline.speakers import load_pool
+    from pipeline.speakers import check_references, load_pool
     from pipeline.stages.generate import PromptSet
     from pipeline.stages.plan import Taxonomy
 
@@ -121,6 +122,7 @@ def preflight(cfg: RunConfig, stages: "StageSelection | None" = None) -> Resolve
         check(__import__, "llama_cpp.server")
     piper_voice = asr_model = tts_model = None
     pool: list = []
+    dropped: list[dict[str, str]] = []
     if stages.audio:  # what speaking and checking need
         if cfg.tts.backend == "piper":
             for lang in run_languages(cfg):
@@ -155,18 +157,37 @@ def preflight(cfg: RunConfig, stages: "StageSelection | None" = None) -> Resolve
             if not (asr_model / "model.bin").is_file():
                 problems.append(f"verify.asr_model: {asr_model}/model.bin does not exist")
         pool = check(load_pool, cfg.resolve_path(cfg.voices.pool)) or []
-        if pool:  # the voices stage checks assistant voices, filters and held-out speakers when it is built
-            from pipeline.stages.voices import VoiceStage
+        if pool:
+            from pipeline.stages.voices import VoiceStage, assistant_voices
 
-            check(VoiceStage, pool, cfg.voices, cfg.plan.seed, run_languages(cfg))
-            problems += pool_backend_problems(cfg, pool)
+            # speakers whose reference clips are missing or unreadable are dropped (listed), not fatal
+            pool, dropped = check_references(pool, cfg.resolve_path(cfg.voices.pool))
+            if dropped:
+                log.warning("voices.pool %s: %d speaker(s) dropped for missing or unreadable reference clips:\n  %s",
+                            cfg.voices.pool, len({d["speaker_id"] for d in dropped}),
+                            "\n  ".join(f"{d['speaker_id']}: {d['file']}: {d['problem']}" for d in dropped))
+            bad = {d["speaker_id"]: d for d in dropped}
+            assistants = {sid for ids in assistant_voices(cfg.voices, run_languages(cfg)).values() for sid in ids}
+            for sid in sorted(assistants & bad.keys()):
+                d = bad[sid]
+                problems.append(f"voices.assistant_speaker: {d['speaker_id']!r} has an unusable reference clip "
+                                f"{d['file']} ({d['problem']}); fix the clip or choose another assistant speaker")
+            empty = [lang for lang in run_languages(cfg) if not any(s.language == lang for s in pool)]
+            for lang in empty:
+                problems.append(f"voices.pool {cfg.voices.pool} has no usable speaker for language {lang!r}"
+                                + (f" ({len(bad)} dropped for bad reference clips)" if bad else ""))
+            if not (assistants & bad.keys()) and not empty:
+                # the voices stage checks assistant voices, filters and held-out speakers when it is built
+                check(VoiceStage, pool, cfg.voices, cfg.plan.seed, run_languages(cfg))
+                problems += pool_backend_problems(cfg, pool)
         if cfg.verify.enabled:
             from pipeline.quality import require_packages
 
             check(require_packages, cfg.verify)
     if problems:
         raise ConfigError("cannot start:\n  " + "\n  ".join(problems))
-    return Resolved(cfg, cfg.output_dir(), prompts_dir, gguf, piper_voice, asr_model, pool, tts_model)
+    return Resolved(cfg, cfg.output_dir(), prompts_dir, gguf, piper_voice, asr_model, pool, tts_model=tts_model,
+                    dropped_speakers=dropped)
 
 
 def coqui_weights(cfg: RunConfig) -> Path:
@@ -184,11 +205,15 @@ def pool_backend_problems(cfg: RunConfig, pool: list) -> list[str]:
     from pipeline.speakers import reference_path
 
     problems = []
+    from pipeline.stages.voices import assistant_voices
+
     by_id = {s.speaker_id: s for s in pool}
-    assistant = by_id.get(cfg.voices.assistant_speaker)
-    if assistant is not None and assistant.backend != cfg.tts.backend:
-        problems.append(f"voices.assistant_speaker: {assistant.speaker_id!r} is a {assistant.backend} voice but "
-                        f"tts.backend is {cfg.tts.backend}; pick a {cfg.tts.backend} speaker from {cfg.voices.pool}")
+    for ids in assistant_voices(cfg.voices, run_languages(cfg)).values():
+        for assistant in (by_id[sid] for sid in ids if sid in by_id):
+            if assistant.backend != cfg.tts.backend:
+                problems.append(f"voices.assistant_speaker: {assistant.speaker_id!r} is a {assistant.backend} voice "
+                                f"but tts.backend is {cfg.tts.backend}; pick a {cfg.tts.backend} speaker from "
+                                f"{cfg.voices.pool}")
     for lang in run_languages(cfg):
         if not any(s.language == lang and s.backend == cfg.tts.backend for s in pool):
             problems.append(f"voices.pool {cfg.voices.pool} has no {cfg.tts.backend} speaker for language {lang!r} "
@@ -259,7 +284,11 @@ def build_dataset(res: Resolved, base_url: str | None, run_id: str, done_ids, st
 
     cfg = res.cfg
     light = dict(batch_format="pyarrow", num_cpus=0.05)
-    pool = ray.data.ActorPoolStrategy  # Ray Data restarts a crashed actor and retries its batch by default
+    pool = ray.data.ActorPoolStrategy
+    # Ray Data restarts a crashed actor and retries its batch without limit by default: bound both, so a
+    # crash loop stops the job (see explain_stop) while an isolated crash is absorbed without loss. Ray 2.60
+    # takes them only as remote args (it warns these move to named parameters in 2.64)
+    crash = {"max_restarts": cfg.workers.max_restarts, "max_task_retries": cfg.workers.max_task_retries}
     if stages.generate and cfg.source.kind == "dataset":
         src = cfg.source
         ds = ray.data.read_datasource(SourceRecordsSource(cfg.resolve_path(src.path), src.limit, cfg.llm.batch_size),
@@ -289,7 +318,7 @@ def build_dataset(res: Resolved, base_url: str | None, run_id: str, done_ids, st
             ds = ds.map_batches(GenerateStage, fn_constructor_kwargs=dict(cfg=cfg.llm, base_url=base_url,
                                                                           prompts_dir=res.prompts_dir),
                                 batch_size=cfg.llm.batch_size, compute=pool(size=1), batch_format="pyarrow",
-                                num_cpus=cfg.llm.num_cpus)
+                                num_cpus=cfg.llm.num_cpus, **crash)
         ds = ds.map_batches(TextCacheWriter(res.out_dir, run_id), **light)
 
     def from_cache(folder: Path, digest: str | None):
@@ -312,18 +341,18 @@ def build_dataset(res: Resolved, base_url: str | None, run_id: str, done_ids, st
                                                                  min_s_per_char=t.min_s_per_char,
                                                                  max_s_per_char=t.max_s_per_char),
                             batch_size=t.batch_size, compute=pool(min_size=1, max_size=t.max_actors),
-                            batch_format="pyarrow", num_cpus=t.num_cpus, num_gpus=t.num_gpus or None)
+                            batch_format="pyarrow", num_cpus=t.num_cpus, num_gpus=t.num_gpus or None, **crash)
         if cfg.verify.enabled:
             ds = ds.map_batches(VerifyStage, fn_constructor_kwargs=dict(cfg=cfg.verify, asr_model=res.asr_model,
                                                                       pool=res.pool,
                                                                       pool_file=cfg.resolve_path(cfg.voices.pool)),
                                 batch_size=cfg.verify.batch_size, compute=pool(min_size=1, max_size=cfg.verify.max_actors),
-                                batch_format="pyarrow", num_cpus=cfg.verify.num_cpus)
+                                batch_format="pyarrow", num_cpus=cfg.verify.num_cpus, **crash)
     return ds.map_batches(ShardStage, fn_constructor_kwargs=dict(out_dir=res.out_dir, run_id=run_id,
                                                                  license_tags=cfg.license_tags,
                                                                  write_samples=stages.audio, quota=quota),
                           batch_size=cfg.shard.conversations_per_shard, compute=pool(size=1), batch_format="pyarrow",
-                          num_cpus=cfg.shard.num_cpus)
+                          num_cpus=cfg.shard.num_cpus, **crash)
 
 
 def tts_backend_options(res: Resolved) -> dict[str, Any]:
@@ -353,7 +382,71 @@ def init_ray() -> None:
                  runtime_env={"env_vars": {"PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH", "")]))}})
 
 
+class JobStopped(RuntimeError):
+    """The run stopped early for a reason outside the data (a worker crash loop, the LLM server gone, a full
+    disk). Finished shards stay; nothing half-written is left in place; rerunning the same command resumes."""
+
+
+def _causes(exc: BaseException) -> list[BaseException]:
+    """The exception and everything it wraps (Python chaining and Ray's `.cause`)."""
+    seen: list[BaseException] = []
+    stack: list[Any] = [exc]
+    while stack:
+        e = stack.pop()
+        if isinstance(e, BaseException) and not any(e is s for s in seen):
+            seen.append(e)
+            stack += [e.__cause__, e.__context__, getattr(e, "cause", None)]
+    return seen
+
+
+def explain_stop(exc: BaseException, cfg: RunConfig) -> str | None:
+    """A one-paragraph reason for a stop the user can act on, or None for an unexpected error (re-raised as is)."""
+    import errno
+    import re
+
+    causes = _causes(exc)
+    text = "\n".join(f"{type(e).__name__}: {e}" for e in causes)
+    resume = ("finished shards are kept and nothing half-written was left in place; "
+              "rerun the same command to resume")
+    if any(isinstance(e, OSError) and e.errno == errno.ENOSPC for e in causes) or "No space left on device" in text:
+        return (f"disk full: no space left on device while writing to {cfg.output_dir()}; free space there "
+                f"(or choose another --out), then {resume}")
+    llm = re.search(r"LLMUnavailable: (LLM server \S+ unreachable[^\n]*)", text)
+    if llm:
+        return (f"{llm.group(1)}; the conversations generated so far are in the text cache, the rest were not "
+                f"recorded as rejected; make sure the server answers (llm.base_url; the embedded one is "
+                f"restarted by the rerun), then {resume}")
+    if "ActorDiedError" in text or "ActorUnavailableError" in text:
+        w = cfg.workers
+        return (f"a worker process (TTS, ASR, LLM client or shard writer) kept crashing: its batch failed after "
+                f"workers.max_task_retries={w.max_task_retries} retries (workers.max_restarts={w.max_restarts}); "
+                f"the worker log above says why (out of memory, a broken model file, a native crash); "
+                f"{resume}")
+    return None
+
+
 def run(cfg: RunConfig, stages: StageSelection | None = None, text_from: Path | None = None) -> dict[str, Any]:
+    """`run_rounds`, with a stop caused by the environment (crash loop, LLM outage, full disk) turned into a
+    `JobStopped` that says what happened and that a rerun resumes."""
+    try:
+        return run_rounds(cfg, stages, text_from)
+    except (ConfigError, JobStopped):
+        raise
+    except Exception as exc:
+        reason = explain_stop(exc, cfg)
+        if reason is None:
+            raise
+        log.error("run stopped: %s", reason)
+        try:  # best effort: the disk may be the problem
+            with open(cfg.output_dir() / "state" / "runs.jsonl", "a", encoding="utf-8") as fh:
+                fh.write(json.dumps({"stopped_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                                     "reason": reason}) + "\n")
+        except OSError:
+            pass
+        raise JobStopped(reason) from exc
+
+
+def run_rounds(cfg: RunConfig, stages: StageSelection | None = None, text_from: Path | None = None) -> dict[str, Any]:
     """One pass, or in exact-count mode (`target.conversations`) bounded rounds that plan more until the
     output holds the target number of kept conversations per language."""
     stages = stages or StageSelection()
@@ -451,7 +544,9 @@ def run_once(cfg: RunConfig, stages: StageSelection | None = None, text_from: Pa
                          "stages": ",".join(["generate"] * stages.generate + ["tts,verify,shard"] * stages.audio),
                          # verify.enabled=false keeps audio unverified: said so here and in the dataset card
                          "verified": stages.audio and cfg.verify.enabled,
-                         **summary.as_dict()}
+                         **summary.as_dict(), "speakers_dropped": len({d["speaker_id"] for d in res.dropped_speakers})}
+    if res.dropped_speakers:
+        stats["speakers_dropped"] = res.dropped_speakers  # which speaker, which clip, what is wrong with it
     write_stats(layout, stats)
     with open(layout.state / "runs.jsonl", "a", encoding="utf-8") as fh:
         fh.write(json.dumps({"run_id": run_id, "text_digest": cfg.text_digest(), **stats["last_run"]}) + "\n")
@@ -596,6 +691,9 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"speechchat: {exc}", file=sys.stderr)
         return 2
+    except JobStopped as exc:
+        print(f"speechchat: stopped: {exc}", file=sys.stderr)
+        return 3
 
 
 if __name__ == "__main__":

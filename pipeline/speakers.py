@@ -103,3 +103,39 @@ def reference_path(pool_file: Path, clip: ReferenceClip) -> Path:
     if base not in resolved.parents:
         raise ConfigError(f"{pool_file}: reference clip {clip.path!r} escapes the pool folder")
     return resolved
+
+
+def clip_problem(pool_file: Path, clip: ReferenceClip) -> str | None:
+    """Why a reference clip cannot be used, or None. Cheap: a stat and the header only, never the samples."""
+    import soundfile as sf
+
+    try:
+        path = reference_path(pool_file, clip)
+    except ConfigError:
+        return "path escapes the pool folder"
+    if not path.is_file():
+        return "file not found"
+    if path.stat().st_size == 0:
+        return "empty file"
+    try:
+        info = sf.info(str(path))
+    except (RuntimeError, OSError) as exc:  # soundfile's LibsndfileError is a RuntimeError
+        return f"not readable as audio ({str(exc).strip().splitlines()[-1][:120]})"
+    if info.frames <= 0 or info.samplerate <= 0:
+        return f"no audio frames ({info.frames} frames at {info.samplerate} Hz)"
+    return None
+
+
+def check_references(pool: list[Speaker], pool_file: Path) -> tuple[list[Speaker], list[dict[str, str]]]:
+    """Split a pool into usable speakers and dropped ones: a speaker with any missing or unreadable reference
+    clip is dropped (one bad clip would make its cloned voice differ from what the manifest promises).
+    Returns (kept, dropped) where each dropped entry names speaker_id, file and problem."""
+    kept: list[Speaker] = []
+    dropped: list[dict[str, str]] = []
+    for spk in pool:
+        problems = [(clip.path, why) for clip in spk.references if (why := clip_problem(pool_file, clip))]
+        if problems:
+            dropped += [{"speaker_id": spk.speaker_id, "file": f, "problem": why} for f, why in problems]
+        else:
+            kept.append(spk)
+    return kept, dropped

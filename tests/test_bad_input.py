@@ -6,7 +6,7 @@ import json
 import pytest
 
 from pipeline.config import REPO_ROOT, ConfigError, LLMConfig, load_config
-from pipeline.speakers import load_pool
+from pipeline.speakers import check_references, load_pool
 from pipeline.stages.base import Rejected
 from pipeline.stages.generate import parse_conversation
 from pipeline.stages.source import to_messages, unsuitable_for_speech
@@ -37,6 +37,39 @@ def pool_error(tmp_path, *records):
 
 def speaker(**kw):
     return {"speaker_id": "ok", "language": "en", "source": "s", "license": "cc0", "backend": "piper", "voice": "default", **kw}
+
+
+def write_clip(path, seconds=1.0):
+    import numpy as np
+    import soundfile as sf
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sf.write(path, 0.1 * np.sin(np.linspace(0, 440 * 2 * np.pi * seconds, int(16000 * seconds))), 16000)
+
+
+def clip_pool(tmp_path, clip_path, assistant_clip="good.wav"):
+    """A pool folder with the packaged Piper assistant (voiced from its model, one good reference clip kept for
+    the check) and one cloned speaker `bad` whose reference is `clip_path`."""
+    folder = tmp_path / "pool"
+    write_clip(folder / "good.wav")
+
+    def ref(p):
+        return {"path": p, "duration_s": 1.0, "sample_rate": 16000}
+
+    records = [speaker(speaker_id="piper-en_US-joe-medium", references=[ref(assistant_clip)]),
+               speaker(speaker_id="bad", backend="xtts", references=[ref(clip_path)])]
+    path = folder / "pool.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in records) + "\n")
+    return path
+
+
+def clip_problem(tmp_path, clip_path, prepare=lambda folder: None):
+    pool_file = clip_pool(tmp_path, clip_path)
+    prepare(pool_file.parent)
+    kept, dropped = check_references(load_pool(pool_file), pool_file)
+    assert [s.speaker_id for s in kept] == ["piper-en_US-joe-medium"]  # the others stay in the pool
+    [d] = dropped
+    return f"{d['speaker_id']}: {d['file']}: {d['problem']}"
 
 
 def llm_reason(content, n=1):
@@ -86,6 +119,20 @@ CASES = {
     "duplicate speaker": (lambda t: pool_error(t, speaker(), speaker()), "line 2: duplicate speaker_id 'ok'"),
     "speaker line not JSON": (lambda t: pool_error(t, "{oops"), "line 1: bad speaker record"),
     "empty pool": (lambda t: pool_error(t, "# only a comment"), "speaker pool is empty"),
+    # speaker reference clips (checked in preflight from a stat and the header): the speaker is dropped, named
+    "reference clip missing": (lambda t: clip_problem(t, "clips/none.wav"), "bad: clips/none.wav: file not found"),
+    "reference clip of random bytes": (lambda t: clip_problem(t, "junk.wav", lambda f: (f / "junk.wav").write_bytes(
+        bytes(range(256)) * 16)), "bad: junk.wav: not readable as audio (Error opening"),
+    "reference clip empty": (lambda t: clip_problem(t, "empty.wav", lambda f: (f / "empty.wav").write_bytes(b"")),
+                             "bad: empty.wav: empty file"),
+    "reference clip escapes the pool folder": (lambda t: clip_problem(t, "../../etc/passwd"),
+                                               "bad: ../../etc/passwd: path escapes the pool folder"),
+    "assistant's reference clip missing": (lambda t: config_error(t, overrides=[
+        f"voices.pool={clip_pool(t, 'good.wav', assistant_clip='gone.wav')}"]),
+        "voices.assistant_speaker: 'piper-en_US-joe-medium' has an unusable reference clip gone.wav (file not found)"),
+    "no usable speaker left for a language": (lambda t: config_error(t, overrides=[
+        f"voices.pool={clip_pool(t, 'gone.wav', assistant_clip='gone.wav')}"]),
+        "has no usable speaker for language 'en' (2 dropped for bad reference clips)"),
     # LLM output: recorded rejection reasons
     "LLM prose, no JSON": (lambda t: llm_reason("I'd be happy to help with that!"), "llm_not_json"),
     "LLM wrong roles": (lambda t: llm_reason('{"exchanges": [{"human": "hi", "gpt": "hello"}]}'), "llm_wrong_shape"),
@@ -108,6 +155,15 @@ CASES = {
 def test_bad_input_gets_a_clear_error_or_reason(name, tmp_path):
     produce, expected = CASES[name]
     assert expected in produce(tmp_path)
+
+
+def test_a_speaker_with_a_bad_clip_is_dropped_and_counted_but_the_job_can_start(tmp_path):
+    from pipeline.main import preflight
+
+    cfg = load_config(BASE, [f"voices.pool={clip_pool(tmp_path, 'missing.wav')}"], tmp_path / "out")
+    res = preflight(cfg)
+    assert [s.speaker_id for s in res.pool] == ["piper-en_US-joe-medium"]
+    assert res.dropped_speakers == [{"speaker_id": "bad", "file": "missing.wav", "problem": "file not found"}]
 
 
 def test_catalogue_is_large_enough():

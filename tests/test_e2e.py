@@ -114,7 +114,7 @@ def test_audio_is_remade_from_cached_text_without_the_llm(first_run, tmp_path):
     assert len(cached) == 3 - generate_rejects and all(r["turns"] for r in cached)
     from pipeline.main import StageSelection
 
-    # the LLM address is dead: any LLM call would turn into an llm_unreachable rejection
+    # the LLM address is dead: any LLM call would stop the run (LLMUnavailable)
     remake_cfg = small_config(tmp_path / "remake", "plan.num_conversations=3", "llm.base_url=http://127.0.0.1:9/v1")
     remade = run(remake_cfg, StageSelection.parse("tts,verify,shard"), text_from=out)
     last = remade["last_run"]

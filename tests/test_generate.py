@@ -5,7 +5,8 @@ import pytest
 from pipeline.config import REPO_ROOT, LLMConfig
 from pipeline.records import rows_to_table
 from pipeline.stages.base import Rejected
-from pipeline.stages.generate import GenerateStage, PromptSet, build_messages, parse_conversation, response_format
+from pipeline.stages.generate import (GenerateStage, LLMUnavailable, PromptSet, build_messages, parse_conversation,
+                                      response_format)
 
 CFG = LLMConfig(min_turn_chars=2)
 
@@ -73,10 +74,12 @@ def test_real_llama_server_generates_or_records_why_not(llm_base_url):
             assert row["reject_stage"] == "generate" and row["reject_reason"].startswith("llm_")
 
 
-def test_unreachable_server_is_a_recorded_rejection_not_a_crash():
+def test_unreachable_server_stops_the_batch_with_a_clear_error():
+    """An outage is not a property of the conversation: no rejection is recorded (a rerun retries it)."""
     spec = {"conversation_id": "en-0000000000000001", "plan_index": 0, "language": "en", "topic": "t",
             "scenario": "s", "persona": "p", "num_exchanges": 1, "seed": 0}
     stage = GenerateStage(LLMConfig(max_retries=0, timeout_s=5), "http://127.0.0.1:9/v1", REPO_ROOT / "prompts")
-    out = stage(rows_to_table([spec])).to_pylist()[0]
-    assert (out["reject_stage"], out["reject_reason"]) == ("generate", "llm_unreachable")
-    assert "sk-" not in (out["reject_details"] or "")
+    with pytest.raises(LLMUnavailable) as err:
+        stage(rows_to_table([spec]))
+    assert "LLM server http://127.0.0.1:9/v1 unreachable after 0 retries (APIConnectionError" in str(err.value)
+    assert "sk-" not in str(err.value)

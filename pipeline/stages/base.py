@@ -11,7 +11,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from pipeline.faults import checkpoint
+from pipeline.faults import checkpoint, inject
 from pipeline.records import is_rejected, reject, rows_to_table, table_to_rows
 
 log = logging.getLogger(__name__)
@@ -44,6 +44,7 @@ class Stage:
     def guarded(self, row: dict[str, Any], fn, *args) -> Any:
         """Run fn; a `Rejected` or an unexpected error rejects this row instead of failing the batch."""
         try:
+            inject(self.name, row.get("conversation_id"))
             return fn(*args)
         except Rejected as exc:
             reject(row, self.name, exc.reason, exc.details)

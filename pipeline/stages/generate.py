@@ -4,6 +4,8 @@ Prompt building, the response schema and parsing/validation are plain functions 
 (openai client here, in-cluster vLLM later) shares them. Retries with backoff on 429/5xx/timeouts and
 Retry-After come from the openai client (`max_retries`); a response that fails validation gets
 `repair_attempts` follow-up requests quoting the problem, then the conversation is rejected with a reason.
+A server that cannot be reached at all (connection refused or cut on every retry) is an outage, not a
+property of the conversation: the batch raises `LLMUnavailable`, the run stops, and a rerun resumes.
 """
 
 from __future__ import annotations
@@ -142,6 +144,12 @@ def parse_conversation(content: str, num_exchanges: int, cfg: LLMConfig, languag
 # --- the stage ----------------------------------------------------------------------------------
 
 
+class LLMUnavailable(RuntimeError):
+    """The LLM server stopped answering (connection refused/reset after every retry). Rejecting the rest of the
+    plan as `llm_unreachable` would record an outage as a property of each conversation and skip them forever;
+    stopping instead keeps them for the rerun (conversations generated so far are in the text cache)."""
+
+
 class GenerateStage(Stage):
     name = "generate"
 
@@ -165,11 +173,16 @@ class GenerateStage(Stage):
         client = openai.AsyncOpenAI(base_url=self.base_url, api_key=os.environ.get(self.cfg.api_key_env) or "no-key",
                                     max_retries=self.cfg.max_retries, timeout=self.cfg.timeout_s)
         limit = asyncio.Semaphore(self.cfg.concurrency)
+        outage: list[LLMUnavailable] = []
 
         async def one(row: dict[str, Any]) -> None:
             async with limit:
+                if outage:  # the server is gone: do not spend every row's retries on it
+                    return
                 try:
                     await self._generate_one(client, row)
+                except LLMUnavailable as exc:
+                    outage.append(exc)
                 except Rejected as exc:
                     reject(row, self.name, exc.reason, exc.details)
                 except Exception as exc:  # one bad conversation must not fail the batch; the reason is recorded
@@ -179,6 +192,8 @@ class GenerateStage(Stage):
             await asyncio.gather(*(one(r) for r in rows))
         finally:
             await client.close()
+        if outage:
+            raise outage[0]
 
     async def _generate_one(self, client: Any, row: dict[str, Any]) -> None:
         import openai
@@ -197,7 +212,8 @@ class GenerateStage(Stage):
             except openai.APITimeoutError:
                 raise Rejected("llm_timeout", f"no answer within {self.cfg.timeout_s}s after {self.cfg.max_retries} retries") from None
             except openai.APIConnectionError as exc:
-                raise Rejected("llm_unreachable", type(exc).__name__) from None
+                raise LLMUnavailable(f"LLM server {self.base_url} unreachable after {self.cfg.max_retries} retries "
+                                     f"({type(exc).__name__}: {exc})") from None
             except openai.APIStatusError as exc:
                 raise Rejected("llm_http_error", f"HTTP {exc.status_code} after {self.cfg.max_retries} retries") from None
             row["llm_requests"] += 1
