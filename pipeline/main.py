@@ -148,8 +148,12 @@ def preflight(cfg: RunConfig, stages: "StageSelection | None" = None) -> Resolve
         asr_model = None
         if not cfg.verify.enabled:  # verify.enabled=false needs no ASR model
             pass
-        elif cfg.verify.asr_model is None:
+        elif cfg.verify.asr_model is None or str(cfg.verify.asr_model) == "tiny.en":
             check(assets.whisper_tiny_en)
+            others = [lang for lang in run_languages(cfg) if lang != "en"]
+            if others and cfg.verify.asr_language in (None, *others):
+                problems.append(f"verify.asr_model: Whisper tiny.en is English-only but the run has {others}; set "
+                                f"verify.asr_model=base (packaged multilingual) or a multilingual model folder")
         elif str(cfg.verify.asr_model) in assets.PACKAGED_ASR:  # "tiny.en", "base": shipped in PyPI packages
             asr_model = check(assets.packaged_asr, str(cfg.verify.asr_model))
         else:
@@ -382,6 +386,15 @@ def init_ray() -> None:
                  runtime_env={"env_vars": {"PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH", "")]))}})
 
 
+def require_gpus(cfg: RunConfig, stages: StageSelection) -> None:
+    """A GPU share on a cluster without GPUs would leave the TTS actors pending forever: say so instead."""
+    import ray
+
+    if stages.audio and cfg.tts.num_gpus and not ray.cluster_resources().get("GPU", 0):
+        raise ConfigError(f"tts.num_gpus={cfg.tts.num_gpus} but the Ray cluster has no GPUs; set tts.num_gpus=0 "
+                          f"(and tts.device=cpu or auto) to synthesise on CPU")
+
+
 class JobStopped(RuntimeError):
     """The run stopped early for a reason outside the data (a worker crash loop, the LLM server gone, a full
     disk). Finished shards stay; nothing half-written is left in place; rerunning the same command resumes."""
@@ -524,7 +537,10 @@ def run_once(cfg: RunConfig, stages: StageSelection | None = None, text_from: Pa
     else:
         plan_skip = done_ids
     run_id = "r" + time.strftime("%Y%m%dT%H%M%S", time.gmtime())
-    atomic_write(layout.root / "config.yaml", lambda fh: fh.write(dump_resolved(cfg).encode()))
+    resolved = dump_resolved(cfg).encode()
+    atomic_write(layout.root / "config.yaml", lambda fh: fh.write(resolved))
+    # per-language reruns into one output (en.yaml, then zh.yaml) keep each language's recipe too
+    atomic_write(layout.root / f"config.{'-'.join(run_languages(cfg))}.yaml", lambda fh: fh.write(resolved))
 
     summary = RunSummary(planned=total)
     started = time.monotonic()
@@ -534,6 +550,7 @@ def run_once(cfg: RunConfig, stages: StageSelection | None = None, text_from: Pa
               if start_server else nullcontext(cfg.llm.base_url))
     with server as base_url:
         init_ray()
+        require_gpus(cfg, stages)
         ds = build_dataset(res, base_url, run_id, done_ids, stages, text_from, quota, plan_skip, resume_cached)
         for batch in ds.iter_batches(batch_format="pyarrow", batch_size=None):
             for outcome in batch.to_pylist():

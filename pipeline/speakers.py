@@ -74,7 +74,7 @@ class Speaker(BaseModel):
 
 def load_pool(path: Path) -> list[Speaker]:
     if not path.is_file():
-        raise ConfigError(f"speaker pool not found: {path} (set voices.pool)")
+        raise ConfigError(f"speaker pool not found: {path} (set voices.pool, or make one with `speechchat speakers import`)")
     speakers: list[Speaker] = []
     seen: set[str] = set()
     for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):

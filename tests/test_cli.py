@@ -74,10 +74,14 @@ def test_audio_only_run_without_cached_text_says_what_to_do(tmp_path):
     assert res.returncode == 2 and "no cached text" in res.stderr and "run the generate stage first" in res.stderr
 
 
-def test_zh_full_run_stops_before_work_and_says_how_to_run_text_only(tmp_path):
+def test_zh_full_run_without_weights_stops_before_work_saying_what_to_download(tmp_path):
     res = cli("script", "run", "--config", "configs/zh.yaml", "--out", str(tmp_path / "o"))
-    assert res.returncode == 2
-    assert "language 'zh': no zh TTS voice is available in this version" in res.stderr
-    assert "--stages generate" in res.stderr and not (tmp_path / "o").exists()
+    assert res.returncode == 2 and not (tmp_path / "o").exists()
+    assert "XTTS-v2 weights not found at models/XTTS-v2: download coqui/XTTS-v2" in res.stderr
+    assert "set tts.model=" in res.stderr and "speaker pool not found" in res.stderr
+    assert "speechchat speakers import" in res.stderr
+    piper = cli("script", "check-config", "--config", "configs/zh.yaml", "tts.backend=piper", "tts.num_gpus=0",
+                "voices.pool=speakers/piper_en.jsonl", "voices.assistant_speaker=piper-en_US-joe-medium")
+    assert piper.returncode == 2 and "tts.backend piper" in piper.stderr and "--stages generate" in piper.stderr
     ok = cli("script", "check-config", "--config", "configs/zh.yaml", "--stages", "generate")
     assert ok.returncode == 0, ok.stderr

@@ -22,8 +22,9 @@ class WhisperASR:
                                   cpu_threads=cpu_threads)
         self.model_id = f"faster-whisper {version('faster-whisper')} {name} {compute_type}"
 
-    def transcribe(self, audio_16k: np.ndarray) -> str:
-        segments, _info = self.model.transcribe(audio_16k, language=self.language, beam_size=self.beam_size,
+    def transcribe(self, audio_16k: np.ndarray, language: str | None = None) -> str:
+        """`language` (Whisper's code) overrides the one given at construction; both None: Whisper detects it."""
+        segments, _info = self.model.transcribe(audio_16k, language=language or self.language, beam_size=self.beam_size,
                                                 condition_on_previous_text=False, without_timestamps=True,
                                                 vad_filter=False)
         return " ".join(s.text.strip() for s in segments).strip()

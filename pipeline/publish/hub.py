@@ -40,7 +40,7 @@ from pipeline.io.layout import TMP_SUFFIX, Layout
 log = logging.getLogger("speechchat.publish")
 
 # Relative to the output folder, matched part by part (a `*` never crosses a `/`).
-UPLOAD_PATTERNS = ("README.md", "report.html", "stats.json", "config.yaml",
+UPLOAD_PATTERNS = ("README.md", "report.html", "stats.json", "config.yaml", "config.*.yaml",
                    "data/*/*/*.tar", "manifest/*.parquet", "rejects/*.parquet")
 REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}/[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")
 # Secret-looking environment variables whose values must never leave the machine; short values are

@@ -103,7 +103,7 @@ def plot_hours(manifest: pd.DataFrame) -> str:
 
 
 # The verify stage's reject details name each failing turn as "turn 3 (assistant) WER 0.57: said ...".
-REJECTED_TURN = re.compile(r"turn (\d+) \((user|assistant)\) WER ([0-9]+(?:\.[0-9]+)?)")
+REJECTED_TURN = re.compile(r"turn (\d+) \((user|assistant)\) (?:WER|CER) ([0-9]+(?:\.[0-9]+)?)")
 
 
 def rejected_error_rates(rejects: pd.DataFrame) -> dict[str, list[float]]:

@@ -11,9 +11,9 @@ import numpy as np
 from pipeline.backends.asr import WhisperASR
 
 
-def transcribe_words(asr: WhisperASR, audio_16k: np.ndarray) -> tuple[str, float | None]:
+def transcribe_words(asr: WhisperASR, audio_16k: np.ndarray, language: str | None = None) -> tuple[str, float | None]:
     """The transcript (same settings as `WhisperASR.transcribe`) and the end time of the last word, if any."""
-    segments, _info = asr.model.transcribe(audio_16k, language=asr.language, beam_size=asr.beam_size,
+    segments, _info = asr.model.transcribe(audio_16k, language=language or asr.language, beam_size=asr.beam_size,
                                            condition_on_previous_text=False, word_timestamps=True, vad_filter=False)
     segments = list(segments)
     ends = [w.end for s in segments for w in (s.words or [])]

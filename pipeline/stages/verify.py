@@ -70,23 +70,26 @@ class VerifyStage(Stage):
 
     def _transcribe(self, row: dict[str, Any], audio: list[tuple[np.ndarray, int]]) -> None:
         failures = []
+        language = self.cfg.asr_language or row["language"]
+        limit = self.cfg.max_error_rate.get(row["language"], self.cfg.max_wer)
+        metric = "CER" if row["language"].startswith("zh") else "WER"
         for i, (turn, (samples, rate)) in enumerate(zip(row["turns"], audio)):
             if self.cfg.trim_trailing_audio:
                 from pipeline.quality.trim import transcribe_words, trim_after
 
-                turn["asr_text"], last_end = transcribe_words(self.asr, resample(samples, rate, ASR_RATE))
+                turn["asr_text"], last_end = transcribe_words(self.asr, resample(samples, rate, ASR_RATE), language)
                 cut = trim_after(samples, rate, last_end, self.cfg.trim_margin_s)
                 if cut is not None:  # babble after the last word: keep up to the last word plus the margin
                     audio[i] = (cut, rate)
                     turn.update(audio_flac=encode_flac(cut, rate), duration_s=cut.size / rate)
             else:
-                turn["asr_text"] = self.asr.transcribe(resample(samples, rate, ASR_RATE))
+                turn["asr_text"] = self.asr.transcribe(resample(samples, rate, ASR_RATE), language)
             turn["error_rate"] = error_rate(turn["spoken_text"], turn["asr_text"], row["language"])
-            if turn["error_rate"] > self.cfg.max_wer:
-                failures.append(f"turn {i} ({turn['role']}) WER {turn['error_rate']:.2f}: "
+            if turn["error_rate"] > limit:
+                failures.append(f"turn {i} ({turn['role']}) {metric} {turn['error_rate']:.2f}: "
                                 f"said {turn['spoken_text'][:60]!r}, heard {turn['asr_text'][:60]!r}")
         if failures:
-            raise Rejected("asr_error_rate_above_threshold", f"max {self.cfg.max_wer}; " + "; ".join(failures))
+            raise Rejected("asr_error_rate_above_threshold", f"max {limit}; " + "; ".join(failures))
 
     def _check_quality(self, turns: list[dict[str, Any]], audio: list[tuple[np.ndarray, int]]) -> None:
         low = []
