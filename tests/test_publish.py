@@ -68,14 +68,15 @@ def expected_upload(root):
 
 
 def test_the_allow_list():
-    for rel in ("README.md", "report.html", "stats.json", "config.yaml", "data/en/train/shard-r1-ab.tar",
+    for rel in ("README.md", "report.html", "stats.json", "config.yaml", "config.zh.yaml", "config.en-zh.yaml",
+                "data/en/train/shard-r1-ab.tar",
                 "manifest/shard-r1-ab.parquet", "rejects/part-r1-ab.parquet"):
         assert is_uploaded_path(rel), rel
     for rel in ("state/runs.jsonl", "text/part-r1.parquet", "data/en/train/shard-r1-ab.tar.tmp", "README.md.tmp",
                 "data/en/shard.tar", "data/en/train/sub/shard.tar", ".cache/huggingface/x", "data/.x/train/a.tar",
-                "notes.txt", "manifest/x.parquet.tmp", "x/README.md"):
+                "notes.txt", "manifest/x.parquet.tmp", "x/README.md", "config.yaml.tmp", "state/config.zh.yaml"):
         assert not is_uploaded_path(rel), rel
-    assert len(UPLOAD_PATTERNS) == 7
+    assert len(UPLOAD_PATTERNS) == 8
 
 
 def test_publish_uploads_the_dataset_files_and_a_second_publish_uploads_nothing(tmp_path, hub, capsys):

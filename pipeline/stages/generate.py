@@ -195,6 +195,23 @@ class GenerateStage(Stage):
         if outage:
             raise outage[0]
 
+    async def _server_reachable(self, client: Any) -> bool:
+        """Quick GET /models probes: does anything still answer at base_url? Any HTTP answer (even an error) or
+        an accepted-but-slow connection counts; two refused/reset probes a second apart mean the server is gone."""
+        import openai
+
+        for probe in range(2):
+            if probe:
+                await asyncio.sleep(1.0)
+            try:
+                await client.with_options(max_retries=0, timeout=min(10.0, self.cfg.timeout_s)).models.list()
+                return True
+            except (openai.APIStatusError, openai.APITimeoutError):
+                return True
+            except Exception:  # noqa: BLE001 - refused or reset
+                continue
+        return False
+
     async def _generate_one(self, client: Any, row: dict[str, Any]) -> None:
         import openai
 
@@ -212,6 +229,10 @@ class GenerateStage(Stage):
             except openai.APITimeoutError:
                 raise Rejected("llm_timeout", f"no answer within {self.cfg.timeout_s}s after {self.cfg.max_retries} retries") from None
             except openai.APIConnectionError as exc:
+                # a connection cut mid-answer is this request's fault unless the server is really gone
+                if await self._server_reachable(client):
+                    raise Rejected("llm_connection_error", f"{type(exc).__name__} after {self.cfg.max_retries} "
+                                   "retries; the server still answers") from None
                 raise LLMUnavailable(f"LLM server {self.base_url} unreachable after {self.cfg.max_retries} retries "
                                      f"({type(exc).__name__}: {exc})") from None
             except openai.APIStatusError as exc:
