@@ -427,6 +427,11 @@ def build_parser() -> argparse.ArgumentParser:
     p_check.add_argument("--out")
     p_check.add_argument("--stages", help="check only what these stages need (see run --stages)")
     p_check.add_argument("overrides", nargs="*")
+    p_plan = sub.add_parser("plan", help="write every conversation spec of a config to one Parquet file "
+                            "(streamed in bounded memory; no LLM, no Ray)")
+    p_plan.add_argument("--config", "-c", required=True)
+    p_plan.add_argument("--out", "-o", required=True, type=Path, help="Parquet file to write, e.g. specs.parquet")
+    p_plan.add_argument("overrides", nargs="*", help="dotted overrides, e.g. plan.num_conversations=7000000")
     p_verify = sub.add_parser("verify-output", help="check a dataset folder: tars, samples, checksums, manifest")
     p_verify.add_argument("folder", type=Path)
     return parser
@@ -463,6 +468,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "verify-output":
         return verify_output_cli(args.folder)
     try:
+        if args.command == "plan":
+            from pipeline.io.plan_writer import write_plan
+
+            result = write_plan(load_config(args.config, args.overrides), args.out)
+            print(f"{result['rows']} conversation specs -> {result['path']} ({result['bytes'] / 1e6:.1f} MB, "
+                  f"{result['seconds']:.1f} s)")
+            return 0
         cfg = load_config(args.config, args.overrides, args.out)
         if args.command == "check-config":
             preflight(cfg, StageSelection.parse(args.stages))
