@@ -53,12 +53,12 @@ def test_plan_subcommand_writes_the_configured_count(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     out = tmp_path / "specs.parquet"
     res = subprocess.run([sys.executable, "pipeline/main.py", "plan", "--config", "configs/smoke.yaml", "--out", str(out),
-                          "plan.num_conversations=250"], cwd=REPO_ROOT, env=env, capture_output=True, text=True,
+                          "plan.num_conversations=250"], cwd=REPO_ROOT, env=env, capture_output=True, text=True, check=False,
                          timeout=120)
     assert res.returncode == 0, res.stderr
     assert f"250 conversation specs -> {out}" in res.stdout
     assert pq.ParquetFile(out).metadata.num_rows == 250
     bad = subprocess.run([sys.executable, "pipeline/main.py", "plan", "--config", "configs/smoke.yaml", "--out", str(out),
-                          "plan.num_conversations=oops"], cwd=REPO_ROOT, env=env, capture_output=True, text=True,
+                          "plan.num_conversations=oops"], cwd=REPO_ROOT, env=env, capture_output=True, text=True, check=False,
                          timeout=120)
     assert bad.returncode == 2 and "num_conversations" in bad.stderr

@@ -9,8 +9,8 @@ a thousand or seven million conversations (Ke-SpeechChat's scale). The file appe
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import pyarrow as pa

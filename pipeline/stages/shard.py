@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-import webdataset as wds
 
 from pipeline.faults import checkpoint
 from pipeline.io.layout import Layout, atomic_write, write_parquet_atomic
