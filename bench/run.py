@@ -199,6 +199,11 @@ def row_audio(args) -> dict:
     # (Ray worker processes, model loading), leaving the steady-state rate that a 60,000-hour run sees.
     n = args.conversations or (4 if args.quick else 16)
     out: dict = {"conversations": [n, 3 * n], "overrides": args.set}
+    # one untimed conversation through both first: cold file caches and first imports would otherwise land
+    # on whichever measured run came first and swamp the difference
+    warm = write_text_cache(work / "cache-warm", 1)
+    naive_loop(bench_config(work / "naive-warm", args.set), warm)
+    pipeline_run(bench_config(work / "pipe-warm", args.set), warm, None)
     for size in (n, 3 * n):
         cache = write_text_cache(work / f"cache-{size}", size)
         out[f"naive_{size}"] = naive_loop(bench_config(work / f"naive-{size}", args.set), cache)

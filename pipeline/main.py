@@ -198,7 +198,11 @@ def build_dataset(res: Resolved, base_url: str | None, run_id: str, done_ids, st
     from pipeline.stages.voices import VoiceStage
 
     cfg = res.cfg
-    light = dict(batch_format="pyarrow", num_cpus=0.05)
+    # Light stages run as tasks with a tiny CPU request; without a cap Ray would run 1/0.05 = 20 of them per
+    # CPU at once, each in a fresh worker process that imports the pipeline first: on a small machine that
+    # start-up delayed the first TTS batch by ~20 s (bench/run.py row 1, Ray timeline). Two at a time keep
+    # a couple of warm workers busy; the stages take milliseconds per batch next to TTS and ASR.
+    light = dict(batch_format="pyarrow", num_cpus=0.05, concurrency=2)
     pool = ray.data.ActorPoolStrategy  # Ray Data restarts a crashed actor and retries its batch by default
     if stages.generate and cfg.source.kind == "dataset":
         src = cfg.source
