@@ -524,23 +524,26 @@ def fmt_rows(results: dict) -> list[tuple[str, str, str, str, str]]:
             stage = {k: n1["stage_s"][k] - n0["stage_s"][k] for k in n1["stage_s"]}
             slowest = max(stage, key=stage.get)
             pipe_s, naive_s = p1["wall_s"] - p0["wall_s"], n1["wall_s"] - n0["wall_s"]
-            eff = stage[slowest] / pipe_s
-            speed = naive_s / pipe_s
+            # The verdict uses the whole run (start-up included: conservative, and stable at --quick sizes); the
+            # steady state (difference of the two sizes) is what a 60,000-hour run sees, but on a shared machine
+            # it is only trustworthy at the full sizes, where the difference is large.
+            whole_slowest = max(("tts", "verify"), key=lambda k: n1["stage_s"][k])
+            eff = n1["stage_s"][whole_slowest] / p1["wall_s"]
+            speed = n1["wall_s"] / p1["wall_s"]
             threads = {k: n1["stage_cpu_s"][k] / max(n1["stage_s"][k], 1e-9) for k in ("tts", "verify")}
+            per_actor = {k: n1["audio_s"] / n1["stage_s"][k] for k in ("tts", "verify")}
+            busy = ", ".join(f"{k} {v:.0f} s" for k, v in p1.get("busy_s", {}).items() if k in ("TTSStage", "VerifyStage"))
             out.append(("1 streaming efficiency", f"{eff:.2f}", ">= 0.85", "yes" if eff >= 0.85 else "no",
-                        f"steady state over the extra {big - small} conversations ({audio / 60:.1f} min audio): pipeline "
-                        f"{audio / pipe_s:.2f} audio-h/h, slowest stage alone ({slowest}) {audio / stage[slowest]:.2f}; "
-                        f"whole {big}-conversation run incl. start-up: pipeline {p1['wall_s']:.0f} s vs {slowest} alone "
-                        f"{n1['stage_s'][slowest]:.0f} s ({n1['stage_s'][slowest] / p1['wall_s']:.2f}); actor busy s in "
-                        "the pipeline: " + ", ".join(f"{k} {v:.0f}" for k, v in p1.get("busy_s", {}).items()
-                                                      if k in ("TTSStage", "VerifyStage"))))
-            per_actor = {k: audio / stage[k] for k in ("tts", "verify")}
+                        f"{big} conversations, {n1['audio_s'] / 60:.1f} min audio: pipeline {p1['audio_s'] / p1['wall_s']:.2f} "
+                        f"audio-h/h in {p1['wall_s']:.0f} s (start-up included) vs {whole_slowest} alone "
+                        f"{n1['audio_s'] / n1['stage_s'][whole_slowest]:.2f} in {n1['stage_s'][whole_slowest]:.0f} s; "
+                        f"actors busy in the pipeline: {busy}; steady state (extra {big - small} conversations): "
+                        f"{stage[slowest] / pipe_s:.2f}"))
             out.append(("2 pipeline vs naive loop", f"{speed:.2f}x", ">= 1.3x", "yes" if speed >= 1.3 else "no",
-                        f"steady state: naive {naive_s:.0f} s vs pipeline {pipe_s:.0f} s for the extra conversations; "
-                        f"whole {big}-conversation run: {n1['wall_s']:.0f} s vs {p1['wall_s']:.0f} s "
-                        f"({n1['wall_s'] / p1['wall_s']:.2f}x; {n1['kept']} vs {p1['kept']} kept); one actor: tts "
-                        f"{per_actor['tts']:.2f}, verify {per_actor['verify']:.2f} audio-s/s using {threads['tts']:.1f} "
-                        f"and {threads['verify']:.1f} cores"))
+                        f"{big} conversations: naive {n1['wall_s']:.0f} s vs pipeline {p1['wall_s']:.0f} s ({n1['kept']} vs "
+                        f"{p1['kept']} kept); steady state: naive {naive_s:.0f} s vs pipeline {pipe_s:.0f} s "
+                        f"({naive_s / pipe_s:.2f}x); one actor: tts {per_actor['tts']:.2f}, verify "
+                        f"{per_actor['verify']:.2f} audio-s/s using {threads['tts']:.1f} and {threads['verify']:.1f} cores"))
     if "memory" in results:
         r = results["memory"]
         if "error" in r:
