@@ -295,7 +295,7 @@ def row_planner(args) -> dict:
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     runs = []
-    for rows in (n // 10, n):  # peak memory at two sizes: flat means it streams
+    for rows in (max(1, n // 10), n):  # peak memory at two sizes: flat means it streams
         before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
         started = time.perf_counter()
         res = subprocess.run([sys.executable, str(REPO / "pipeline/main.py"), "plan", "--config", "configs/smoke.yaml",
@@ -520,7 +520,6 @@ def fmt_rows(results: dict) -> list[tuple[str, str, str, str, str]]:
         else:
             small, big = r["conversations"]
             n0, n1, p0, p1 = (r[f"naive_{small}"], r[f"naive_{big}"], r[f"pipeline_{small}"], r[f"pipeline_{big}"])
-            audio = n1["audio_s"] - n0["audio_s"]  # the same inputs give the same audio in both runs
             stage = {k: n1["stage_s"][k] - n0["stage_s"][k] for k in n1["stage_s"]}
             slowest = max(stage, key=stage.get)
             pipe_s, naive_s = p1["wall_s"] - p0["wall_s"], n1["wall_s"] - n0["wall_s"]
