@@ -287,7 +287,11 @@ def build_dataset(res: Resolved, base_url: str | None, run_id: str, done_ids, st
     from pipeline.stages.voices import VoiceStage
 
     cfg = res.cfg
-    light = dict(batch_format="pyarrow", num_cpus=0.05)
+    # Light stages run as tasks with a tiny CPU request; without a cap Ray would run 1/0.05 = 20 of them per
+    # CPU at once, each in a fresh worker process that imports the pipeline first: on a small machine that
+    # start-up delayed the first TTS batch by ~20 s (bench/run.py row 1, Ray timeline). Two at a time keep
+    # a couple of warm workers busy; the stages take milliseconds per batch next to TTS and ASR.
+    light = dict(batch_format="pyarrow", num_cpus=0.05, concurrency=2)
     pool = ray.data.ActorPoolStrategy
     # Ray Data restarts a crashed actor and retries its batch without limit by default: bound both, so a
     # crash loop stops the job (see explain_stop) while an isolated crash is absorbed without loss. Ray 2.60
@@ -619,6 +623,11 @@ def build_parser() -> argparse.ArgumentParser:
     p_check.add_argument("--out")
     p_check.add_argument("--stages", help="check only what these stages need (see run --stages)")
     p_check.add_argument("overrides", nargs="*")
+    p_plan = sub.add_parser("plan", help="write every conversation spec of a config to one Parquet file "
+                            "(streamed in bounded memory; no LLM, no Ray)")
+    p_plan.add_argument("--config", "-c", required=True)
+    p_plan.add_argument("--out", "-o", required=True, type=Path, help="Parquet file to write, e.g. specs.parquet")
+    p_plan.add_argument("overrides", nargs="*", help="dotted overrides, e.g. plan.num_conversations=7000000")
     p_verify = sub.add_parser("verify-output", help="check a dataset folder: tars, samples, checksums, manifest")
     p_verify.add_argument("folder", type=Path)
     p_inspect = sub.add_parser("inspect", help="per-shard/per-language durations, token estimates and the pooled "
@@ -698,6 +707,13 @@ def main(argv: list[str] | None = None) -> int:
 
         return speakers_cli(args)
     try:
+        if args.command == "plan":
+            from pipeline.io.plan_writer import write_plan
+
+            result = write_plan(load_config(args.config, args.overrides), args.out)
+            print(f"{result['rows']} conversation specs -> {result['path']} ({result['bytes'] / 1e6:.1f} MB, "
+                  f"{result['seconds']:.1f} s)")
+            return 0
         cfg = load_config(args.config, args.overrides, args.out)
         if args.command == "check-config":
             preflight(cfg, StageSelection.parse(args.stages))

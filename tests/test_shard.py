@@ -8,9 +8,9 @@ import pytest
 import webdataset as wds
 
 from pipeline.audio import decode_audio, encode_flac
-from pipeline.io.layout import Layout
+from pipeline.io.layout import Layout, file_sha256
 from pipeline.records import rows_to_table
-from pipeline.stages.shard import ShardStage
+from pipeline.stages.shard import ShardStage, member_offsets
 
 
 def tone(freq, seconds, rate):
@@ -76,6 +76,9 @@ def test_manifest_offsets_and_rejects(written):
     for m in manifest:  # a tar reader started at the offset finds that sample's members first
         with tarfile.open(fileobj=io.BytesIO(data[m["offset"]:]), mode="r|") as tf:
             assert next(iter(tf)).name.startswith(m["key"] + ".")
+    # offsets and checksum are taken while writing: they must equal what reading the finished tar gives
+    assert {m["key"]: m["offset"] for m in manifest} == member_offsets(layout.shards()[0])
+    assert {m["shard_sha256"] for m in manifest} == {file_sha256(layout.shards()[0])}
     rejects = pq.read_table(layout.reject_parts()[0]).to_pylist()
     assert [(r["conversation_id"], r["stage"], r["reason"]) for r in rejects] == [
         (f"en-{3:016x}", "verify", "asr_error_rate_above_threshold")]

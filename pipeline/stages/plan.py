@@ -85,6 +85,20 @@ def _pick(rng: np.random.Generator, items: list[tuple[str, float]]) -> str:
     return items[int(rng.choice(len(items), p=weights / weights.sum()))][0]
 
 
+class _Picker:
+    """`_pick` with the weights' CDF computed once: the same draw as `rng.choice(n, p=...)` (one uniform,
+    searchsorted on the normalised cumulative sum), about 10x cheaper per call, which matters at 7M specs."""
+
+    def __init__(self, items: list[tuple[str, float]]):
+        weights = np.array([w for _, w in items], dtype=float)
+        cdf = (weights / weights.sum()).cumsum()
+        cdf /= cdf[-1]
+        self.names, self.cdf = [name for name, _ in items], cdf
+
+    def __call__(self, rng: np.random.Generator) -> str:
+        return self.names[int(self.cdf.searchsorted(rng.random(), side="right"))]
+
+
 @dataclass
 class PlanStage:
     """Maps a batch of plan indices (column `id`) to conversation specs, minus finished IDs."""
@@ -98,12 +112,17 @@ class PlanStage:
     taxonomies: dict[str, Taxonomy]
     done_ids: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.uint64))  # sorted
 
+    def __post_init__(self) -> None:
+        self._pickers = {lang: tuple(_Picker(items) for items in (tax.topics, tax.scenarios, tax.personas))
+                         for lang, tax in self.taxonomies.items()}
+
     def spec(self, plan_index: int) -> dict[str, Any]:
         language = self.languages[plan_index % len(self.languages)]
         index = plan_index // len(self.languages)
         conv_id = conversation_id(self.dataset, language, index, self.text_digest)
         rng = np.random.default_rng([self.seed, id_to_u64(conv_id) & 0xFFFFFFFF, index])
         tax = self.taxonomies[language]
+        pick_topic, pick_scenario, pick_persona = self._pickers[language]
         lo, hi = self.exchanges[language]
         return {
             "conversation_id": conv_id,
@@ -111,10 +130,10 @@ class PlanStage:
             "dataset": self.dataset,
             "language": language,
             "split": split_for(conv_id, self.splits),
-            "topic": (topic := _pick(rng, tax.topics)),
+            "topic": (topic := pick_topic(rng)),
             "domain": tax.domains.get(topic, ""),
-            "scenario": _pick(rng, tax.scenarios),
-            "persona": _pick(rng, tax.personas),
+            "scenario": pick_scenario(rng),
+            "persona": pick_persona(rng),
             "num_exchanges": int(rng.integers(lo, hi + 1)),
             "seed": int(rng.integers(0, 2**31 - 1)),
             "text_digest": self.text_digest,
