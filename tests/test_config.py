@@ -94,3 +94,19 @@ def test_rewrite_config_needs_a_source_path(tmp_path):
         load_config(REPO_ROOT / "configs/rewrite_en.yaml")
     cfg = load_config(REPO_ROOT / "configs/rewrite_en.yaml", [f"source.path={tmp_path / 'x.jsonl'}"])
     assert cfg.source.kind == "dataset" and cfg.source.path == tmp_path / "x.jsonl"
+
+
+@pytest.mark.parametrize("overrides, fragment", [
+    (["voices.held_out_test_speakers=0.1"], "needs a 'test' split with a fraction > 0 in shard.splits"),
+    (["verify.max_error_rate={zh: 1.5}"], "max_error_rate.zh = 1.5 is outside [0, 1]"),
+    (["voices.held_out_test_speakers=1.0"], "voices.held_out_test_speakers"),
+])
+def test_voice_and_threshold_settings_are_checked(overrides, fragment):
+    with pytest.raises(ConfigError) as err:
+        load_config(REPO_ROOT / "configs/smoke.yaml", overrides)
+    assert fragment in str(err.value)
+
+
+def test_held_out_speakers_with_a_test_split_validate():
+    cfg = load_config(REPO_ROOT / "configs/en.yaml", ["voices.held_out_test_speakers=0.1"])
+    assert cfg.voices.held_out_test_speakers == 0.1 and cfg.shard.splits["test"] > 0
