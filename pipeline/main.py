@@ -205,12 +205,10 @@ def coqui_weights(cfg: RunConfig) -> Path:
 
 
 def pool_backend_problems(cfg: RunConfig, pool: list) -> list[str]:
-    """Voices the configured backend cannot speak, and XTTS reference clips that are not there."""
-    from pipeline.speakers import reference_path
-
-    problems = []
+    """Voices the configured backend cannot speak (missing or unreadable clips were dropped by check_references)."""
     from pipeline.stages.voices import assistant_voices
 
+    problems = []
     by_id = {s.speaker_id: s for s in pool}
     for ids in assistant_voices(cfg.voices, run_languages(cfg)).values():
         for assistant in (by_id[sid] for sid in ids if sid in by_id):
@@ -222,19 +220,6 @@ def pool_backend_problems(cfg: RunConfig, pool: list) -> list[str]:
         if not any(s.language == lang and s.backend == cfg.tts.backend for s in pool):
             problems.append(f"voices.pool {cfg.voices.pool} has no {cfg.tts.backend} speaker for language {lang!r} "
                             f"(tts.backend is {cfg.tts.backend})")
-    if cfg.tts.backend == "xtts":
-        pool_file = cfg.resolve_path(cfg.voices.pool)
-        missing = []
-        for s in pool:
-            for clip in s.references:
-                try:
-                    if not reference_path(pool_file, clip).is_file():
-                        missing.append(f"{s.speaker_id}: {clip.path}")
-                except ConfigError as exc:
-                    missing.append(str(exc))
-        if missing:
-            problems.append(f"voices.pool {cfg.voices.pool}: {len(missing)} reference clip(s) missing, e.g. "
-                            + "; ".join(missing[:3]))
     return problems
 
 
