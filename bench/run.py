@@ -11,7 +11,8 @@ Rows (each measured in its own subprocess, so one failure or one memory peak doe
   4 planner                time and peak RSS streaming conversation specs to Parquet (7M = Ke-SpeechChat)
   5 shard writer           tar-writing MB/s vs a raw sequential write of the same bytes to the same disk
   6 verification           faster-whisper audio-s per s per core (int8), batched vs per-turn calls
-  7 GPU                    only where CUDA exists: TTS RTF with 1/2/4 actors, faster-whisper on cuda, GPU-hours
+  7 GPU                    only where CUDA exists (bench/gpu_bench.py): XTTS-v2/VITS RTF with 1/2/4 actors per
+                           GPU, Whisper batched on the GPU, GPU-hours for 60,000 h
 Rows 1 and 2 use a text cache of fixed sentences, so the LLM plays no part. Ratios compare runs on the same
 machine in the same invocation; absolute numbers depend on the machine and on whatever else runs on it.
 """
@@ -427,65 +428,24 @@ def row_asr(args) -> dict:
 # --- row 7: GPU ----------------------------------------------------------------------------------------
 
 
-def cuda_available() -> bool:
-    try:
-        import ctranslate2
-
-        return ctranslate2.get_cuda_device_count() > 0
-    except Exception:
-        return False
-
-
-def _vits_actor(args_tuple) -> tuple[float, float]:
-    """One TTS actor on the GPU: a Coqui VITS of the standard architecture with random weights.
-
-    No TTS weights can be downloaded on a lent machine, and XTTS-v2's are not packaged: random weights give
-    the architecture's compute cost per second of output, which is what sizing needs (not the audio quality).
-    """
-    texts, device, seconds = args_tuple
-    import torch
-    from TTS.tts.configs.vits_config import VitsConfig
-    from TTS.tts.models.vits import Vits
-
-    torch.manual_seed(0)
-    cfg = VitsConfig()
-    model = Vits.init_from_config(cfg).to(device).eval()
-    rate = cfg.audio.sample_rate
-    produced, started = 0.0, None
-    with torch.inference_mode():
-        i = 0
-        while True:
-            ids = torch.tensor([model.tokenizer.text_to_ids(texts[i % len(texts)])], device=device)
-            wav = model.inference(ids)["model_outputs"]
-            if device.startswith("cuda"):
-                torch.cuda.synchronize()
-            if started is None:  # first call compiles kernels; start the clock after it
-                started = time.perf_counter()
-            else:
-                produced += wav.shape[-1] / rate
-            i += 1
-            if time.perf_counter() - started > seconds:
-                return produced, time.perf_counter() - started
-
-
 def row_gpu(args) -> dict:
-    device = args.gpu_device or ("cuda" if cuda_available() else None)
+    """bench/gpu_bench.py at the sizes of this invocation: XTTS-v2 and VITS of the real shapes with 1/2/4
+    actors on one GPU, Whisper batched, and the GPU-hours for HOURS_TARGET hours."""
+    import torch
+
+    device = args.gpu_device or ("cuda" if torch.cuda.is_available() else None)
     if device is None:
         return {"measured": False}
-    import multiprocessing as mp
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import gpu_bench
 
-    seconds = 20 if args.quick else 60
-    tts = {}
-    for actors in (1, 2, 4):
-        ctx = mp.get_context("spawn")
-        with ctx.Pool(actors) as pool:
-            results = pool.map(_vits_actor, [(SENTENCES, device, seconds)] * actors)
-        tts[actors] = {"audio_s": sum(r[0] for r in results), "wall_s": max(r[1] for r in results)}
-    clips = speak([SENTENCES[i % len(SENTENCES)] for i in range(64 if not args.quick else 32)])
-    texts = [SENTENCES[i % len(SENTENCES)] for i in range(len(clips))]
-    compute = "float16" if device.startswith("cuda") else "int8"
-    asr = {m: asr_compare(m, clips, texts, device.split(":")[0], compute, 16) for m in ("tiny.en", "base")}
-    return {"measured": True, "device": device, "tts": tts, "asr": asr}
+    full = device.startswith("cuda")
+    opts = argparse.Namespace(device=device, size="full" if full else "tiny", backends="xtts,vits", actors=[1, 2, 4],
+                              seconds=15.0 if args.quick else 60.0, xtts_codes=150, asr_batches=[1, 16],
+                              asr_clips=32 if args.quick else 128, asr_tokens=24, clip_s=6.0)
+    if not full:  # --gpu-device cpu: the code path at toy sizes
+        opts.actors, opts.seconds, opts.asr_batches, opts.asr_clips = [1, 2], 2.0, [1, 2], 4
+    return {"measured": True, **gpu_bench.run(opts)}
 
 
 # --- driver: run rows in subprocesses, print the table ----------------------------------------------------
@@ -599,17 +559,22 @@ def fmt_rows(results: dict) -> list[tuple[str, str, str, str, str]]:
             err("gpu", "7 GPU", "report")
         elif not r["measured"]:
             out.append(("7 GPU", "not measured (no GPU)", "report", "-",
-                        "runs where CUDA exists: random-init VITS RTF with 1/2/4 actors, faster-whisper float16 on cuda, "
-                        f"GPU-hours for {HOURS_TARGET:,} h"))
+                        ("runs where CUDA exists (bench/gpu_bench.py): XTTS-v2 and VITS RTF with 1/2/4 actors per GPU, "
+                         f"Whisper batched, GPU-hours for {HOURS_TARGET:,} h")))
         else:
-            best_actors = max(r["tts"], key=lambda k: r["tts"][k]["audio_s"] / r["tts"][k]["wall_s"])
-            tts_rate = {k: v["audio_s"] / v["wall_s"] for k, v in r["tts"].items()}
-            asr_rate = {m: v["audio_s"] / v["batched_s"] for m, v in r["asr"].items()}
-            gpu_h = HOURS_TARGET / tts_rate[best_actors] + HOURS_TARGET / asr_rate["base"]
-            out.append(("7 GPU", f"{gpu_h:,.0f} GPU-h for {HOURS_TARGET:,} h", "report", "-",
-                        f"{r['device']}: VITS audio-s/s with " + ", ".join(f"{k} actors {v:.0f}" for k, v in tts_rate.items())
-                        + "; faster-whisper batched " + ", ".join(f"{m} {v:.0f}" for m, v in asr_rate.items())
-                        + f" audio-s/s; GPU-h = TTS at {best_actors} actors + verify with base"))
+            from gpu_bench import gpu_hours
+
+            asr = max((x["audio_s_per_s"] for x in r["asr"].get("base", [])), default=None)
+            for name, rows in r["tts"].items():
+                if not rows or asr is None:
+                    continue
+                best = max(rows, key=lambda x: x["audio_s_per_s"])
+                out.append((f"7 GPU {name}", f"{gpu_hours(best['audio_s_per_s'], asr):,.0f} GPU-h for {HOURS_TARGET:,} h",
+                            "report", "-", f"{r['gpu']}: audio-s/s per GPU " + ", ".join(
+                                f"{x['actors']} actors {x['audio_s_per_s']:.1f} (RTF/actor {x['rtf_per_actor']:.3f})"
+                                for x in rows) + f"; verify (base, {r['asr']['base'][-1]['engine']}) {asr:.0f} audio-s/s"))
+            for e in r.get("errors", []):
+                out.append(("7 GPU", "error", "report", "?", e[-300:].replace("|", "/")))
     return out
 
 

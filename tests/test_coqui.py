@@ -401,3 +401,33 @@ def test_xtts_text_is_split_within_the_language_limits(tiny_xtts, xtts_pool, tmp
     assert np.array_equal(a, b)
     with pytest.raises(ValueError, match="not one of the model's languages"):
         backend.synthesize("hola", pool["xa"], language="xx", seed=1)
+
+
+def test_xtts_reference_clips_are_read_without_ffmpeg(tiny_xtts, xtts_pool, tmp_path, monkeypatch):
+    """GPU images often lack FFmpeg, which torchaudio.load (torchcodec) needs: the backend reads references
+    with soundfile. The stereo 24 kHz FLAC comes back as coqui's reader would give it (mono mean, resampled)."""
+    import soundfile as sf
+    import torchaudio
+    from TTS.tts.models import xtts as coqui_xtts
+
+    from pipeline.backends.coqui import _read_reference
+
+    rate, seconds = 24000, 2.0
+    t = np.arange(int(rate * seconds)) / rate
+    left, right = 0.5 * np.sin(2 * np.pi * 220 * t), 0.3 * np.sin(2 * np.pi * 330 * t)
+    sf.write(tmp_path / "stereo.flac", np.stack([left, right], axis=1), rate)
+    ours = _read_reference(tmp_path / "stereo.flac", 22050)
+    assert ours.shape == (1, int(22050 * seconds))
+    expected = torchaudio.functional.resample(torch.tensor((left + right) / 2, dtype=torch.float32), rate, 22050)
+    n = min(ours.shape[1], expected.shape[0]) - 200  # resampler edges differ
+    corr = np.corrcoef(ours[0, 100:n].numpy(), expected[100:n].numpy())[0, 1]
+    assert corr > 0.999, corr
+
+    def no_ffmpeg(*_a, **_k):
+        raise RuntimeError("torchaudio.load called: this needs FFmpeg")
+
+    monkeypatch.setattr(torchaudio, "load", no_ffmpeg)
+    backend = xtts_backend(tiny_xtts, xtts_pool, tmp_path / "state")
+    assert coqui_xtts.load_audio is _read_reference
+    gpt, emb = backend.latents(load_pool(xtts_pool)[0])
+    assert backend.cache_stats["computed"] == 1 and torch.isfinite(gpt).all() and torch.isfinite(emb).all()

@@ -14,19 +14,24 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
+TINY_VITS_ARGS = {"hidden_channels": 8, "hidden_channels_ffn_text_encoder": 16, "num_heads_text_encoder": 2,
+                      "num_layers_text_encoder": 1, "num_layers_posterior_encoder": 1, "num_layers_flow": 1,
+                      "upsample_initial_channel_decoder": 16, "resblock_kernel_sizes_decoder": [3],
+                      "resblock_dilation_sizes_decoder": [[1, 3, 5]], "speaker_embedding_channels": 8, "use_sdp": False,
+                      "length_scale": 0.5}
 
-def build_tiny_vits(folder: Path, num_speakers: int = 2000, seed: int = 0) -> Path:
-    """A multi-speaker VITS with `num_speakers` rows (names spk0..spkN-1) and a plain-letters alphabet."""
+
+def build_tiny_vits(folder: Path, num_speakers: int = 2000, seed: int = 0, full_size: bool = False) -> Path:
+    """A multi-speaker VITS with `num_speakers` rows (names spk0..spkN-1) and a plain-letters alphabet.
+    full_size=True keeps coqui's standard VITS dimensions (the VCTK/LibriTTS recipes'), for benchmarks that
+    need the real architecture's cost per second of audio."""
     import torch
     from TTS.tts.configs.shared_configs import CharactersConfig
     from TTS.tts.configs.vits_config import VitsConfig
     from TTS.tts.models.vits import Vits, VitsArgs
 
-    args = VitsArgs(hidden_channels=8, hidden_channels_ffn_text_encoder=16, num_heads_text_encoder=2,
-                    num_layers_text_encoder=1, num_layers_posterior_encoder=1, num_layers_flow=1,
-                    upsample_initial_channel_decoder=16, resblock_kernel_sizes_decoder=[3],
-                    resblock_dilation_sizes_decoder=[[1, 3, 5]], use_speaker_embedding=True,
-                    speaker_embedding_channels=8, use_sdp=False, init_discriminator=False, length_scale=0.5)
+    sizes = {} if full_size else TINY_VITS_ARGS
+    args = VitsArgs(**sizes, use_speaker_embedding=True, init_discriminator=False)
     chars = CharactersConfig(characters_class="TTS.tts.models.vits.VitsCharacters", pad="<PAD>", eos="<EOS>",
                              bos="<BOS>", blank="<BLNK>", phonemes=None, punctuations="!'(),-.:;? ",
                              characters="abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789")
@@ -40,10 +45,12 @@ def build_tiny_vits(folder: Path, num_speakers: int = 2000, seed: int = 0) -> Pa
     return folder
 
 
-def build_tiny_xtts(folder: Path, seed: int = 0) -> Path:
+def build_tiny_xtts(folder: Path, seed: int = 0, full_size: bool = False) -> Path:
     """An XTTS-v2 with a 1-layer, 32-wide GPT, the BPE vocab coqui-tts ships, a perceiver conditioning
     encoder, and the real (randomly initialised) HiFi-GAN decoder and ResNet speaker encoder. At most 24
-    audio codes per piece, so a random GPT that never says stop still ends quickly."""
+    audio codes per piece, so a random GPT that never says stop still ends quickly.
+    full_size=True builds XTTS-v2's own shapes (30-layer, 1024-wide GPT, 1026 audio codes, up to 605 per
+    piece) with random weights: the real model's compute per audio code, for benchmarks."""
     import torch
     import TTS
     from TTS.tts.configs.xtts_config import XttsArgs, XttsConfig
@@ -51,9 +58,10 @@ def build_tiny_xtts(folder: Path, seed: int = 0) -> Path:
     from TTS.tts.models.xtts import Xtts
 
     vocab = Path(TTS.__file__).parent / "tts/utils/assets/tortoise/tokenizer.json"
-    args = XttsArgs(gpt_layers=1, gpt_n_model_channels=32, gpt_n_heads=2, decoder_input_dim=32,
-                    gpt_max_audio_tokens=24, gpt_num_audio_tokens=66, gpt_start_audio_token=64,
-                    gpt_stop_audio_token=65, gpt_use_perceiver_resampler=True)
+    shape = ({"gpt_num_audio_tokens": 1026, "gpt_start_audio_token": 1024, "gpt_stop_audio_token": 1025} if full_size else
+             {"gpt_layers": 1, "gpt_n_model_channels": 32, "gpt_n_heads": 2, "decoder_input_dim": 32, "gpt_max_audio_tokens": 24,
+                  "gpt_num_audio_tokens": 66, "gpt_start_audio_token": 64, "gpt_stop_audio_token": 65})
+    args = XttsArgs(**shape, gpt_use_perceiver_resampler=True)
     cfg = XttsConfig(model_args=args)
     torch.manual_seed(seed)
     model = Xtts(cfg)

@@ -137,6 +137,27 @@ def _patch_xtts_for_transformers_cache_kwarg() -> None:
     GPT2InferenceModel.forward = shimmed
 
 
+def _read_reference(audiopath, sampling_rate):
+    """Stand-in for coqui-tts's xtts.load_audio, which goes through torchaudio.load and therefore, from
+    torchaudio 2.9, through torchcodec and FFmpeg's shared libraries, which GPU images often lack. The
+    references are WAV/FLAC (the importers write FLAC), which soundfile reads; the result is the same
+    [1, T] mono float tensor in [-1, 1] at `sampling_rate`."""
+    import soundfile as sf
+    import torch
+
+    from pipeline.audio import resample
+
+    samples, rate = sf.read(str(audiopath), dtype="float32", always_2d=True)
+    mono = resample(samples.mean(axis=1), rate, sampling_rate)
+    return torch.from_numpy(np.clip(mono, -1.0, 1.0)).unsqueeze(0)
+
+
+def _patch_xtts_reference_reader() -> None:
+    from TTS.tts.models import xtts
+
+    xtts.load_audio = _read_reference
+
+
 # --- multi-speaker VITS ------------------------------------------------------------------------------
 
 
@@ -217,6 +238,7 @@ class XttsBackend:
         from TTS.tts.models.xtts import Xtts
 
         _patch_xtts_for_transformers_cache_kwarg()
+        _patch_xtts_reference_reader()
         folder = resolve_model("xtts", model)
         config = XttsConfig()
         config.load_json(str(folder / "config.json"))
