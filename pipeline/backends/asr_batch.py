@@ -35,18 +35,19 @@ class BatchedWhisperASR:
         self.pipeline = BatchedInferencePipeline(self.model)
         self.model_id = f"faster-whisper {version('faster-whisper')} {name} {compute_type} batched"
 
-    def _one(self, audio_16k: np.ndarray) -> str:
-        segments, _ = self.model.transcribe(audio_16k, language=self.language, beam_size=self.beam_size,
+    def transcribe(self, audio_16k: np.ndarray, language: str | None = None) -> str:
+        """One clip, sequentially (as `WhisperASR.transcribe`)."""
+        segments, _ = self.model.transcribe(audio_16k, language=language or self.language, beam_size=self.beam_size,
                                             condition_on_previous_text=False, without_timestamps=True, vad_filter=False)
         return " ".join(s.text.strip() for s in segments).strip()
 
-    def transcribe_many(self, clips: list[np.ndarray]) -> list[str]:
-        """16 kHz mono float32 clips -> one transcript each, in order."""
+    def transcribe_many(self, clips: list[np.ndarray], language: str | None = None) -> list[str]:
+        """16 kHz mono float32 clips -> one transcript each, in order; `language` overrides the constructor's."""
         texts = [""] * len(clips)
         short = [i for i, c in enumerate(clips) if 0 < c.size <= WINDOW_S * RATE]
         for i, clip in enumerate(clips):
             if clip.size > WINDOW_S * RATE:
-                texts[i] = self._one(clip)
+                texts[i] = self.transcribe(clip, language)
         if not short:
             return texts
         starts, pos = [], 0
@@ -55,7 +56,7 @@ class BatchedWhisperASR:
             pos += clips[i].size
         audio = np.concatenate([clips[i] for i in short]).astype(np.float32, copy=False)
         windows = [{"start": s / RATE, "end": (s + clips[i].size) / RATE} for s, i in zip(starts, short)]
-        segments, _ = self.pipeline.transcribe(audio, language=self.language, beam_size=self.beam_size,
+        segments, _ = self.pipeline.transcribe(audio, language=language or self.language, beam_size=self.beam_size,
                                                without_timestamps=True, clip_timestamps=windows,
                                                batch_size=self.batch_size)
         # each segment carries its window's start (`seek`, in 10 ms frames): map it back to the clip

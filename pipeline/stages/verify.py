@@ -15,7 +15,8 @@ from typing import Any
 import numpy as np
 
 from pipeline.audio import decode_audio, encode_flac, resample
-from pipeline.backends.asr import WhisperASR
+from pipeline.backends.asr import WhisperASR, asr_device
+from pipeline.backends.asr_batch import BatchedWhisperASR
 from pipeline.config import VerifyConfig
 from pipeline.metrics import error_rate
 from pipeline.speakers import Speaker
@@ -33,12 +34,18 @@ class VerifyStage(Stage):
         self.cfg, self.asr_model_path = cfg, asr_model
         self.speakers = {s.speaker_id: s for s in pool or []}
         self.pool_file = pool_file
-        self.asr: WhisperASR | None = None
+        self.asr: WhisperASR | BatchedWhisperASR | None = None
         self.dnsmos = None
         self.embedder = None
 
     def setup(self) -> None:
-        self.asr = WhisperASR(self.asr_model_path, self.cfg.asr_language, self.cfg.compute_type, self.cfg.beam_size)
+        cfg = self.cfg
+        device = asr_device(cfg.device)
+        if cfg.asr_batch_size > 1:
+            self.asr = BatchedWhisperASR(self.asr_model_path, cfg.asr_language, cfg.compute_type, cfg.beam_size,
+                                         device=device, batch_size=cfg.asr_batch_size)
+        else:
+            self.asr = WhisperASR(self.asr_model_path, cfg.asr_language, cfg.compute_type, cfg.beam_size, device=device)
         if self.cfg.dnsmos:
             from pipeline.quality.dnsmos import DnsmosScorer
 
@@ -73,8 +80,12 @@ class VerifyStage(Stage):
         language = self.cfg.asr_language or row["language"]
         limit = self.cfg.max_error_rate.get(row["language"], self.cfg.max_wer)
         metric = "CER" if row["language"].startswith("zh") else "WER"
+        if isinstance(self.asr, BatchedWhisperASR) and not self.cfg.trim_trailing_audio:
+            texts = self.asr.transcribe_many([resample(s, r, ASR_RATE) for s, r in audio], language)
+        else:
+            texts = [None] * len(audio)
         for i, (turn, (samples, rate)) in enumerate(zip(row["turns"], audio)):
-            if self.cfg.trim_trailing_audio:
+            if self.cfg.trim_trailing_audio:  # word timestamps: one turn at a time
                 from pipeline.quality.trim import transcribe_words, trim_after
 
                 turn["asr_text"], last_end = transcribe_words(self.asr, resample(samples, rate, ASR_RATE), language)
@@ -82,6 +93,8 @@ class VerifyStage(Stage):
                 if cut is not None:  # babble after the last word: keep up to the last word plus the margin
                     audio[i] = (cut, rate)
                     turn.update(audio_flac=encode_flac(cut, rate), duration_s=cut.size / rate)
+            elif texts[i] is not None:
+                turn["asr_text"] = texts[i]
             else:
                 turn["asr_text"] = self.asr.transcribe(resample(samples, rate, ASR_RATE), language)
             turn["error_rate"] = error_rate(turn["spoken_text"], turn["asr_text"], row["language"])
