@@ -87,8 +87,12 @@ def file_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def atomic_write(path: Path, write: Callable[[io.BufferedWriter], None]) -> None:
-    """Write to `<name>.tmp`, fsync, then rename: readers see the whole file or nothing."""
+def write_tmp(path: Path, write: Callable[[io.BufferedWriter], None]) -> Path:
+    """First half of an atomic write: write `<name>.tmp` and fsync it; `commit` publishes it.
+
+    Split in two so that a caller can fsync two files at once (the disk's journal then commits them
+    together) and still publish them in a fixed order. A `.tmp` left by a crash is removed on restart.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + TMP_SUFFIX)
     try:
@@ -96,6 +100,15 @@ def atomic_write(path: Path, write: Callable[[io.BufferedWriter], None]) -> None
             write(fh)
             fh.flush()
             os.fsync(fh.fileno())
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return tmp
+
+
+def commit(tmp: Path, path: Path) -> None:
+    """Second half: rename the fsynced temp file into place and fsync the folder, so the name survives a crash."""
+    try:
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
@@ -105,6 +118,11 @@ def atomic_write(path: Path, write: Callable[[io.BufferedWriter], None]) -> None
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
+
+
+def atomic_write(path: Path, write: Callable[[io.BufferedWriter], None]) -> None:
+    """Write to `<name>.tmp`, fsync, then rename: readers see the whole file or nothing."""
+    commit(write_tmp(path, write), path)
 
 
 def write_parquet_atomic(path: Path, table: pa.Table) -> None:
