@@ -189,7 +189,7 @@ def _hash(sha: Any, buffers: list[bytes | memoryview]) -> None:
 
 def write_buffers(fh: Any, buffers: list[bytes | memoryview]) -> None:
     """Write the buffers in order, straight to the file descriptor where there is one (no copy through
-    the file object's buffer), with as few system calls as `writev` allows."""
+    the file object's buffer), with as few system calls as `writev` allows, and start their writeback."""
     try:
         fd = fh.fileno()
     except (AttributeError, OSError):  # io.UnsupportedOperation (BytesIO) is an OSError
@@ -197,7 +197,7 @@ def write_buffers(fh: Any, buffers: list[bytes | memoryview]) -> None:
             fh.write(buf)
         return
     fh.flush()  # anything written through `fh` before goes first
-    start = os.lseek(fd, 0, os.SEEK_CUR)
+    start = fh.tell() if fh.seekable() else None
     views, i = [memoryview(b).cast("B") for b in buffers], 0
     while i < len(views):
         done = os.writev(fd, views[i:i + _IOV_MAX])
@@ -207,7 +207,7 @@ def write_buffers(fh: Any, buffers: list[bytes | memoryview]) -> None:
             i += 1
         if done:
             views[i] = views[i][done:]
-    if hasattr(os, "posix_fadvise"):
+    if start is not None and hasattr(os, "posix_fadvise"):
         # Start writing these bytes to disk now (Linux begins writeback for DONTNEED and drops the pages
         # once clean: nothing reads a shard back), so the fsync at the end waits for the last chunk only.
         os.posix_fadvise(fd, start, sum(memoryview(b).nbytes for b in buffers), os.POSIX_FADV_DONTNEED)
