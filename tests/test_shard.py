@@ -212,3 +212,15 @@ def test_write_error_on_the_writer_thread_reaches_the_caller(tmp_path):
     with open(path, "rb") as fh, pytest.raises(OSError):
         write_tar(fh, odd_samples())
     assert path.read_bytes() == b""
+
+
+def test_manifest_part_without_its_tar_is_cleaned(written):
+    """The tar and its part are renamed before their folders are fsynced: a power cut may keep only the
+    part. A restart must then drop the part too, or its conversations would count as done with no audio."""
+    root, _, _ = written
+    layout = Layout(root)
+    [tar], [part] = layout.shards(), layout.manifest_parts()
+    ids_before = layout.done_ids()
+    tar.unlink()  # what the disk holds if the tar's rename was lost
+    assert layout.clean_unfinished() == [part]
+    assert layout.manifest_parts() == [] and len(layout.done_ids()) == len(ids_before) - 2  # the rejected one stays

@@ -23,7 +23,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline.faults import checkpoint
-from pipeline.io.layout import TMP_SUFFIX, Layout, commit, write_parquet_atomic, write_tmp
+from pipeline.io.layout import TMP_SUFFIX, Layout, publish, sync_folders, write_parquet_atomic, write_tmp
 from pipeline.records import OUTCOME_SCHEMA, is_rejected, reject, rows_to_table, table_to_rows
 
 log = logging.getLogger(__name__)
@@ -275,11 +275,12 @@ class ShardStage:
         return f"{self.run_id}-{hashlib.sha256(ids.encode()).hexdigest()[:12]}"
 
     def write_shard(self, rows: list[dict[str, Any]], language: str, split: str) -> tuple[str, list[dict[str, Any]]]:
-        """Write one tar and its manifest part; the tar is in place (renamed, folder fsynced) before the part.
+        """Write one tar and its manifest part: both fsynced as `.tmp`, renamed (tar first), folders fsynced.
 
         The manifest part is made and fsynced on a second thread while the tar is fsynced, so the two waits
-        overlap (the file system's journal can commit both at once); only the renames are ordered: a crash
-        before the second leaves a tar without its part, which a restart deletes with the `.tmp` files.
+        overlap (the file system's journal can commit both at once), and one folder fsync covers both
+        renames. A crash leaves at worst one of the two names, which a restart deletes with the `.tmp` files
+        (`Layout.clean_unfinished`); readers of a live folder never see a part before its tar.
         """
         name = f"shard-{self.batch_name(rows)}"
         tar_path = self.layout.shard_dir(language, split) / f"{name}.tar"
@@ -310,9 +311,10 @@ class ShardStage:
             for path in (tar_path, manifest_path):
                 path.with_name(path.name + TMP_SUFFIX).unlink(missing_ok=True)
             raise
-        commit(tar_tmp, tar_path)
+        publish(tar_tmp, tar_path)
         checkpoint("shard.between_tar_and_manifest")
-        commit(manifest_tmp, manifest_path)
+        publish(manifest_tmp, manifest_path)
+        sync_folders(tar_path, manifest_path)
         checkpoint("shard.after_manifest")
         return shard_rel, manifest
 
