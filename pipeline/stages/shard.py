@@ -14,7 +14,7 @@ import os
 import tarfile
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -213,8 +213,7 @@ def write_buffers(fh: Any, buffers: list[bytes | memoryview]) -> None:
         os.posix_fadvise(fd, start, sum(memoryview(b).nbytes for b in buffers), os.POSIX_FADV_DONTNEED)
 
 
-def write_tar(fh: Any, samples: Iterable[dict[str, Any]],
-              meanwhile: Callable[[dict[str, int]], None] | None = None) -> tuple[dict[str, int], str]:
+def write_tar(fh: Any, samples: Iterable[dict[str, Any]]) -> tuple[dict[str, int], str]:
     """Write the samples as one uncompressed tar (see `tar_chunks`); return each sample's offset and the sha256.
 
     Three things overlap, chunk by chunk: encoding the samples (JSON, headers: this thread; pass a generator
@@ -222,7 +221,6 @@ def write_tar(fh: Any, samples: Iterable[dict[str, Any]],
     the two threads let go of the GIL. (tarfile's stream writer, under webdataset's TarWriter, copies every
     payload through a BytesIO and its own 10 KB record buffer, and the shard then had to be read back twice
     for its checksum and offsets: measured at 0.37 of a raw write of the same bytes, see bench/run.py row 5.)
-    `meanwhile(offsets)` runs once every sample is queued, while the last chunks are written and hashed.
     """
     offsets: dict[str, int] = {}
     sha, writer, hasher = hashlib.sha256(), _pool("tar-write"), _pool("tar-sha256")
@@ -232,8 +230,6 @@ def write_tar(fh: Any, samples: Iterable[dict[str, Any]],
             pending += (writer.submit(write_buffers, fh, chunk), hasher.submit(_hash, sha, chunk))
             if pending[0].done():  # surface a write error (a full disk) before encoding the rest
                 pending.pop(0).result()
-        if meanwhile is not None:
-            meanwhile(offsets)
     finally:
         for job in pending:  # never return (or raise) while a thread still writes to `fh`
             job.exception()
@@ -289,17 +285,10 @@ class ShardStage:
         samples = (s for row in rows for s in conversation_samples(row, self.license_tags))
         made: dict[str, Any] = {}
 
-        def manifest_table(offsets: dict[str, int]) -> None:  # built while the tar's last chunks are written
-            made["rows"] = self._manifest_rows(rows, language, split, shard_rel, offsets)
-            made["table"] = rows_to_table(made["rows"], MANIFEST_SCHEMA)
-
-        def write(fh: Any) -> None:
-            _, digest = write_tar(fh, samples, manifest_table)
-            for m in made["rows"]:
-                m["shard_sha256"] = digest
-            table = made["table"]
-            table = table.set_column(table.schema.get_field_index("shard_sha256"), MANIFEST_SCHEMA.field("shard_sha256"),
-                                     pa.array([digest] * table.num_rows, pa.string()))
+        def write(fh: Any) -> None:  # write_tmp fsyncs the tar after this, while the manifest thread works
+            offsets, digest = write_tar(fh, samples)
+            made["rows"] = self._manifest_rows(rows, language, split, shard_rel, offsets, digest)
+            table = rows_to_table(made["rows"], MANIFEST_SCHEMA)
             made["job"] = _pool("shard-manifest").submit(write_tmp, manifest_path, lambda mfh: pq.write_table(table, mfh))
 
         try:
@@ -320,7 +309,7 @@ class ShardStage:
 
     @staticmethod
     def _manifest_rows(rows: list[dict[str, Any]], language: str, split: str, shard_rel: str,
-                       offsets: dict[str, int]) -> list[dict[str, Any]]:
+                       offsets: dict[str, int], digest: str) -> list[dict[str, Any]]:
         manifest = []
         for row in rows:
             turns = row["turns"]
@@ -330,7 +319,7 @@ class ShardStage:
                     "key": key, "conversation_id": row["conversation_id"], "exchange_index": ex,
                     "exchange_count": len(turns) // 2, "language": language, "split": split,
                     "domain": row["domain"] or "", "topic": row["topic"], "scenario": row["scenario"],
-                    "shard": shard_rel, "shard_sha256": None, "offset": offsets[key],
+                    "shard": shard_rel, "shard_sha256": digest, "offset": offsets[key],
                     "user_speaker_id": user["speaker_id"], "assistant_speaker_id": assistant["speaker_id"],
                     "user_duration_s": user["duration_s"], "assistant_duration_s": assistant["duration_s"],
                     "user_error_rate": user["error_rate"], "assistant_error_rate": assistant["error_rate"],
