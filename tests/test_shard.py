@@ -1,3 +1,4 @@
+import hashlib
 import io
 import json
 import tarfile
@@ -10,7 +11,7 @@ import webdataset as wds
 from pipeline.audio import decode_audio, encode_flac
 from pipeline.io.layout import Layout, file_sha256
 from pipeline.records import rows_to_table
-from pipeline.stages.shard import ShardStage, member_offsets
+from pipeline.stages.shard import ShardStage, _Headers, member_offsets, write_tar
 
 
 def tone(freq, seconds, rate):
@@ -128,3 +129,99 @@ def test_quota_keeps_exactly_the_target_and_records_the_rest(tmp_path):
     rejects = [r for p in Layout(tmp_path).reject_parts() for r in pq.read_table(p).to_pylist()]
     assert {(r["stage"], r["reason"]) for r in rejects} == {("shard", "target_reached")}
     assert len(Layout(tmp_path).done_ids()) == 5
+
+
+def reference_tar(samples, mtime):
+    """The same samples written by the standard library's tar writer (what webdataset's TarWriter uses)."""
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tf:
+        for sample in samples:
+            for ext in sorted(k for k in sample if not k.startswith("_")):
+                data = sample[ext].encode() if isinstance(sample[ext], str) else sample[ext]
+                info = tarfile.TarInfo(f"{sample['__key__']}.{ext}")
+                info.size, info.mtime, info.mode, info.uname, info.gname = len(data), mtime, 0o444, "bigdata", "bigdata"
+                tf.addfile(info, io.BytesIO(data))
+    return out.getvalue()
+
+
+def odd_samples():
+    """Payload sizes around the 512-byte block and over the 1 MB chunk, an empty member, a str payload, a
+    non-ASCII key and a 120-character key (both need a pax header) and enough bytes for several chunks."""
+    rng = np.random.default_rng(7)
+    sizes = [0, 1, 511, 512, 513, 1023, 1024, 1025, 70_001, 1_300_000] + [200_000] * 12
+    samples = [{"__key__": f"s{i:03d}", "json": json.dumps({"i": i}), "user.flac": rng.bytes(n),
+                "assistant.flac": rng.bytes(n // 3)} for i, n in enumerate(sizes)]
+    samples.append({"__key__": "sprecher-größe", "json": "{}", "user.flac": b"x" * 700})
+    samples.append({"__key__": "k" * 120, "json": "{}", "user.flac": memoryview(b"y" * 900)})
+    return samples
+
+
+@pytest.mark.parametrize("target", ["file", "bytesio"])
+def test_write_tar_is_byte_identical_to_tarfile(tmp_path, target):
+    """The writer builds headers from a template and writes with writev on a thread: the bytes must be
+    exactly the standard library's, and the offsets and sha256 it returns must be those of the file."""
+    samples = odd_samples()
+    if target == "file":
+        path = tmp_path / "t.tar"
+        with open(path, "wb") as fh:
+            offsets, digest = write_tar(fh, iter(samples))
+        data = path.read_bytes()
+    else:
+        buf = io.BytesIO()
+        offsets, digest = write_tar(buf, samples)
+        data = buf.getvalue()
+        path = tmp_path / "t.tar"
+        path.write_bytes(data)
+    with tarfile.open(fileobj=io.BytesIO(data)) as tf:
+        mtime = tf.next().mtime
+    expected = reference_tar(samples, mtime)
+    assert len(data) == len(expected) and data == expected
+    assert digest == hashlib.sha256(data).hexdigest() == file_sha256(path)
+    assert offsets == member_offsets(path) and len(offsets) == len(samples)
+    read = list(wds.WebDataset(str(path), shardshuffle=False))
+    assert [s["__key__"] for s in read] == [s["__key__"] for s in samples]
+    for got, sent in zip(read, samples):
+        assert got["user.flac"] == bytes(sent["user.flac"])
+        assert got["json"] == (sent["json"].encode() if isinstance(sent["json"], str) else sent["json"])
+
+
+def test_template_headers_match_tarfile():
+    """Every field the template changes (name, size, checksum) against tarfile's own header."""
+    headers = _Headers(1_764_000_000)
+    for name in ["a.json", "en-00000000000000ff_000.user.flac", "x" * 100, "x" * 101, "é.flac"]:
+        for size in [0, 1, 511, 512, 10**6, 8**11 - 1, 8**11]:
+            info = tarfile.TarInfo(name)
+            info.size, info.mtime, info.mode, info.uname, info.gname = size, 1_764_000_000, 0o444, "bigdata", "bigdata"
+            assert headers(name, size) == info.tobuf(tarfile.PAX_FORMAT, "utf-8"), (name, size)
+
+
+def test_failed_write_leaves_no_files(tmp_path):
+    """A sample that cannot be written (audio that is not bytes) fails the shard and leaves neither the
+    tar nor its manifest part, nor a temp file, behind."""
+    stage = ShardStage(tmp_path, "rf", ["t"])
+    good, bad = rows_to_table([conversation(0, 1), conversation(1, 1)]).to_pylist()
+    bad["turns"][1]["audio_flac"] = 12345
+    with pytest.raises(TypeError, match="assistant.flac is int"):
+        stage.write_shard([good, bad], "en", "train")
+    assert [p for p in tmp_path.rglob("*") if p.is_file()] == []
+
+
+def test_write_error_on_the_writer_thread_reaches_the_caller(tmp_path):
+    """writev runs on a worker thread: its error (here EBADF, a file opened for reading) must be raised."""
+    path = tmp_path / "ro.tar"
+    path.write_bytes(b"")
+    with open(path, "rb") as fh, pytest.raises(OSError):
+        write_tar(fh, odd_samples())
+    assert path.read_bytes() == b""
+
+
+def test_manifest_part_without_its_tar_is_cleaned(written):
+    """The tar and its part are renamed before their folders are fsynced: a power cut may keep only the
+    part. A restart must then drop the part too, or its conversations would count as done with no audio."""
+    root, _, _ = written
+    layout = Layout(root)
+    [tar], [part] = layout.shards(), layout.manifest_parts()
+    ids_before = layout.done_ids()
+    tar.unlink()  # what the disk holds if the tar's rename was lost
+    assert layout.clean_unfinished() == [part]
+    assert layout.manifest_parts() == [] and len(layout.done_ids()) == len(ids_before) - 2  # the rejected one stays

@@ -6,7 +6,9 @@ out/<dataset>/
   rejects/part-<run>-<hash>.parquet                  one row per rejected conversation
   state/runs.jsonl                                   one line per run (id, time, config digest)
   config.yaml, stats.json
-A tar without its manifest part is unfinished and is deleted on restart, as are `.tmp` files.
+A tar without its manifest part is unfinished and is deleted on restart, as are `.tmp` files and a manifest
+part without its tar (both are renamed into place before their folders are fsynced, so a power cut can keep
+either name alone).
 """
 
 from __future__ import annotations
@@ -61,10 +63,12 @@ class Layout:
         return sorted(self.data.glob("*/*/*.tar")) if self.data.is_dir() else []
 
     def clean_unfinished(self) -> list[Path]:
-        """Remove temp files and tars whose manifest part was never written (a crash between the two)."""
+        """Remove temp files, tars whose manifest part was never written (a crash between the two) and
+        manifest parts whose tar did not reach the disk (a power cut before the folders' fsync)."""
         removed = [p for p in self.root.rglob(f"*{TMP_SUFFIX}") if p.is_file()] if self.root.is_dir() else []
-        finished = {p.stem for p in self.manifest_parts()}
-        removed += [t for t in self.shards() if t.stem not in finished]
+        parts, tars = self.manifest_parts(), self.shards()
+        finished, written = {p.stem for p in parts}, {t.stem for t in tars}
+        removed += [t for t in tars if t.stem not in finished] + [p for p in parts if p.stem not in written]
         for p in removed:
             p.unlink(missing_ok=True)
         return removed
@@ -87,8 +91,12 @@ def file_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def atomic_write(path: Path, write: Callable[[io.BufferedWriter], None]) -> None:
-    """Write to `<name>.tmp`, fsync, then rename: readers see the whole file or nothing."""
+def write_tmp(path: Path, write: Callable[[io.BufferedWriter], None]) -> Path:
+    """First half of an atomic write: write `<name>.tmp` and fsync it; `commit` publishes it.
+
+    Split in two so that a caller can fsync two files at once (the disk's journal then commits them
+    together) and still publish them in a fixed order. A `.tmp` left by a crash is removed on restart.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + TMP_SUFFIX)
     try:
@@ -96,15 +104,41 @@ def atomic_write(path: Path, write: Callable[[io.BufferedWriter], None]) -> None
             write(fh)
             fh.flush()
             os.fsync(fh.fileno())
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return tmp
+
+
+def publish(tmp: Path, path: Path) -> None:
+    """Rename a fsynced temp file into place; the name is durable once `sync_folders` has run."""
+    try:
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+
+
+def sync_folders(*paths: Path) -> None:
+    """fsync the folders holding `paths`, so their names survive a crash. Several renames then share one
+    journal commit: after the first folder's fsync the others usually have nothing left to write."""
+    for folder in dict.fromkeys(p.parent for p in paths):
+        dir_fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+
+
+def commit(tmp: Path, path: Path) -> None:
+    """Second half: rename the fsynced temp file into place and fsync the folder, so the name survives a crash."""
+    publish(tmp, path)
+    sync_folders(path)
+
+
+def atomic_write(path: Path, write: Callable[[io.BufferedWriter], None]) -> None:
+    """Write to `<name>.tmp`, fsync, then rename: readers see the whole file or nothing."""
+    commit(write_tmp(path, write), path)
 
 
 def write_parquet_atomic(path: Path, table: pa.Table) -> None:
