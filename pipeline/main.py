@@ -343,7 +343,7 @@ def build_dataset(res: Resolved, base_url: str | None, run_id: str, done_ids, st
             ds = ds.map_batches(eager(VerifyStage), fn_constructor_kwargs=dict(cfg=v, asr_model=res.asr_model, pool=res.pool,
                                                                              pool_file=cfg.resolve_path(cfg.voices.pool),
                                                                              threads=threads),
-                                batch_size=v.batch_size, compute=pool(min_size=1, max_size=verify_actors(v.max_actors, threads)),
+                                batch_size=v.batch_size, compute=verify_pool(v.max_actors, threads),
                                 batch_format="pyarrow", num_cpus=cfg.verify.num_cpus, **crash)
     return ds.map_batches(ShardStage, fn_constructor_kwargs=dict(out_dir=res.out_dir, run_id=run_id,
                                                                  license_tags=cfg.license_tags,
@@ -366,13 +366,15 @@ def eager(stage_cls: type) -> type:
     return Eager
 
 
-def verify_actors(max_actors: int | str, threads: int) -> int:
-    """verify.max_actors; auto: as many actors as the cluster has CPUs for `threads` threads each."""
-    if max_actors != "auto":
-        return int(max_actors)
+def verify_pool(max_actors: int | str, threads: int):
+    """verify.max_actors N: a pool that grows from 1 to N actors with the backlog. auto: as many actors as the
+    cluster has CPUs for `threads` threads each, all started at once: verify is the slowest CPU stage, and a
+    pool grown on demand adds its second actor only after the first has worked through a batch (Ray timeline)."""
     import ray
 
-    return max(1, int(ray.cluster_resources().get("CPU", 1) // threads))
+    if max_actors != "auto":
+        return ray.data.ActorPoolStrategy(min_size=1, max_size=int(max_actors))
+    return ray.data.ActorPoolStrategy(size=max(1, int(ray.cluster_resources().get("CPU", 1) // threads)))
 
 
 def tts_backend_options(res: Resolved) -> dict[str, Any]:
