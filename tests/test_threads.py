@@ -7,6 +7,7 @@ import sys
 
 import numpy as np
 import pytest
+from test_tts_verify import conversation
 
 from pipeline.config import REPO_ROOT, ConfigError, VerifyConfig, load_config
 from pipeline.records import rows_to_table
@@ -14,7 +15,6 @@ from pipeline.speakers import load_pool
 from pipeline.stages.tts import TTSStage
 from pipeline.stages.verify import VerifyStage
 from pipeline.threads import threads_for
-from test_tts_verify import conversation
 
 
 @pytest.mark.parametrize(("num_cpus", "explicit", "threads"),

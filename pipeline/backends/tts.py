@@ -31,11 +31,14 @@ class PiperBackend:
         self.threads = threads  # ONNX Runtime intra-op threads; None: one per core
         self._voices: dict[str, object] = {}
         self.model_id = f"piper-tts {version('piper-tts')} {self.default_voice.stem}"
+        self._load(str(self.default_voice))  # now, when the actor starts, rather than on its first turn
 
     def _voice(self, speaker: Speaker):
+        return self._load(str(self.default_voice if speaker.voice == "default" else speaker.voice))
+
+    def _load(self, path: str):
         from piper import PiperVoice
 
-        path = str(self.default_voice if speaker.voice == "default" else speaker.voice)
         if path not in self._voices:
             if self.threads is None:
                 self._voices[path] = PiperVoice.load(path)
