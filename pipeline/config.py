@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, field_validator, model_validator
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
@@ -153,6 +153,8 @@ class TTSConfig(Section):
     chunk_gap_s: float = Field(0.15, ge=0, le=2, description="silence between the pieces of a turn split for XTTS")
     max_actors: int = Field(1, ge=1)
     num_cpus: float = Field(0.5, gt=0)
+    cpu_threads: int | None = Field(None, ge=1, description="CPU threads of each TTS actor's model (ONNX Runtime, "
+                                                            "torch); null: num_cpus rounded, at least 1")
     batch_size: int = Field(2, ge=1)
     user_sample_rate: Literal[16000] = 16000
 
@@ -199,8 +201,11 @@ class VerifyConfig(Section):
         return rates
     min_duration_s: float = Field(0.2, ge=0)
     max_duration_s: float = Field(60.0, gt=0)
-    max_actors: int = Field(1, ge=1)
+    max_actors: PositiveInt | Literal["auto"] = Field("auto", description="verify actors (ASR is the slowest CPU stage); auto: "
+                                                                  "the Ray cluster's CPUs / cpu_threads, at least 1")
     num_cpus: float = Field(0.5, gt=0)
+    cpu_threads: int | None = Field(None, ge=1, description="CPU threads of each verify actor's models (CTranslate2, "
+                                                            "ONNX Runtime, torch); null: num_cpus rounded, at least 1")
     batch_size: int = Field(2, ge=1)
     dnsmos: bool = Field(True, description="score every turn with DNSMOS (speechmos ONNX models)")
     min_dnsmos_ovrl: float | None = Field(None, ge=1, le=5, description="reject below this DNSMOS overall; null: off")

@@ -26,6 +26,7 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from pipeline.config import REPO_ROOT, ConfigError, RunConfig, dump_resolved, load_config
+from pipeline.threads import threads_for
 
 log = logging.getLogger("speechchat")
 
@@ -327,26 +328,57 @@ def build_dataset(res: Resolved, base_url: str | None, run_id: str, done_ids, st
         ds = ds.map_batches(TextStage(cfg.text), **light)
         ds = ds.map_batches(VoiceStage(res.pool, cfg.voices, cfg.plan.seed, run_languages(cfg)), **light)
         t = cfg.tts
-        ds = ds.map_batches(TTSStage, fn_constructor_kwargs=dict(backend=t.backend, piper_voice=res.piper_voice,
+        ds = ds.map_batches(eager(TTSStage), fn_constructor_kwargs=dict(backend=t.backend, piper_voice=res.piper_voice,
                                                                  pool=res.pool, user_sample_rate=t.user_sample_rate,
                                                                  backend_options=tts_backend_options(res),
                                                                  max_attempts=t.max_attempts, seed=t.seed,
                                                                  min_s_per_char=t.min_s_per_char,
-                                                                 max_s_per_char=t.max_s_per_char),
+                                                                 max_s_per_char=t.max_s_per_char,
+                                                                 threads=threads_for(t.num_cpus, t.cpu_threads)),
                             batch_size=t.batch_size, compute=pool(min_size=1, max_size=t.max_actors),
                             batch_format="pyarrow", num_cpus=t.num_cpus, num_gpus=t.num_gpus or None, **crash)
         if cfg.verify.enabled:
-            ds = ds.map_batches(VerifyStage, fn_constructor_kwargs=dict(cfg=cfg.verify, asr_model=res.asr_model,
-                                                                      pool=res.pool,
-                                                                      pool_file=cfg.resolve_path(cfg.voices.pool)),
-                                batch_size=cfg.verify.batch_size, compute=pool(min_size=1, max_size=cfg.verify.max_actors),
-                                batch_format="pyarrow", num_cpus=cfg.verify.num_cpus,
-                                num_gpus=cfg.verify.num_gpus or None, **crash)
+            v = cfg.verify
+            threads = threads_for(v.num_cpus, v.cpu_threads)
+            ds = ds.map_batches(eager(VerifyStage), fn_constructor_kwargs=dict(cfg=v, asr_model=res.asr_model, pool=res.pool,
+                                                                             pool_file=cfg.resolve_path(cfg.voices.pool),
+                                                                             threads=threads),
+                                batch_size=v.batch_size, compute=verify_pool(v.max_actors, threads, v.num_gpus),
+                                batch_format="pyarrow", num_cpus=v.num_cpus, num_gpus=v.num_gpus or None, **crash)
     return ds.map_batches(ShardStage, fn_constructor_kwargs=dict(out_dir=res.out_dir, run_id=run_id,
                                                                  license_tags=cfg.license_tags,
                                                                  write_samples=stages.audio, quota=quota),
                           batch_size=cfg.shard.conversations_per_shard, compute=pool(size=1), batch_format="pyarrow",
                           num_cpus=cfg.shard.num_cpus, **crash)
+
+
+def eager(stage_cls: type) -> type:
+    """The stage class as a Ray actor that loads its models when it starts, not on its first batch: actors
+    start while upstream stages still work, so model loading overlaps them instead of delaying the first batch."""
+
+    class Eager(stage_cls):
+        def __init__(self, **kwargs):
+            super().__init__(**kwargs)
+            self.setup()
+            self._ready = True
+
+    Eager.__name__ = Eager.__qualname__ = stage_cls.__name__  # Ray Data names the operator (and its stats) by it
+    return Eager
+
+
+def verify_pool(max_actors: int | str, threads: int, num_gpus: float = 0.0):
+    """verify.max_actors N: a pool that grows from 1 to N actors with the backlog. auto: as many actors as the
+    cluster has CPUs for `threads` threads each (or, with verify.num_gpus, as many as its GPU shares fit on
+    the cluster's GPUs), all started at once: verify is the slowest CPU stage, and a pool grown on demand
+    adds its second actor only after the first has worked through a batch (Ray timeline)."""
+    import ray
+
+    if max_actors != "auto":
+        return ray.data.ActorPoolStrategy(min_size=1, max_size=int(max_actors))
+    resources = ray.cluster_resources()
+    if num_gpus > 0:
+        return ray.data.ActorPoolStrategy(size=max(1, int(resources.get("GPU", 0) / num_gpus + 1e-9)))
+    return ray.data.ActorPoolStrategy(size=max(1, int(resources.get("CPU", 1) // threads)))
 
 
 def tts_backend_options(res: Resolved) -> dict[str, Any]:

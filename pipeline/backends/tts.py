@@ -24,18 +24,34 @@ class TTSBackend(Protocol):
 class PiperBackend:
     """Piper (VITS exported to ONNX) on CPU; one voice file per speaker, loaded once and cached."""
 
-    def __init__(self, default_voice: Path | None, noise_scale: float | None = None, noise_w_scale: float | None = None):
+    def __init__(self, default_voice: Path | None, noise_scale: float | None = None, noise_w_scale: float | None = None,
+                 threads: int | None = None):
         self.default_voice = default_voice or piper_joe_voice()
         self.noise_scale, self.noise_w_scale = noise_scale, noise_w_scale
+        self.threads = threads  # ONNX Runtime intra-op threads; None: one per core
         self._voices: dict[str, object] = {}
         self.model_id = f"piper-tts {version('piper-tts')} {self.default_voice.stem}"
+        self._load(str(self.default_voice))  # now, when the actor starts, rather than on its first turn
 
     def _voice(self, speaker: Speaker):
+        return self._load(str(self.default_voice if speaker.voice == "default" else speaker.voice))
+
+    def _load(self, path: str):
         from piper import PiperVoice
 
-        path = str(self.default_voice if speaker.voice == "default" else speaker.voice)
         if path not in self._voices:
-            self._voices[path] = PiperVoice.load(path)
+            if self.threads is None:
+                self._voices[path] = PiperVoice.load(path)
+            else:  # PiperVoice.load takes no session options: build its session with the thread count
+                import json
+
+                from piper.config import PiperConfig
+
+                from pipeline.threads import onnx_session
+
+                config = json.loads(Path(f"{path}.json").read_text(encoding="utf-8"))
+                self._voices[path] = PiperVoice(config=PiperConfig.from_dict(config),
+                                                session=onnx_session(path, self.threads))
         return self._voices[path]
 
     def synthesize(self, text: str, speaker: Speaker, language: str = "en", seed: int = 0) -> tuple[np.ndarray, int]:

@@ -28,13 +28,21 @@ class DnsmosScores:
 
 
 class DnsmosScorer:
-    def __init__(self, personalized: bool = False):
+    def __init__(self, personalized: bool = False, threads: int | None = None):
         import speechmos.dnsmos as sm
 
         base = Path(sm.__file__).resolve().parent
         primary = base / ("pdnsmos_models" if personalized else "dnsmos_models") / "sig_bak_ovr.onnx"
+        p808 = base / "dnsmos_models" / "model_v8.onnx"
         self.personalized = personalized
-        self._model = sm.DNSMOS(str(primary), str(base / "dnsmos_models" / "model_v8.onnx"))
+        if threads is None:
+            self._model = sm.DNSMOS(str(primary), str(p808))
+        else:  # sm.DNSMOS takes no session options: the same object with sessions of `threads` threads
+            from pipeline.threads import onnx_session
+
+            self._model = sm.DNSMOS.__new__(sm.DNSMOS)
+            self._model.primary_model_path = str(primary)
+            self._model.onnx_sess, self._model.p808_onnx_sess = onnx_session(primary, threads), onnx_session(p808, threads)
 
     def score(self, samples: np.ndarray, sample_rate: int) -> DnsmosScores:
         """Score mono float samples at any rate (resampled to 16 kHz); clips shorter than 9 s are looped by DNSMOS."""

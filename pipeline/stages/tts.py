@@ -19,6 +19,7 @@ from pipeline.audio import encode_flac, resample
 from pipeline.backends.tts import TTSBackend, make_backend
 from pipeline.speakers import Speaker
 from pipeline.stages.base import Rejected, Stage
+from pipeline.threads import limit_threads
 
 log = logging.getLogger(__name__)
 
@@ -34,8 +35,9 @@ class TTSStage(Stage):
 
     def __init__(self, backend: str, piper_voice: Path | None, pool: list[Speaker], user_sample_rate: int = 16000,
                  backend_options: dict | None = None, max_attempts: int = 1, seed: int = 0,
-                 min_s_per_char: float = 0.005, max_s_per_char: float = 1.0):
+                 min_s_per_char: float = 0.005, max_s_per_char: float = 1.0, threads: int | None = None):
         super().__init__()
+        self.threads = threads  # CPU threads of the model (pipeline.threads); None: the library's default
         self.backend_name, self.piper_voice, self.backend_options = backend, piper_voice, backend_options or {}
         self.speakers = {s.speaker_id: s for s in pool}
         self.user_sample_rate = user_sample_rate
@@ -44,7 +46,12 @@ class TTSStage(Stage):
         self.backend: TTSBackend | None = None
 
     def setup(self) -> None:
-        self.backend = make_backend(self.backend_name, self.piper_voice, **self.backend_options)
+        limit_threads(self.threads)
+        options = dict(self.backend_options)
+        if self.backend_name == "piper" and self.threads is not None:
+            options["threads"] = self.threads
+        self.backend = make_backend(self.backend_name, self.piper_voice, **options)
+        limit_threads(self.threads)  # a Coqui backend has imported torch now
 
     def check_audio(self, samples: np.ndarray, rate: int, text: str) -> str | None:
         """None if the audio is plausible for the text, else a short reason code."""

@@ -21,6 +21,7 @@ from pipeline.config import VerifyConfig
 from pipeline.metrics import error_rate
 from pipeline.speakers import Speaker
 from pipeline.stages.base import Rejected, Stage
+from pipeline.threads import limit_threads
 
 ASR_RATE = 16000
 
@@ -29,9 +30,10 @@ class VerifyStage(Stage):
     name = "verify"
 
     def __init__(self, cfg: VerifyConfig, asr_model: Path | None, pool: list[Speaker] | None = None,
-                 pool_file: Path | None = None):
+                 pool_file: Path | None = None, threads: int | None = None):
         super().__init__()
         self.cfg, self.asr_model_path = cfg, asr_model
+        self.threads = threads  # CPU threads of every model here (pipeline.threads); None: the libraries' defaults
         self.speakers = {s.speaker_id: s for s in pool or []}
         self.pool_file = pool_file
         self.asr: WhisperASR | BatchedWhisperASR | None = None
@@ -39,21 +41,24 @@ class VerifyStage(Stage):
         self.embedder = None
 
     def setup(self) -> None:
+        limit_threads(self.threads)
         cfg = self.cfg
         device = asr_device(cfg.device)
         if cfg.asr_batch_size > 1:
             self.asr = BatchedWhisperASR(self.asr_model_path, cfg.asr_language, cfg.compute_type, cfg.beam_size,
-                                         device=device, batch_size=cfg.asr_batch_size)
+                                         device=device, cpu_threads=self.threads or 0, batch_size=cfg.asr_batch_size)
         else:
-            self.asr = WhisperASR(self.asr_model_path, cfg.asr_language, cfg.compute_type, cfg.beam_size, device=device)
+            self.asr = WhisperASR(self.asr_model_path, cfg.asr_language, cfg.compute_type, cfg.beam_size, device=device,
+                                  cpu_threads=self.threads or 0)
         if self.cfg.dnsmos:
             from pipeline.quality.dnsmos import DnsmosScorer
 
-            self.dnsmos = DnsmosScorer()
+            self.dnsmos = DnsmosScorer(threads=self.threads)
         if self.cfg.speaker_consistency:
             from pipeline.quality.speaker_embed import SpeakerEmbedder
 
             self.embedder = SpeakerEmbedder()
+            limit_threads(self.threads)  # torch is imported now
 
     def process_row(self, row: dict[str, Any]) -> None:
         assert self.asr is not None
