@@ -88,3 +88,16 @@ def test_verify_pool_auto_fills_the_cluster_cpus(ray_session):
     assert verify_pool("auto", cpus + 1).min_size == 1  # never zero actors
     grown = verify_pool(3, 1)
     assert (grown.min_size, grown.max_size) == (1, 3)
+
+
+@pytest.mark.parametrize("gpus, share, actors", [(2, 0.25, 8), (1, 0.1, 10), (1, 0.3, 3), (0, 0.5, 1)])
+def test_verify_pool_auto_with_a_gpu_share_counts_gpus_not_cpus(monkeypatch, gpus, share, actors):
+    """With verify.num_gpus the pool is as many actors as the shares fit on the GPUs. The cluster's resource
+    table is a stand-in here (the test machine has no GPU); the pool arithmetic is the real code."""
+    import ray
+
+    from pipeline.main import verify_pool
+
+    monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": 64.0, "GPU": float(gpus)})
+    pool = verify_pool("auto", 1, share)
+    assert (pool.min_size, pool.max_size) == (actors, actors)
