@@ -43,3 +43,20 @@ FAKE_OPENAI_KEY = "sk-test-FAKE-KEY-never-logged-0000"
 FAKE_HF_TOKEN = "hf_test_FAKE_TOKEN_never_logged_0000"
 os.environ["OPENAI_API_KEY"] = FAKE_OPENAI_KEY
 os.environ["HF_TOKEN"] = FAKE_HF_TOKEN
+
+
+@pytest.fixture
+def stage_plan(monkeypatch) -> list[tuple[str, float | None]]:
+    """(stage name, num_gpus) of every map_batches call that `build_dataset` makes, in order. A recording
+    stand-in replaces the Ray dataset: there is no GPU here, and the plan handed to Ray is what is checked."""
+    import ray
+
+    seen: list[tuple[str, float | None]] = []
+
+    class Recorder:
+        def map_batches(self, fn, *args, **kwargs):
+            seen.append((getattr(fn, "__name__", type(fn).__name__), kwargs.get("num_gpus")))
+            return self
+
+    monkeypatch.setattr(ray.data, "read_datasource", lambda *a, **k: Recorder())
+    return seen

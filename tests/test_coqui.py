@@ -117,29 +117,19 @@ def test_bad_tts_device_settings_are_config_errors(overrides, message):
     assert message in str(err.value) and "tts" in str(err.value)
 
 
-def test_gpu_share_reaches_the_tts_actors(tmp_path, tiny_vits, monkeypatch):
+def test_gpu_share_reaches_the_tts_actors(tmp_path, tiny_vits, stage_plan):
     """tts.num_gpus goes to map_batches as num_gpus (0.25 = 4 actors per GPU). A recording stand-in for
     the Ray dataset replaces execution here (no GPU, and the plan is what is checked)."""
-    import ray
-
     from pipeline.main import Resolved, StageSelection, build_dataset
 
-    seen = []
-
-    class Recorder:
-        def map_batches(self, fn, *args, **kwargs):
-            seen.append((getattr(fn, "__name__", type(fn).__name__), kwargs.get("num_gpus")))
-            return self
-
-    monkeypatch.setattr(ray.data, "read_datasource", lambda *a, **k: Recorder())
     cfg = load_config(REPO_ROOT / "configs/smoke.yaml", ["tts.backend=vits", f"tts.model={tiny_vits}",
                                                          "tts.num_gpus=0.25", "verify.enabled=false"], tmp_path)
     pool = load_pool(REPO_ROOT / "speakers/piper_en.jsonl")
     build_dataset(Resolved(cfg, tmp_path, REPO_ROOT / "prompts", None, None, None, pool, tiny_vits), None, "r1",
                   np.empty(0, dtype=np.uint64), StageSelection.parse("tts,verify,shard"))
-    assert ("TTSStage", 0.25) in seen
-    assert "VerifyStage" not in [name for name, _ in seen]  # verify.enabled=false
-    assert seen[-1][0] == "ShardStage"
+    assert ("TTSStage", 0.25) in stage_plan
+    assert "VerifyStage" not in [name for name, _ in stage_plan]  # verify.enabled=false
+    assert stage_plan[-1][0] == "ShardStage"
 
 
 # --- VITS: 2,000 speakers through the real pipeline on a real Ray -------------------------------------
