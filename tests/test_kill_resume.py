@@ -38,7 +38,8 @@ def overrides(base_url):
     return ["plan.num_conversations=3", f"llm.base_url={base_url}", "llm.max_tokens=200", "llm.batch_size=1",
             "plan.exchanges.en.min=1", "plan.exchanges.en.max=1", "tts.piper_noise_scale=0",
             "tts.piper_noise_w_scale=0", "tts.batch_size=1",
-            "verify.batch_size=1", "shard.conversations_per_shard=1"]
+            "verify.batch_size=1", "verify.max_actors=1",  # one process counts the passes before a kill point
+            "shard.conversations_per_shard=1"]
 
 
 def kept_ids(out):
