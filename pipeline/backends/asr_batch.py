@@ -10,36 +10,29 @@ than one window (30 s) fall back to the sequential per-clip call.
 from __future__ import annotations
 
 import bisect
-from importlib.metadata import version
 from pathlib import Path
 
 import numpy as np
 
-from pipeline.backends.assets import whisper_tiny_en
+from pipeline.backends.asr import WhisperASR
 
 RATE = 16000
 WINDOW_S = 30.0
 
 
-class BatchedWhisperASR:
+class BatchedWhisperASR(WhisperASR):
+    """`WhisperASR` (same model, same per-clip `transcribe`) plus `transcribe_many` for a batch of clips."""
+
     def __init__(self, model_dir: Path | None, language: str, compute_type: str = "int8", beam_size: int = 1,
                  device: str = "cpu", cpu_threads: int = 0, batch_size: int = 8):
-        from faster_whisper import BatchedInferencePipeline, WhisperModel
+        from faster_whisper import BatchedInferencePipeline
 
         if batch_size < 1:
             raise ValueError(f"BatchedWhisperASR: batch_size={batch_size} must be >= 1")
-        self.model_dir = model_dir or whisper_tiny_en()
-        name = self.model_dir.name if model_dir else "tiny.en"
-        self.language, self.beam_size, self.batch_size = language, beam_size, batch_size
-        self.model = WhisperModel(str(self.model_dir), device=device, compute_type=compute_type, cpu_threads=cpu_threads)
+        super().__init__(model_dir, language, compute_type, beam_size, device=device, cpu_threads=cpu_threads)
+        self.batch_size = batch_size
         self.pipeline = BatchedInferencePipeline(self.model)
-        self.model_id = f"faster-whisper {version('faster-whisper')} {name} {compute_type} batched"
-
-    def transcribe(self, audio_16k: np.ndarray, language: str | None = None) -> str:
-        """One clip, sequentially (as `WhisperASR.transcribe`)."""
-        segments, _ = self.model.transcribe(audio_16k, language=language or self.language, beam_size=self.beam_size,
-                                            condition_on_previous_text=False, without_timestamps=True, vad_filter=False)
-        return " ".join(s.text.strip() for s in segments).strip()
+        self.model_id += " batched"
 
     def transcribe_many(self, clips: list[np.ndarray], language: str | None = None) -> list[str]:
         """16 kHz mono float32 clips -> one transcript each, in order; `language` overrides the constructor's."""

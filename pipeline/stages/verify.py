@@ -36,7 +36,7 @@ class VerifyStage(Stage):
         self.threads = threads  # CPU threads of every model here (pipeline.threads); None: the libraries' defaults
         self.speakers = {s.speaker_id: s for s in pool or []}
         self.pool_file = pool_file
-        self.asr: WhisperASR | BatchedWhisperASR | None = None
+        self.asr: WhisperASR | None = None  # BatchedWhisperASR is a WhisperASR
         self.dnsmos = None
         self.embedder = None
 
