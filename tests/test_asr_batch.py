@@ -3,11 +3,11 @@
 import numpy as np
 
 from pipeline.audio import resample
-from pipeline.backends.asr_batch import BatchedWhisperASR
-from pipeline.backends.tts import PiperBackend
+from pipeline.asr.whisper import BatchedWhisperASR
+from pipeline.tts.piper import PiperBackend
 from pipeline.config import REPO_ROOT
 from pipeline.metrics import error_rate
-from pipeline.speakers import load_pool
+from pipeline.voices.pool import load_pool
 
 SENTENCES = [
     "Could you tell me how long it takes to walk to the train station?",

@@ -23,8 +23,8 @@ import pytest
 from tiny_coqui import build_tiny_vits, build_tiny_xtts, write_clip
 
 from pipeline.config import REPO_ROOT, ConfigError, load_config
-from pipeline.records import empty_turn, rows_to_table
-from pipeline.speakers import Speaker, load_pool
+from pipeline.schema import empty_turn, rows_to_table
+from pipeline.voices.pool import Speaker, load_pool
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("TTS")
@@ -71,7 +71,7 @@ def conversation(cid: str, speakers: list[str], texts: list[str], language: str 
 
 
 def test_missing_weights_stop_in_preflight_with_what_to_download(tmp_path):
-    from pipeline.main import preflight
+    from pipeline.run.preflight import preflight
 
     for backend, words in (("xtts", ["XTTS-v2 weights not found", "coqui/XTTS-v2", "speakers_xtts.pth", "tts.model"]),
                            ("vits", ["Coqui VITS weights not found", "tts.model"])):
@@ -85,7 +85,7 @@ def test_missing_weights_stop_in_preflight_with_what_to_download(tmp_path):
 
 
 def test_a_coqui_model_name_resolves_in_the_local_cache_only(tmp_path, monkeypatch):
-    from pipeline.backends.coqui import resolve_model
+    from pipeline.tts.coqui import resolve_model
 
     monkeypatch.setenv("TTS_HOME", str(tmp_path / "home"))
     cached = tmp_path / "home/tts/tts_models--en--vctk--vits"
@@ -120,16 +120,14 @@ def test_bad_tts_device_settings_are_config_errors(overrides, message):
 def test_gpu_share_reaches_the_tts_actors(tmp_path, tiny_vits, stage_plan):
     """tts.num_gpus goes to map_batches as num_gpus (0.25 = 4 actors per GPU). A recording stand-in for
     the Ray dataset replaces execution here (no GPU, and the plan is what is checked)."""
-    from pipeline.main import Resolved, StageSelection, build_dataset
+    from conftest import record_plan
 
     cfg = load_config(REPO_ROOT / "configs/smoke.yaml", ["tts.backend=vits", f"tts.model={tiny_vits}",
                                                          "tts.num_gpus=0.25", "verify.enabled=false"], tmp_path)
-    pool = load_pool(REPO_ROOT / "speakers/piper_en.jsonl")
-    build_dataset(Resolved(cfg, tmp_path, REPO_ROOT / "prompts", None, None, None, pool, tiny_vits), None, "r1",
-                  np.empty(0, dtype=np.uint64), StageSelection.parse("tts,verify,shard"))
+    record_plan(cfg, "tts,verify,shard", pool=load_pool(REPO_ROOT / "speakers/piper_en.jsonl"), tts_model=tiny_vits)
     assert ("TTSStage", 0.25) in stage_plan
     assert "VerifyStage" not in [name for name, _ in stage_plan]  # verify.enabled=false
-    assert stage_plan[-1][0] == "ShardStage"
+    assert stage_plan[-1][0] == "DuplicateIdStage+ShardStage"  # the in-run de-dup runs in the shard writer's actor
 
 
 # --- VITS: 2,000 speakers through the real pipeline on a real Ray -------------------------------------
@@ -143,9 +141,10 @@ def test_two_thousand_vits_speakers_through_the_pipeline(tmp_path, tiny_vits, ra
     import webdataset as wds
 
     from pipeline.io.layout import Layout
-    from pipeline.io.text_cache import TEXT_CACHE_SCHEMA
-    from pipeline.main import StageSelection, run
-    from pipeline.records import rows_to_table as to_table
+    from pipeline.schema import TEXT_CACHE_SCHEMA
+    from pipeline.run.runner import run
+    from pipeline.run.selection import StageSelection
+    from pipeline.schema import rows_to_table as to_table
 
     pool = write_pool(tmp_path / "speakers/vits.jsonl",
                       [vits_speaker("vits-assistant", speaker_name="spk0")]
@@ -187,7 +186,7 @@ def test_two_thousand_vits_speakers_through_the_pipeline(tmp_path, tiny_vits, ra
 
 
 def test_vits_speakers_by_index_and_name_differ_and_bad_rows_are_reported(tiny_vits):
-    from pipeline.backends.coqui import VitsBackend
+    from pipeline.tts.vits import VitsBackend
 
     backend = VitsBackend(str(tiny_vits), device="cpu")
     assert backend.num_speakers == N_SPEAKERS and backend.sample_rate == 22050
@@ -307,7 +306,7 @@ def xtts_pool(tmp_path):
 
 
 def xtts_backend(model: Path, pool_file: Path, state: Path):
-    from pipeline.backends.coqui import XttsBackend
+    from pipeline.tts.xtts import XttsBackend
 
     return XttsBackend(str(model), device="cpu", languages={"en": "en", "zh": "zh-cn"}, pool=load_pool(pool_file),
                        pool_file=pool_file, latent_dir=state / "xtts_latents", chunk_gap_s=0.1)
@@ -400,7 +399,7 @@ def test_xtts_reference_clips_are_read_without_ffmpeg(tiny_xtts, xtts_pool, tmp_
     import torchaudio
     from TTS.tts.models import xtts as coqui_xtts
 
-    from pipeline.backends.coqui import _read_reference
+    from pipeline.tts.patches import read_reference as _read_reference
 
     rate, seconds = 24000, 2.0
     t = np.arange(int(rate * seconds)) / rate

@@ -10,7 +10,7 @@ import webdataset as wds
 
 from pipeline.audio import decode_audio
 from pipeline.io.layout import Layout
-from pipeline.main import run
+from pipeline.run.runner import run
 from pipeline.metrics import error_rate
 
 from conftest import FAKE_HF_TOKEN, FAKE_OPENAI_KEY, small_config
@@ -59,7 +59,7 @@ def test_shards_read_back_with_webdataset_and_audio_says_the_words(first_run):
     # an independent ASR pass (a fresh model, beam search) agrees the user turn says its spoken text
     from faster_whisper import WhisperModel
 
-    from pipeline.backends.assets import whisper_tiny_en
+    from pipeline.assets import whisper_tiny_en
 
     model = WhisperModel(str(whisper_tiny_en()), device="cpu", compute_type="int8")
     meta = json.loads(samples[0]["json"])
@@ -112,7 +112,7 @@ def test_audio_is_remade_from_cached_text_without_the_llm(first_run, tmp_path):
     cached = [r for p in sorted((out / "text").glob("*.parquet")) for r in pq.read_table(p).to_pylist()]
     generate_rejects = sum(n for reason, n in stats["rejections"].items() if reason.startswith("llm_"))
     assert len(cached) == 3 - generate_rejects and all(r["turns"] for r in cached)
-    from pipeline.main import StageSelection
+    from pipeline.run.selection import StageSelection
 
     # the LLM address is dead: any LLM call would stop the run (LLMUnavailable)
     remake_cfg = small_config(tmp_path / "remake", "plan.num_conversations=3", "llm.base_url=http://127.0.0.1:9/v1")
@@ -128,7 +128,7 @@ def test_audio_is_remade_from_cached_text_without_the_llm(first_run, tmp_path):
 
 
 def test_text_only_run_caches_text_and_writes_no_audio(tmp_path, ray_session, llm_base_url):
-    from pipeline.main import StageSelection
+    from pipeline.run.selection import StageSelection
 
     cfg = small_config(tmp_path / "t", "plan.num_conversations=2", f"llm.base_url={llm_base_url}", "llm.max_tokens=300",
                        "plan.exchanges.en.min=1", "plan.exchanges.en.max=1")

@@ -3,10 +3,12 @@ import json
 import pytest
 
 from pipeline.config import REPO_ROOT, LLMConfig
-from pipeline.records import rows_to_table
-from pipeline.stages.base import Rejected
-from pipeline.stages.generate import (GenerateStage, LLMUnavailable, PromptSet, build_messages, parse_conversation,
-                                      response_format)
+from pipeline.schema import rows_to_table
+from pipeline.reasons import Rejected
+from pipeline.llm.base import LLMUnavailable
+from pipeline.llm.parse import parse_conversation
+from pipeline.llm.prompts import PromptSet, build_messages, response_format
+from pipeline.stages.generate import GenerateStage
 
 CFG = LLMConfig(min_turn_chars=2)
 

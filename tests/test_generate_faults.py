@@ -5,7 +5,7 @@ import time
 import pytest
 
 from pipeline.config import REPO_ROOT, LLMConfig
-from pipeline.records import rows_to_table
+from pipeline.schema import rows_to_table
 from pipeline.stages.generate import GenerateStage
 
 from fault_proxy import FaultProxy

@@ -19,7 +19,7 @@ import pytest
 from pipeline.config import REPO_ROOT
 from pipeline.io.layout import Layout
 from pipeline.io.verify_output import verify_output
-from pipeline.main import run
+from pipeline.run.runner import run
 
 from conftest import small_config
 

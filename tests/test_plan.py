@@ -2,7 +2,9 @@ import numpy as np
 import pyarrow as pa
 
 from pipeline.config import REPO_ROOT
-from pipeline.stages.plan import PlanStage, Taxonomy, conversation_id, id_to_u64, split_for
+from pipeline.ids import conversation_id, id_to_u64, split_for
+from pipeline.llm.prompts import Taxonomy
+from pipeline.stages.plan import PlanStage
 
 
 def make_plan(digest="d1", done=None, seed=0):

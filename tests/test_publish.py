@@ -19,7 +19,7 @@ from pipeline.config import REPO_ROOT, dump_resolved, load_config
 from pipeline.io.layout import Layout
 from pipeline.main import main
 from pipeline.publish.hub import UPLOAD_PATTERNS, is_uploaded_path, scrub
-from pipeline.records import rows_to_table
+from pipeline.schema import rows_to_table
 from pipeline.stages.shard import ShardStage
 
 from conftest import FAKE_HF_TOKEN, FAKE_OPENAI_KEY
@@ -233,7 +233,7 @@ def test_dry_run_lists_without_network(tmp_path, hub, capsys):
 
 def test_the_card_takes_the_voices_licences_from_the_speaker_pool(tmp_path):
     from pipeline.publish.card import card_resolution, speaker_license_tags
-    from pipeline.speakers import Speaker
+    from pipeline.voices.pool import Speaker
 
     def spk(speaker_id, source, lic, backend="xtts"):
         return Speaker(speaker_id=speaker_id, language="en", source=source, license=lic, backend=backend,
@@ -277,7 +277,7 @@ def test_a_small_run_loads_through_its_card_and_publishes(tmp_path_factory, ray_
     import numpy as np
 
     from pipeline.audio import decode_audio
-    from pipeline.main import run
+    from pipeline.run.runner import run
 
     from conftest import small_config
 

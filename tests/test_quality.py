@@ -16,9 +16,9 @@ import soundfile as sf
 
 from pipeline.audio import encode_flac, resample
 from pipeline.config import REPO_ROOT, VerifyConfig
-from pipeline.records import empty_turn, rows_to_table
-from pipeline.speakers import load_pool
-from pipeline.stages.shard import conversation_samples
+from pipeline.schema import empty_turn, rows_to_table
+from pipeline.voices.pool import load_pool
+from pipeline.schema import conversation_samples
 from pipeline.stages.verify import VerifyStage
 
 JOE = "piper-en_US-joe-medium"
@@ -35,7 +35,7 @@ def other_voice(samples, rate, factor=0.72):
 
 @pytest.fixture(scope="module")
 def joe():
-    from pipeline.backends.tts import PiperBackend
+    from pipeline.tts.piper import PiperBackend
 
     backend = PiperBackend(None, noise_scale=0.0, noise_w_scale=0.0)
     spk = load_pool(REPO_ROOT / "speakers/piper_en.jsonl")[0]
@@ -139,7 +139,7 @@ def test_verify_rejects_low_quality_audio_and_records_scores(joe):
 
 
 def test_verify_speaker_consistency_against_turns_and_references(joe, tmp_path):
-    from pipeline.speaker_import.importer import import_pool
+    from pipeline.voices.importers.importer import import_pool
 
     # a pool whose cloned speaker's references are joe: its turns must sound like them
     src = tmp_path / "refs"

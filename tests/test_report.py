@@ -144,13 +144,25 @@ def test_error_rate_plot_adds_the_rejected_turns(tmp_path):
 
     from pipeline.publish.report import plot_histograms, rejected_error_rates
 
-    # details exactly as the verify stage writes them (pipeline/stages/verify.py)
-    rejects = pd.DataFrame({"reason": ["asr_error_rate_above_threshold", "asr_error_rate_above_threshold",
-                                       "llm_not_json"],
-                            "details": [("max 0.2; turn 1 (assistant) WER 0.57: said 'a b', heard 'a'; "
-                                         "turn 2 (user) WER 1.25: said 'c', heard 'd e'"),
-                                        "max 0.2; turn 0 (user) WER 0.33: said 'x', heard 'y'", "no JSON"]})
+    import pyarrow.parquet as pq
+
+    from pipeline.reasons import Failure
+    from pipeline.schema import REJECTS_SCHEMA, reject, rejects_rows, rows_to_table
+
+    # rejections as the verify stage records them (structured failures), written and read back as a rejects part
+    def rejected(reason, *failures):
+        row = {"conversation_id": "en-0000000000000001", "language": "en", "topic": "t", "turns": []}
+        return reject(row, "verify", reason, "details for people", failures)
+
+    rows = [rejected("asr_error_rate_above_threshold", Failure(1, "assistant", "WER", 0.57, 0.2),
+                     Failure(2, "user", "WER", 1.25, 0.2)),
+            rejected("asr_error_rate_above_threshold", Failure(0, "user", "WER", 0.33, 0.2)),
+            rejected("audio_quality_below_threshold", Failure(0, "user", "dnsmos_ovrl", 1.5, 2.5)),
+            rejected("llm_not_json")]
+    pq.write_table(rows_to_table(rejects_rows(rows), REJECTS_SCHEMA), tmp_path / "part.parquet")
+    rejects = pq.read_table(tmp_path / "part.parquet").to_pandas()
     assert rejected_error_rates(rejects) == {"user": [1.25, 0.33], "assistant": [0.57]}
+    assert list(rejects["metric"][:3]) == ["WER", "WER", "dnsmos_ovrl"] and rejects["turn"][0] == 1
     manifest = pd.DataFrame({"user_error_rate": [0.0, 0.05, 0.1], "assistant_error_rate": [0.0, 0.0, 0.1]})
     args = (manifest, "error_rate", "error rate", "ASR error rate", "caption")
     kept_only = images(plot_histograms(*args, min_span=0.1))

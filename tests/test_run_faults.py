@@ -22,7 +22,8 @@ from conftest import small_config
 from pipeline.config import REPO_ROOT
 from pipeline.io.layout import Layout
 from pipeline.io.verify_output import verify_output
-from pipeline.main import StageSelection, run
+from pipeline.run.runner import run
+from pipeline.run.selection import StageSelection
 
 pytestmark = pytest.mark.integration
 
@@ -133,8 +134,8 @@ def test_llm_server_gone_mid_run_stops_cleanly_and_a_rerun_completes(tmp_path, r
     """A second real llama.cpp server is SIGKILLed once the first conversation is generated; the run must
     stop (not hang, not reject the rest as if the text were bad), and a rerun against a fresh server (the
     session's) must finish the remaining IDs without generating the cached one again."""
-    from pipeline.backends.assets import smollm2_gguf
-    from pipeline.backends.llm_server import LlamaCppServer
+    from pipeline.assets import smollm2_gguf
+    from pipeline.llm.server import LlamaCppServer
 
     ov = ["plan.num_conversations=3", "llm.max_tokens=200", "llm.batch_size=1", "llm.max_retries=1",
           "llm.timeout_s=60", "plan.exchanges.en.min=1", "plan.exchanges.en.max=1", *AUDIO]

@@ -10,8 +10,9 @@ import webdataset as wds
 
 from pipeline.audio import decode_audio, encode_flac
 from pipeline.io.layout import Layout, file_sha256
-from pipeline.records import rows_to_table
-from pipeline.stages.shard import ShardStage, _Headers, member_offsets, write_tar
+from pipeline.schema import rows_to_table
+from pipeline.io.shard_writer import _Headers, member_offsets, write_tar
+from pipeline.stages.shard import ShardStage
 
 
 def tone(freq, seconds, rate):
@@ -121,13 +122,15 @@ def test_loads_with_hf_datasets_and_decodes_audio(written):
 
 
 def test_quota_keeps_exactly_the_target_and_records_the_rest(tmp_path):
-    stage = ShardStage(tmp_path, "rq", ["t"], quota={"en": 3})
-    first = stage(rows_to_table([conversation(i, 1) for i in range(2)])).to_pylist()
-    second = stage(rows_to_table([conversation(i, 1) for i in range(2, 5)])).to_pylist()
+    from pipeline.stages.quota import QuotaStage
+
+    quota, shard = QuotaStage({"en": 3}), ShardStage(tmp_path, "rq", ["t"])
+    first = shard(quota(rows_to_table([conversation(i, 1) for i in range(2)]))).to_pylist()
+    second = shard(quota(rows_to_table([conversation(i, 1) for i in range(2, 5)]))).to_pylist()
     outcomes = [o["outcome"] for o in first + second]
     assert outcomes.count("kept") == 3 and outcomes.count("rejected") == 2
     rejects = [r for p in Layout(tmp_path).reject_parts() for r in pq.read_table(p).to_pylist()]
-    assert {(r["stage"], r["reason"]) for r in rejects} == {("shard", "target_reached")}
+    assert {(r["stage"], r["reason"]) for r in rejects} == {("quota", "target_reached")}
     assert len(Layout(tmp_path).done_ids()) == 5
 
 
@@ -198,11 +201,12 @@ def test_template_headers_match_tarfile():
 def test_failed_write_leaves_no_files(tmp_path):
     """A sample that cannot be written (audio that is not bytes) fails the shard and leaves neither the
     tar nor its manifest part, nor a temp file, behind."""
-    stage = ShardStage(tmp_path, "rf", ["t"])
+    from pipeline.io.shard_writer import write_shard
+
     good, bad = rows_to_table([conversation(0, 1), conversation(1, 1)]).to_pylist()
     bad["turns"][1]["audio_flac"] = 12345
     with pytest.raises(TypeError, match="assistant.flac is int"):
-        stage.write_shard([good, bad], "en", "train")
+        write_shard(Layout(tmp_path), "shard-rf-x", [good, bad], "en", "train", ["t"])
     assert [p for p in tmp_path.rglob("*") if p.is_file()] == []
 
 

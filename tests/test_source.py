@@ -8,7 +8,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipeline.io.source_reader import SourceError, count_records, iter_records, source_files
-from pipeline.stages.base import Rejected
+from pipeline.reasons import Rejected
 from pipeline.stages.source import SourcePlanStage, exchanges_of, to_messages, unsuitable_for_speech
 
 ALPACA = {"instruction": "Give me a tip for sleeping better.", "input": "", "output": "Keep a regular bedtime and avoid screens late."}
@@ -91,7 +91,8 @@ def test_source_plan_stage_makes_specs_and_rejections():
 @pytest.mark.integration
 def test_dataset_source_is_rewritten_by_the_real_llm(tmp_path, ray_session, llm_base_url):
     from conftest import small_config
-    from pipeline.main import StageSelection, run
+    from pipeline.run.runner import run
+    from pipeline.run.selection import StageSelection
 
     src = tmp_path / "instructions.jsonl"
     src.write_text("\n".join(json.dumps(r) for r in (ALPACA, MESSAGES, CODE)) + "\nnot json\n")

@@ -14,10 +14,10 @@ import soundfile as sf
 from pipeline.audio import resample
 from pipeline.config import REPO_ROOT, SAFE_NAME
 from pipeline.main import main
-from pipeline.speaker_import.clips import ClipRules, load_clip
-from pipeline.speaker_import.importer import import_pool
-from pipeline.speaker_import.writer import report_path
-from pipeline.speakers import load_pool, reference_path
+from pipeline.voices.importers.clips import ClipRules, load_clip
+from pipeline.voices.importers.importer import import_pool
+from pipeline.voices.importers.writer import report_path
+from pipeline.voices.pool import load_pool, reference_path
 
 SENTENCES = ["The old lighthouse keeper climbed the stairs every evening to light the lamp.",
              "We walked along the river until the sun went down behind the hills.",
@@ -26,7 +26,7 @@ SENTENCES = ["The old lighthouse keeper climbed the stairs every evening to ligh
 
 @pytest.fixture(scope="module")
 def speech():
-    from pipeline.backends.tts import PiperBackend
+    from pipeline.tts.piper import PiperBackend
 
     pool = load_pool(REPO_ROOT / "speakers/piper_en.jsonl")
     backend = PiperBackend(None, noise_scale=0.0, noise_w_scale=0.0)

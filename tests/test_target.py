@@ -4,7 +4,7 @@ arithmetic and bounds can be checked over many rounds in milliseconds."""
 
 import pytest
 
-import pipeline.main as main
+import pipeline.run.runner as runner
 from pipeline.config import REPO_ROOT, load_config
 
 
@@ -24,14 +24,14 @@ def fake_pass(monkeypatch, tmp_path):
     def compute_stats(layout):
         return {"languages": {"en": {"conversations": state["kept"]}}}
 
-    monkeypatch.setattr(main, "run_once", run_once)
-    monkeypatch.setattr("pipeline.io.stats.compute_stats", compute_stats)
+    monkeypatch.setattr(runner, "run_once", run_once)
+    monkeypatch.setattr(runner, "compute_stats", compute_stats)
     return state
 
 
 def test_plans_more_until_exactly_the_target_is_kept(fake_pass, tmp_path):
     cfg = load_config(REPO_ROOT / "configs/smoke.yaml", ["target.conversations=10"], tmp_path)
-    stats = main.run(cfg)
+    stats = runner.run(cfg)
     assert fake_pass["kept"] == 10 and stats["target"]["kept"] == {"en": 10}
     assert fake_pass["planned_calls"][0] == 10 and len(fake_pass["planned_calls"]) <= 3
     assert fake_pass["planned_calls"] == sorted(fake_pass["planned_calls"])
@@ -40,7 +40,7 @@ def test_plans_more_until_exactly_the_target_is_kept(fake_pass, tmp_path):
 def test_stops_at_the_plan_cap(fake_pass, tmp_path):
     cfg = load_config(REPO_ROOT / "configs/smoke.yaml",
                       ["target.conversations=10", "target.max_plan_factor=1.2", "target.max_rounds=10"], tmp_path)
-    stats = main.run(cfg)
+    stats = runner.run(cfg)
     assert max(fake_pass["planned_calls"]) == 12 and stats["target"]["kept"]["en"] == 6
 
 

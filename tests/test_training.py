@@ -11,12 +11,12 @@ import pytest
 import torch
 
 from pipeline.audio import decode_audio, encode_flac, resample
-from pipeline.backends.assets import package_dir
-from pipeline.backends.tts import PiperBackend
+from pipeline.assets import package_dir
+from pipeline.tts.piper import PiperBackend
 from pipeline.io.layout import Layout
 from pipeline.main import main
-from pipeline.records import rows_to_table
-from pipeline.speakers import Speaker
+from pipeline.schema import rows_to_table
+from pipeline.voices.pool import Speaker
 from pipeline.stages.shard import ShardStage
 from pipeline.training.features import log_mel
 from pipeline.training.loader import LoaderConfig, SpeechChatLoader, find_shards

@@ -4,8 +4,8 @@ import pytest
 
 from pipeline.audio import decode_audio
 from pipeline.config import REPO_ROOT, VerifyConfig
-from pipeline.records import empty_turn, rows_to_table
-from pipeline.speakers import load_pool
+from pipeline.schema import empty_turn, rows_to_table
+from pipeline.voices.pool import load_pool
 from pipeline.stages.tts import TTSStage
 from pipeline.stages.verify import VerifyStage
 
@@ -65,7 +65,7 @@ def test_verify_rejects_too_short_audio(spoken):
 
 
 def test_piper_without_sampling_noise_is_reproducible():
-    from pipeline.backends.tts import PiperBackend
+    from pipeline.tts.piper import PiperBackend
 
     pool = load_pool(REPO_ROOT / "speakers/piper_en.jsonl")
     backend = PiperBackend(None, noise_scale=0.0, noise_w_scale=0.0)
@@ -77,14 +77,11 @@ def test_piper_without_sampling_noise_is_reproducible():
 def test_verify_gpu_share_reaches_the_verify_actors(tmp_path, stage_plan):
     """verify.num_gpus goes to map_batches as num_gpus (0.25 = 4 ASR actors per GPU). A recording stand-in for
     the Ray dataset replaces execution here (no GPU on the test machine; the plan is what is checked)."""
-    import numpy as np
+    from conftest import record_plan
 
     from pipeline.config import load_config
-    from pipeline.main import Resolved, StageSelection, build_dataset
 
     cfg = load_config(REPO_ROOT / "configs/smoke.yaml", ["verify.num_gpus=0.25", "verify.asr_batch_size=16",
                                                          "verify.max_actors=4"], tmp_path)  # auto would ask Ray
-    pool = load_pool(REPO_ROOT / "speakers/piper_en.jsonl")
-    build_dataset(Resolved(cfg, tmp_path, REPO_ROOT / "prompts", None, None, None, pool, None), None, "r1",
-                  np.empty(0, dtype=np.uint64), StageSelection.parse("tts,verify,shard"))
+    record_plan(cfg, "tts,verify,shard", pool=load_pool(REPO_ROOT / "speakers/piper_en.jsonl"))
     assert ("VerifyStage", 0.25) in stage_plan and ("TTSStage", None) in stage_plan

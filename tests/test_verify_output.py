@@ -10,7 +10,7 @@ import pytest
 from pipeline.config import REPO_ROOT
 from pipeline.io.layout import Layout
 from pipeline.io.verify_output import verify_output
-from pipeline.records import rows_to_table
+from pipeline.schema import rows_to_table
 from pipeline.stages.shard import ShardStage
 
 from test_shard import conversation

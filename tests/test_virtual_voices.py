@@ -8,8 +8,8 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from pipeline.speakers import Speaker
-from pipeline.virtual_voices import (
+from pipeline.voices.pool import Speaker
+from pipeline.voices.virtual import (
     propose_recipes,
     strictest_license,
     synthesize_voices,
@@ -118,7 +118,7 @@ def test_synthesize_command_with_real_xtts_and_resemblyzer(tmp_path, capsys):
     from tiny_coqui import build_tiny_xtts, write_clip
 
     from pipeline.main import main
-    from pipeline.speakers import load_pool, reference_path
+    from pipeline.voices.pool import load_pool, reference_path
 
     model = build_tiny_xtts(tmp_path / "xtts")
     lines = []

@@ -6,8 +6,8 @@ import json
 import pytest
 
 from pipeline.config import REPO_ROOT, ConfigError, LLMConfig, load_config
-from pipeline.backends.vllm_batch import VLLMRequests, processor_config
-from pipeline.stages.generate import PromptSet, build_messages
+from pipeline.llm.vllm import VLLMRequests, processor_kwargs
+from pipeline.llm.prompts import PromptSet, build_messages
 
 CFG = LLMConfig(backend="vllm", vllm={"model_source": "/models/Qwen2.5-7B-Instruct", "concurrency": 2,
                                       "batch_size": 16, "engine_kwargs": {"max_model_len": 8192}})
@@ -17,7 +17,9 @@ SPEC = {"conversation_id": "en-0000000000000001", "language": "en", "topic": "ba
 
 def test_config_builds_a_vllm_processor_config():
     pytest.importorskip("aiohttp")  # ray.data.llm imports it
-    pc = processor_config(CFG)
+    from ray.data.llm import vLLMEngineProcessorConfig
+
+    pc = vLLMEngineProcessorConfig(**processor_kwargs(CFG))  # what the executor builds
     assert (pc.model_source, pc.concurrency, pc.batch_size) == ("/models/Qwen2.5-7B-Instruct", 2, 16)
     assert pc.engine_kwargs["max_model_len"] == 8192
 

@@ -3,9 +3,9 @@ from collections import Counter
 import pytest
 
 from pipeline.config import VoicesConfig
-from pipeline.records import empty_turn, rows_to_table
-from pipeline.speakers import Speaker
-from pipeline.stages.plan import split_for
+from pipeline.schema import empty_turn, rows_to_table
+from pipeline.voices.pool import Speaker
+from pipeline.ids import split_for
 from pipeline.stages.voices import VoiceStage
 
 

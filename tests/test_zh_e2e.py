@@ -20,10 +20,11 @@ from tiny_coqui import build_tiny_xtts, write_clip
 
 from pipeline.config import REPO_ROOT, load_config
 from pipeline.io.layout import Layout
-from pipeline.io.text_cache import TEXT_CACHE_SCHEMA
+from pipeline.schema import TEXT_CACHE_SCHEMA
 from pipeline.io.verify_output import verify_output
-from pipeline.main import StageSelection, run
-from pipeline.records import rows_to_table
+from pipeline.run.runner import run
+from pipeline.run.selection import StageSelection
+from pipeline.schema import rows_to_table
 
 pytestmark = pytest.mark.integration
 
