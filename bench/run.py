@@ -190,7 +190,7 @@ def operator_busy_s(stats: str) -> dict[str, float]:
     for line in stats.splitlines():
         if m := re.match(r"\s*Operator \d+ (.+?):", line):
             name = m.group(1)
-            for stage in ("TTSStage", "VerifyStage", "ShardStage", "TextStage", "VoiceStage", "CachedTextFilter"):
+            for stage in ("TTSStage", "VerifyStage", "ShardStage", "TextStage", "VoiceStage", "TextCacheReadStage"):
                 if stage in name:
                     name = stage
         elif name and (m := re.search(r"Remote wall time:.*?([\d.]+)\s*(us|ms|s|m|h) total", line)):
@@ -419,7 +419,9 @@ def asr_compare(model_name: str, clips: list, texts: list[str], device: str, com
     t = time.perf_counter()
     heard_batched = batched.transcribe_many(clips)
     batched_s = time.perf_counter() - t
-    wer = lambda heard: sum(error_rate(a, b, "en") for a, b in zip(texts, heard)) / len(texts)
+    def wer(heard: list[str]) -> float:
+        return sum(error_rate(a, b, "en") for a, b in zip(texts, heard)) / len(texts)
+
     return {"audio_s": audio_s, "per_turn_s": single_s, "batched_s": batched_s, "batch_size": batch_size,
             "wer_per_turn": wer(heard_single), "wer_batched": wer(heard_batched),
             "same_text": sum(a == b for a, b in zip(heard_single, heard_batched)), "clips": len(clips)}
@@ -529,10 +531,11 @@ def fmt_rows(results: dict) -> list[tuple[str, str, str, str, str]]:
             # the difference of the two sizes cancels start-up (imports, config digest)
             rate = (big["rows"] - small["rows"]) / max(big["wall_s"] - small["wall_s"], 1e-9)
             est = KE_SPEECHCHAT_SPECS / rate
+            full, extrapolated = f"{big['wall_s']:.0f} s measured", f"~{est / 60:.0f} min (extrapolated)"
             out.append(("4 planner (7M specs)", f"{big['peak_rss_mb']:.0f} MB", "<= 500 MB",
                         "yes" if big["peak_rss_mb"] <= 500 else "no",
                         f"{big['rows']:,} specs in {big['wall_s']:.0f} s ({rate:,.0f}/s, one process) -> 7M in "
-                        f"{'%.0f s measured' % big['wall_s'] if big['rows'] >= KE_SPEECHCHAT_SPECS else '~%.0f min (extrapolated)' % (est / 60)}; "
+                        f"{full if big['rows'] >= KE_SPEECHCHAT_SPECS else extrapolated}; "
                         f"peak RSS {small['peak_rss_mb']:.0f} MB at {small['rows']:,} vs {big['peak_rss_mb']:.0f} MB at "
                         f"{big['rows']:,}; file {big['file_mb']:.0f} MB"))
     if "shard" in results:

@@ -32,7 +32,7 @@ class ExchangeRange(Section):
     max: int = Field(4, ge=1, le=50)
 
     @model_validator(mode="after")
-    def _ordered(self) -> "ExchangeRange":
+    def _ordered(self) -> ExchangeRange:
         if self.min > self.max:
             raise ValueError(f"min ({self.min}) is greater than max ({self.max})")
         return self
@@ -51,7 +51,7 @@ class PlanConfig(Section):
                                                            "templates (relative: to the repository root)")
 
     @model_validator(mode="after")
-    def _every_language_has_exchanges(self) -> "PlanConfig":
+    def _every_language_has_exchanges(self) -> PlanConfig:
         missing = [lang for lang in self.languages if lang not in self.exchanges]
         if missing:
             raise ValueError(f"no exchanges range for language(s) {missing}; add plan.exchanges.<lang>")
@@ -98,7 +98,7 @@ class LLMConfig(Section):
     num_cpus: float = Field(0.1, gt=0, description="CPUs the LLM client actor reserves (the server does the work)")
 
     @model_validator(mode="after")
-    def _vllm_needs_a_model(self) -> "LLMConfig":
+    def _vllm_needs_a_model(self) -> LLMConfig:
         if self.backend == "vllm" and not self.vllm.model_source:
             raise ValueError("llm.backend 'vllm' needs llm.vllm.model_source (a model id or local path)")
         return self
@@ -117,7 +117,7 @@ class SourceConfig(Section):
     limit: int | None = Field(None, ge=1, description="only the first N records")
 
     @model_validator(mode="after")
-    def _dataset_needs_path(self) -> "SourceConfig":
+    def _dataset_needs_path(self) -> SourceConfig:
         if self.kind == "dataset" and self.path is None:
             raise ValueError("source.kind 'dataset' needs source.path")
         return self
@@ -249,7 +249,7 @@ class VerifyConfig(WorkerConfig):
     trim_margin_s: float = Field(0.3, ge=0, description="audio kept after the last word's end when trimming")
 
     @model_validator(mode="after")
-    def _threshold_needs_scores(self) -> "VerifyConfig":
+    def _threshold_needs_scores(self) -> VerifyConfig:
         if self.min_dnsmos_ovrl is not None and not self.dnsmos:
             raise ValueError("min_dnsmos_ovrl needs dnsmos: true")
         self._check_devices()
@@ -318,14 +318,14 @@ class RunConfig(Section):
     workers: WorkersConfig = Field(default_factory=WorkersConfig)
 
     @model_validator(mode="after")
-    def _held_out_speakers_need_a_test_split(self) -> "RunConfig":
+    def _held_out_speakers_need_a_test_split(self) -> RunConfig:
         if self.voices.held_out_test_speakers > 0 and not self.shard.splits.get(self.voices.test_split):
             raise ValueError(f"voices.held_out_test_speakers needs a {self.voices.test_split!r} split with a fraction "
                              f"> 0 in shard.splits (got {self.shard.splits})")
         return self
 
     @model_validator(mode="after")
-    def _target_needs_planned_conversations(self) -> "RunConfig":
+    def _target_needs_planned_conversations(self) -> RunConfig:
         if self.target.conversations is not None and self.source.kind != "generate":
             raise ValueError("target.conversations works with source.kind 'generate' (a dataset source is finite)")
         return self

@@ -19,6 +19,7 @@ import logging
 
 from pipeline.config import ConfigError, dump_resolved, load_config
 
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="speechchat", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command")

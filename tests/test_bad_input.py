@@ -6,10 +6,10 @@ import json
 import pytest
 
 from pipeline.config import REPO_ROOT, ConfigError, LLMConfig, load_config
-from pipeline.voices.pool import check_references, load_pool
-from pipeline.reasons import Rejected
 from pipeline.llm.parse import parse_conversation
+from pipeline.reasons import Rejected
 from pipeline.stages.source import to_messages, unsuitable_for_speech
+from pipeline.voices.pool import check_references, load_pool
 
 BASE = str(REPO_ROOT / "configs/base.yaml")
 

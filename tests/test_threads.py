@@ -11,10 +11,10 @@ from test_tts_verify import conversation
 
 from pipeline.config import REPO_ROOT, ConfigError, VerifyConfig, load_config
 from pipeline.schema import rows_to_table
-from pipeline.voices.pool import load_pool
 from pipeline.stages.tts import TTSStage
 from pipeline.stages.verify import VerifyStage
 from pipeline.threads import threads_for
+from pipeline.voices.pool import load_pool
 
 
 @pytest.mark.parametrize(("num_cpus", "explicit", "threads"),

@@ -16,6 +16,7 @@ How each stage runs follows from what it declares (`stages.base.Resources`):
 from __future__ import annotations
 
 import os
+
 import ray
 
 from pipeline.config import REPO_ROOT, ConfigError, WorkersConfig

@@ -8,9 +8,9 @@ one by one and numbered; the number becomes part of the conversation ID, so reru
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
-
+from typing import Any
 
 FILE_SUFFIXES = (".jsonl", ".json", ".parquet")
 

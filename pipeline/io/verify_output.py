@@ -18,7 +18,6 @@ from pipeline.io.layout import TMP_SUFFIX, Layout, file_sha256
 from pipeline.schema import SAMPLE_PARTS
 
 
-
 def _check_tar(tar_path: Path, rows: list[dict], problems: list[str]) -> None:
     rel = tar_path.name
     if file_sha256(tar_path) != rows[0]["shard_sha256"]:

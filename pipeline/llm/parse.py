@@ -19,7 +19,6 @@ from pipeline.reasons import Rejected
 from pipeline.schema import empty_turn
 
 
-
 class _Exchange(BaseModel):
     model_config = ConfigDict(extra="forbid")
     user: str

@@ -41,7 +41,7 @@ class Taxonomy:
         return out
 
     @classmethod
-    def load(cls, path: Path) -> "Taxonomy":
+    def load(cls, path: Path) -> Taxonomy:
         data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
         if not isinstance(data, dict):
             raise ValueError(f"{path}: must be a mapping with topics, scenarios and personas")
@@ -58,7 +58,7 @@ class PromptSet:
     rewrite_user: jinja2.Template
 
     @classmethod
-    def load(cls, prompts_dir: Path, language: str) -> "PromptSet":
+    def load(cls, prompts_dir: Path, language: str) -> PromptSet:
         env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(prompts_dir / language)),
                                  undefined=jinja2.StrictUndefined, keep_trailing_newline=False)
         names = ("system", "user", "repair", "rewrite_system", "rewrite_user")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
+
 def trim_after(samples: np.ndarray, rate: int, last_word_end_s: float | None, margin_s: float) -> np.ndarray | None:
     """Samples cut at `last_word_end_s + margin_s`, or None when nothing needs cutting (or no word was heard:
     then the ASR check, not trimming, decides)."""

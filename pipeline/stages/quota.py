@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from typing import Any
 
+import pyarrow as pa
+
 from pipeline.schema import is_rejected, reject, rows_to_table, table_to_rows
 from pipeline.stages.base import Resources, RunContext, Stage
-
-import pyarrow as pa
 
 
 class QuotaStage(Stage):

@@ -18,8 +18,15 @@ import pyarrow as pa
 
 from pipeline.io.layout import Layout, write_parquet_atomic
 from pipeline.io.shard_writer import write_shard
-from pipeline.schema import (OUTCOME_SCHEMA, REJECTS_SCHEMA, is_rejected, rejects_rows, rows_to_table, table_to_rows,
-                             usage)
+from pipeline.schema import (
+    OUTCOME_SCHEMA,
+    REJECTS_SCHEMA,
+    is_rejected,
+    rejects_rows,
+    rows_to_table,
+    table_to_rows,
+    usage,
+)
 from pipeline.stages.base import Resources, RunContext, Stage
 
 

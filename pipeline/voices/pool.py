@@ -41,7 +41,7 @@ class VoiceRecipe(BaseModel):
     min_distance_to_sources: float | None = Field(None, description="speaker-embedding cosine distance at creation")
 
     @model_validator(mode="after")
-    def _weights_match_sources(self) -> "VoiceRecipe":
+    def _weights_match_sources(self) -> VoiceRecipe:
         if len(self.weights) != len(self.sources):
             raise ValueError(f"{len(self.weights)} weights for {len(self.sources)} sources")
         if any(w < 0 for w in self.weights) or abs(sum(self.weights) - 1.0) > 1e-3:
@@ -66,7 +66,7 @@ class Speaker(BaseModel):
     assignable: bool = Field(True, description="false: only an ingredient of virtual voices, never assigned to a turn")
 
     @model_validator(mode="after")
-    def _xtts_needs_references(self) -> "Speaker":
+    def _xtts_needs_references(self) -> Speaker:
         if self.backend == "xtts" and not self.references and self.recipe is None and self.speaker_name is None:
             raise ValueError("an xtts speaker needs references, a recipe or a built-in speaker_name")
         return self

@@ -190,8 +190,8 @@ def synthesize_pool_cli(args) -> int:
             raise ConfigError("virtual voices mix XTTS-v2 conditioning latents: the sources must be backend 'xtts'")
         if args.out.resolve() == args.pool.resolve():
             raise ConfigError("--out must differ from --pool (the source pool is never rewritten)")
-        from pipeline.tts.xtts import XttsBackend
         from pipeline.quality.speaker_embed import SpeakerEmbedder
+        from pipeline.tts.xtts import XttsBackend
 
         backend = XttsBackend(args.model, device=args.device, languages={"zh": "zh-cn"}, pool=pool, pool_file=args.pool)
         embedder = SpeakerEmbedder()

@@ -10,17 +10,17 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.audio import decode_audio, encode_flac, resample
 from pipeline.assets import package_dir
-from pipeline.tts.piper import PiperBackend
+from pipeline.audio import decode_audio, encode_flac, resample
 from pipeline.io.layout import Layout
 from pipeline.main import main
 from pipeline.schema import rows_to_table
-from pipeline.voices.pool import Speaker
 from pipeline.stages.shard import ShardStage
 from pipeline.training.features import log_mel
 from pipeline.training.loader import LoaderConfig, SpeechChatLoader, find_shards
 from pipeline.training.pooling import affinity_pool, pooled_length
+from pipeline.tts.piper import PiperBackend
+from pipeline.voices.pool import Speaker
 
 SENTENCES = ["Good morning, how are you?", "I am fine, thank you for asking.", "What is the weather like today?",
              "It is sunny and warm outside.", "Can you recommend a good book?", "Try a mystery novel this weekend.",

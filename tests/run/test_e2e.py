@@ -7,13 +7,12 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import webdataset as wds
+from conftest import FAKE_HF_TOKEN, FAKE_OPENAI_KEY, small_config
 
 from pipeline.audio import decode_audio
 from pipeline.io.layout import Layout
-from pipeline.run.runner import run
 from pipeline.metrics import error_rate
-
-from conftest import FAKE_HF_TOKEN, FAKE_OPENAI_KEY, small_config
+from pipeline.run.runner import run
 
 pytestmark = pytest.mark.integration
 

@@ -14,6 +14,9 @@ import tarfile
 
 import pytest
 import yaml
+from conftest import FAKE_HF_TOKEN, FAKE_OPENAI_KEY
+from hub_standin import HubStandIn
+from test_card import build_output, conversation, front_matter
 
 from pipeline.config import REPO_ROOT, dump_resolved, load_config
 from pipeline.io.layout import Layout
@@ -21,10 +24,6 @@ from pipeline.main import main
 from pipeline.publish.hub import UPLOAD_PATTERNS, is_uploaded_path, scrub
 from pipeline.schema import rows_to_table
 from pipeline.stages.shard import ShardStage
-
-from conftest import FAKE_HF_TOKEN, FAKE_OPENAI_KEY
-from hub_standin import HubStandIn
-from test_card import build_output, conversation, front_matter
 
 SMOKE = str(REPO_ROOT / "configs/smoke.yaml")
 
@@ -275,11 +274,10 @@ def test_a_small_run_loads_through_its_card_and_publishes(tmp_path_factory, ray_
     card's configs, published to the stand-in, and loaded again from what the stand-in received."""
     datasets = pytest.importorskip("datasets")
     import numpy as np
+    from conftest import small_config
 
     from pipeline.audio import decode_audio
     from pipeline.run.runner import run
-
-    from conftest import small_config
 
     out = tmp_path_factory.mktemp("pub-e2e") / "speechchat-smoke"
     cfg = small_config(out, "plan.num_conversations=2", f"llm.base_url={llm_base_url}", "llm.max_tokens=500",

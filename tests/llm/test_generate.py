@@ -3,11 +3,11 @@ import json
 import pytest
 
 from pipeline.config import REPO_ROOT, LLMConfig
-from pipeline.schema import rows_to_table
-from pipeline.reasons import Rejected
 from pipeline.llm.base import LLMUnavailable
 from pipeline.llm.parse import parse_conversation
 from pipeline.llm.prompts import PromptSet, build_messages, response_format
+from pipeline.reasons import Rejected
+from pipeline.schema import rows_to_table
 from pipeline.stages.generate import GenerateStage
 
 CFG = LLMConfig(min_turn_chars=2)

@@ -10,8 +10,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipeline.config import REPO_ROOT
-from pipeline.run.plan_file import SPEC_COLUMNS, make_plan_stage, write_plan
 from pipeline.llm.prompts import Taxonomy
+from pipeline.run.plan_file import SPEC_COLUMNS, make_plan_stage, write_plan
 from pipeline.stages.plan import _pick, _Picker
 from tests.conftest import small_config
 

@@ -6,14 +6,13 @@ import sys
 
 import pyarrow.parquet as pq
 import pytest
+from test_shard import conversation
 
 from pipeline.config import REPO_ROOT
 from pipeline.io.layout import Layout
 from pipeline.io.verify_output import verify_output
 from pipeline.schema import rows_to_table
 from pipeline.stages.shard import ShardStage
-
-from test_shard import conversation
 
 
 @pytest.fixture()

@@ -8,13 +8,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from test_card import build_output, tar_samples
 
 from pipeline.audio import decode_audio
 from pipeline.io.layout import Layout
 from pipeline.io.stats import compute_stats
 from pipeline.publish.report import MAX_AUDIO_SAMPLES, write_report
-
-from test_card import build_output, tar_samples
 
 CHROMIUM = Path("/usr/bin/chromium")
 AUDIO_RE = re.compile(r'<audio controls preload="metadata" src="data:audio/flac;base64,([A-Za-z0-9+/=]+)">')
@@ -141,11 +140,9 @@ def test_a_large_speaker_pool_is_drawn_as_a_usage_histogram():
 
 def test_error_rate_plot_adds_the_rejected_turns(tmp_path):
     import pandas as pd
-
-    from pipeline.publish.report import plot_histograms, rejected_error_rates
-
     import pyarrow.parquet as pq
 
+    from pipeline.publish.report import plot_histograms, rejected_error_rates
     from pipeline.reasons import Failure
     from pipeline.schema import REJECTS_SCHEMA, reject, rejects_rows, rows_to_table
 

@@ -6,8 +6,8 @@ import json
 import pytest
 
 from pipeline.config import REPO_ROOT, ConfigError, LLMConfig, load_config
-from pipeline.llm.vllm import VLLMRequests, processor_kwargs
 from pipeline.llm.prompts import PromptSet, build_messages
+from pipeline.llm.vllm import VLLMRequests, processor_kwargs
 
 CFG = LLMConfig(backend="vllm", vllm={"model_source": "/models/Qwen2.5-7B-Instruct", "concurrency": 2,
                                       "batch_size": 16, "engine_kwargs": {"max_model_len": 8192}})

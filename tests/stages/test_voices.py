@@ -3,10 +3,10 @@ from collections import Counter
 import pytest
 
 from pipeline.config import VoicesConfig
-from pipeline.schema import empty_turn, rows_to_table
-from pipeline.voices.pool import Speaker
 from pipeline.ids import split_for
+from pipeline.schema import empty_turn, rows_to_table
 from pipeline.stages.voices import VoiceStage
+from pipeline.voices.pool import Speaker
 
 
 def pool(n, language="en", prefix="spk", genders=("unknown",)):

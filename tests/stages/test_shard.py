@@ -10,8 +10,8 @@ import webdataset as wds
 
 from pipeline.audio import decode_audio, encode_flac
 from pipeline.io.layout import Layout, file_sha256
-from pipeline.schema import rows_to_table
 from pipeline.io.shard_writer import _Headers, member_offsets, write_tar
+from pipeline.schema import rows_to_table
 from pipeline.stages.shard import ShardStage
 
 

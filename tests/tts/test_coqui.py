@@ -141,9 +141,9 @@ def test_two_thousand_vits_speakers_through_the_pipeline(tmp_path, tiny_vits, ra
     import webdataset as wds
 
     from pipeline.io.layout import Layout
-    from pipeline.schema import TEXT_CACHE_SCHEMA
     from pipeline.run.runner import run
     from pipeline.run.selection import StageSelection
+    from pipeline.schema import TEXT_CACHE_SCHEMA
     from pipeline.schema import rows_to_table as to_table
 
     pool = write_pool(tmp_path / "speakers/vits.jsonl",

@@ -3,12 +3,11 @@
 import time
 
 import pytest
+from fault_proxy import FaultProxy
 
 from pipeline.config import REPO_ROOT, LLMConfig
 from pipeline.schema import rows_to_table
 from pipeline.stages.generate import GenerateStage
-
-from fault_proxy import FaultProxy
 
 pytestmark = pytest.mark.integration
 

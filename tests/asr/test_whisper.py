@@ -2,11 +2,11 @@
 
 import numpy as np
 
-from pipeline.audio import resample
 from pipeline.asr.whisper import BatchedWhisperASR
-from pipeline.tts.piper import PiperBackend
+from pipeline.audio import resample
 from pipeline.config import REPO_ROOT
 from pipeline.metrics import error_rate
+from pipeline.tts.piper import PiperBackend
 from pipeline.voices.pool import load_pool
 
 SENTENCES = [

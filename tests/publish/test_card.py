@@ -14,8 +14,7 @@ from pipeline.config import REPO_ROOT, load_config
 from pipeline.io.layout import Layout
 from pipeline.io.stats import compute_stats, write_stats
 from pipeline.publish.card import _schema_rows, write_card
-from pipeline.schema import SAMPLE_FIELDS
-from pipeline.schema import rows_to_table
+from pipeline.schema import SAMPLE_FIELDS, rows_to_table
 from pipeline.stages.shard import ShardStage
 
 MODELS = {"en": ("SmolLM2-135M-Instruct", "piper-tts 1.2.0 en_US-joe-medium", "faster-whisper 1.1.0 tiny.en int8"),

@@ -15,13 +15,12 @@ import time
 import psutil
 import pyarrow.parquet as pq
 import pytest
+from conftest import small_config
 
 from pipeline.config import REPO_ROOT
 from pipeline.io.layout import Layout
 from pipeline.io.verify_output import verify_output
 from pipeline.run.runner import run
-
-from conftest import small_config
 
 pytestmark = pytest.mark.integration
 

@@ -1,10 +1,9 @@
 import pytest
 
-from pipeline.normalize.en import normalize_en
-from pipeline.schema import empty_turn
 from pipeline.config import TextConfig
+from pipeline.normalize.en import normalize_en
+from pipeline.schema import empty_turn, rows_to_table
 from pipeline.stages.text import TextStage
-from pipeline.schema import rows_to_table
 
 CASES = [
     ("It costs $5.20.", "It costs five dollars and twenty cents."),

@@ -20,11 +20,10 @@ from tiny_coqui import build_tiny_xtts, write_clip
 
 from pipeline.config import REPO_ROOT, load_config
 from pipeline.io.layout import Layout
-from pipeline.schema import TEXT_CACHE_SCHEMA
 from pipeline.io.verify_output import verify_output
 from pipeline.run.runner import run
 from pipeline.run.selection import StageSelection
-from pipeline.schema import rows_to_table
+from pipeline.schema import TEXT_CACHE_SCHEMA, rows_to_table
 
 pytestmark = pytest.mark.integration
 

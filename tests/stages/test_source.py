@@ -91,6 +91,7 @@ def test_source_plan_stage_makes_specs_and_rejections():
 @pytest.mark.integration
 def test_dataset_source_is_rewritten_by_the_real_llm(tmp_path, ray_session, llm_base_url):
     from conftest import small_config
+
     from pipeline.run.runner import run
     from pipeline.run.selection import StageSelection
 
