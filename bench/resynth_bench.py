@@ -63,8 +63,9 @@ def cli_run(out: Path, cache: Path, overrides: list[str], fault: str | None, tim
 
 
 def bench(n: int, workdir: Path, quick: bool, extra: list[str]) -> dict:
-    from pipeline.tts.faults import TTSFaultPlan
     from run import write_text_cache
+
+    from pipeline.tts.faults import TTSFaultPlan
 
     shutil.rmtree(workdir, ignore_errors=True)
     cache = write_text_cache(workdir / "cache", n, exchanges=EXCHANGES)

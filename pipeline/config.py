@@ -294,6 +294,12 @@ class VerifyConfig(WorkerConfig):
     resynthesis_rounds: int = Field(2, ge=0, le=10, description="a turn failing any verify check is synthesised again "
                                                                 "(new seed) and re-verified at most this often; "
                                                                 "0: the conversation is rejected at once")
+    resynthesis_layout: Literal["one_actor", "stage_pairs"] = Field(
+        "one_actor", description="how the Ray plan runs the loop: one_actor: TTS and verify in one actor pool that "
+                                 "repeats the pair on the conversations with failed turns (models shared, no extra "
+                                 "pools); stage_pairs: resynthesis_rounds more tts and verify operators, each its own "
+                                 "actor pool, that pass finished conversations through (bench/resynth_bench.py "
+                                 "measures both)")
 
     @model_validator(mode="after")
     def _threshold_needs_scores(self) -> VerifyConfig:

@@ -1,8 +1,8 @@
 """Audio checks a data team expects on every synthesised turn: edge silence, long pauses, clipping, loudness,
 speech rate.
 
-Each check answers one question about one turn and returns None or a `CheckFailure` (a registered reason code
-plus turn, metric, value and limit); its score goes into the turn either way. Two checks also repair what they
+Each check answers one question about one turn and returns None or a `Failure` (a registered reason code
+with turn, metric, value and limit: `pipeline.reasons.Failure`); its score goes into the turn either way. Two checks also repair what they
 can: over-long edge silence is trimmed to a margin, and loudness is normalised to a target under a peak ceiling;
 the scores then describe the audio that is kept, as DNSMOS and ASR (which run after these checks) do.
 
@@ -15,52 +15,20 @@ from __future__ import annotations
 
 import math
 import unicodedata
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
 from pipeline.audio import resample
 from pipeline.config import VerifyConfig
+from pipeline.reasons import Failure
 
 VAD_RATE = 16000  # Silero VAD's rate (512-sample frames)
 LOUDNESS_BLOCK_S = 0.4  # BS.1770's gating block: a shorter clip is looped to one block to be measured
 
-# Reason codes of the audio checks (registered with the other verify reasons in pipeline/reasons.py).
-NO_SPEECH = "audio_no_speech"
-LEADING_SILENCE = "audio_leading_silence"
-TRAILING_SILENCE = "audio_trailing_silence"
-LONG_PAUSE = "audio_long_pause"
-CLIPPED = "audio_clipped"
-LOUDNESS_OFF = "audio_loudness_off"
-SPEECH_RATE = "audio_speech_rate"
-REASONS = {
-    NO_SPEECH: "the voice activity detector found no speech in a turn (noise, silence)",
-    LEADING_SILENCE: "silence before a turn's first speech over verify.max_leading_silence_s (trim_silence off)",
-    TRAILING_SILENCE: "silence after a turn's last speech over verify.max_trailing_silence_s (trim_silence off)",
-    LONG_PAUSE: "a silence inside a turn longer than verify.max_pause_s",
-    CLIPPED: "more samples at full scale than verify.max_clipped_fraction",
-    LOUDNESS_OFF: "integrated loudness further than verify.max_loudness_deviation_lu from the target",
-    SPEECH_RATE: "words (en) or characters (zh) per second outside verify.speech_rate for the language",
-}
-
 # What each check stores per turn (null: not measured); these are turn fields and sample JSON fields.
 SCORE_FIELDS = ("leading_silence_s", "trailing_silence_s", "max_pause_s", "clipped_fraction", "loudness_lufs",
                 "speech_rate")
-
-
-@dataclass(frozen=True)
-class CheckFailure:
-    """Why a turn failed one check, as structured fields (the rejects table's turn, metric, value, limit)."""
-
-    reason: str
-    metric: str
-    value: float
-    limit: float
-    turn: int | None = None
-
-    def describe(self) -> str:
-        where = f"turn {self.turn}: " if self.turn is not None else ""
-        return f"{where}{self.metric} {self.value:.4g} (limit {self.limit:.4g})"
 
 
 @dataclass
@@ -70,7 +38,7 @@ class TurnAudio:
     samples: np.ndarray
     rate: int
     scores: dict[str, float | None] = field(default_factory=dict)
-    failure: CheckFailure | None = None
+    failure: Failure | None = None
     changed: bool = False  # samples differ from the input (trimmed or gain applied): re-encode them
 
 
@@ -117,14 +85,14 @@ class SpeechDetector:
         return Speech(tuple((s["start"] / VAD_RATE, s["end"] / VAD_RATE) for s in segments), x.size / VAD_RATE)
 
 
-# --- the checks: each returns None or a CheckFailure ----------------------------------------------------------
+# --- the checks: each returns None or a Failure ----------------------------------------------------------
 
 
-def check_speech_found(speech: Speech) -> CheckFailure | None:
-    return None if speech.segments else CheckFailure(NO_SPEECH, "speech_s", 0.0, 0.0)
+def check_speech_found(speech: Speech) -> Failure | None:
+    return None if speech.segments else Failure(reason="audio_no_speech", metric="speech_s", value=0.0, limit=0.0)
 
 
-def check_edge_silence(speech: Speech, cfg: VerifyConfig) -> tuple[CheckFailure | None, tuple[float, float] | None]:
+def check_edge_silence(speech: Speech, cfg: VerifyConfig) -> tuple[Failure | None, tuple[float, float] | None]:
     """Leading and trailing silence against their limits. With trim_silence, an over-long edge is cut down to the
     margin instead of failing: returns the (start_s, end_s) to keep, or None when nothing is cut."""
     lead_over = cfg.max_leading_silence_s is not None and speech.leading_s > cfg.max_leading_silence_s
@@ -133,17 +101,19 @@ def check_edge_silence(speech: Speech, cfg: VerifyConfig) -> tuple[CheckFailure 
         return None, None
     if not cfg.trim_silence:
         if lead_over:
-            return CheckFailure(LEADING_SILENCE, "leading_silence_s", speech.leading_s, cfg.max_leading_silence_s), None
-        return CheckFailure(TRAILING_SILENCE, "trailing_silence_s", speech.trailing_s, cfg.max_trailing_silence_s), None
+            return Failure(reason="audio_leading_silence", metric="leading_silence_s", value=speech.leading_s,
+                           limit=cfg.max_leading_silence_s), None
+        return Failure(reason="audio_trailing_silence", metric="trailing_silence_s", value=speech.trailing_s,
+                       limit=cfg.max_trailing_silence_s), None
     start = speech.leading_s - cfg.silence_margin_s if lead_over else 0.0
     end = speech.duration_s - speech.trailing_s + cfg.silence_margin_s if trail_over else speech.duration_s
     return None, (max(0.0, start), min(speech.duration_s, end))
 
 
-def check_pauses(speech: Speech, cfg: VerifyConfig) -> CheckFailure | None:
+def check_pauses(speech: Speech, cfg: VerifyConfig) -> Failure | None:
     longest = max(speech.pauses_s, default=0.0)
     if cfg.max_pause_s is not None and longest > cfg.max_pause_s:
-        return CheckFailure(LONG_PAUSE, "max_pause_s", longest, cfg.max_pause_s)
+        return Failure(reason="audio_long_pause", metric="max_pause_s", value=longest, limit=cfg.max_pause_s)
     return None
 
 
@@ -151,9 +121,10 @@ def clipped_fraction(samples: np.ndarray, level: float) -> float:
     return float(np.count_nonzero(np.abs(samples) >= level)) / max(samples.size, 1)
 
 
-def check_clipping(fraction: float, cfg: VerifyConfig) -> CheckFailure | None:
+def check_clipping(fraction: float, cfg: VerifyConfig) -> Failure | None:
     if cfg.max_clipped_fraction is not None and fraction > cfg.max_clipped_fraction:
-        return CheckFailure(CLIPPED, "clipped_fraction", fraction, cfg.max_clipped_fraction)
+        return Failure(reason="audio_clipped", metric="clipped_fraction", value=fraction,
+                       limit=cfg.max_clipped_fraction)
     return None
 
 
@@ -171,15 +142,16 @@ def integrated_loudness(samples: np.ndarray, rate: int) -> float:
     return float(pyloudnorm.Meter(rate).integrated_loudness(x))
 
 
-def check_loudness(lufs: float, cfg: VerifyConfig) -> CheckFailure | None:
+def check_loudness(lufs: float, cfg: VerifyConfig) -> Failure | None:
     if cfg.loudness == "off" or cfg.max_loudness_deviation_lu is None:
         return None
     quiet_limit = cfg.loudness_target_lufs - cfg.max_loudness_deviation_lu
     loud_limit = cfg.loudness_target_lufs + cfg.max_loudness_deviation_lu
     if not math.isfinite(lufs) or lufs < quiet_limit:  # -inf: digital silence
-        return CheckFailure(LOUDNESS_OFF, "loudness_lufs", lufs if math.isfinite(lufs) else -100.0, quiet_limit)
+        return Failure(reason="audio_loudness_off", metric="loudness_lufs", value=lufs if math.isfinite(lufs) else -100.0,
+                       limit=quiet_limit)
     if lufs > loud_limit:
-        return CheckFailure(LOUDNESS_OFF, "loudness_lufs", lufs, loud_limit)
+        return Failure(reason="audio_loudness_off", metric="loudness_lufs", value=lufs, limit=loud_limit)
     return None
 
 
@@ -200,7 +172,7 @@ def speech_units(text: str, language: str) -> int:
     return len(text.split())
 
 
-def check_speech_rate(text: str, language: str, speech: Speech, cfg: VerifyConfig) -> tuple[CheckFailure | None, float | None]:
+def check_speech_rate(text: str, language: str, speech: Speech, cfg: VerifyConfig) -> tuple[Failure | None, float | None]:
     """Units per second of speech span against the language's range; (failure, rate). No range: (None, rate)."""
     units = speech_units(text, language)
     if speech.span_s <= 0 or units == 0:
@@ -211,9 +183,9 @@ def check_speech_rate(text: str, language: str, speech: Speech, cfg: VerifyConfi
         return None, rate
     metric = "chars_per_s" if language.startswith("zh") else "words_per_s"
     if limits.min is not None and rate < limits.min:
-        return CheckFailure(SPEECH_RATE, metric, rate, limits.min), rate
+        return Failure(reason="audio_speech_rate", metric=metric, value=rate, limit=limits.min), rate
     if limits.max is not None and rate > limits.max:
-        return CheckFailure(SPEECH_RATE, metric, rate, limits.max), rate
+        return Failure(reason="audio_speech_rate", metric=metric, value=rate, limit=limits.max), rate
     return None, rate
 
 
@@ -258,7 +230,7 @@ class AudioChecker:
             out.scores["speech_rate"] = round(units_per_s, 3) if units_per_s is not None else None
             failure = failure or rate_failure
         if failure is not None and turn is not None:
-            failure = CheckFailure(failure.reason, failure.metric, failure.value, failure.limit, turn)
+            failure = replace(failure, turn=turn)
         out.failure = failure
         return out
 

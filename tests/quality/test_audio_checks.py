@@ -1,6 +1,6 @@
 """The audio checks (pipeline/quality/audio_checks.py) on real Piper en_US joe audio, and on clips made from it
 by hand so that each one fails exactly one check: silence before the speech, a long pause, clipping, too quiet,
-too fast, noise instead of speech. Also the TTS fault hook (pipeline/tts_faults.py) around the real Piper backend.
+too fast, noise instead of speech. Also the TTS fault hook (pipeline/tts/faults.py) around the real Piper backend.
 """
 
 import math
@@ -11,8 +11,8 @@ import pytest
 from pipeline.audio import decode_audio, encode_flac, resample
 from pipeline.config import REPO_ROOT, VerifyConfig
 from pipeline.quality import audio_checks as ac
-from pipeline.speakers import load_pool
-from pipeline.tts_faults import FaultyTTS, TTSFaultPlan
+from pipeline.tts.faults import FaultyTTS, TTSFaultPlan
+from pipeline.voices.pool import load_pool
 
 TEXTS = [
     "Could you tell me how long it takes to walk to the train station from here?",
@@ -24,7 +24,7 @@ TEXTS = [
 
 @pytest.fixture(scope="module")
 def piper():
-    from pipeline.backends.tts import PiperBackend
+    from pipeline.tts.piper import PiperBackend
 
     return PiperBackend(None, threads=1), load_pool(REPO_ROOT / "speakers/piper_en.jsonl")[0]
 
