@@ -216,6 +216,20 @@ def has_pending_turns(row: dict[str, Any]) -> bool:
     return not is_rejected(row) and any(awaits_synthesis(t) or not t.get("verified") for t in row.get("turns") or [])
 
 
+def batch_has_pending_turns(batch: pa.Table) -> bool:
+    """`has_pending_turns` for any row of a table, read from two turn fields without converting the audio."""
+    import pyarrow.compute as pc
+
+    turns = batch.column("turns").combine_chunks()
+    if len(turns) == 0:
+        return False
+    flat = pc.list_flatten(turns)
+    waiting = pc.or_(pc.is_null(flat.field("audio_flac")), pc.invert(pc.fill_null(flat.field("verified"), False)))
+    rows = set(pc.filter(pc.list_parent_indices(turns), waiting).to_pylist())
+    live = pc.is_null(batch.column("reject_reason")).to_pylist()
+    return any(live[i] for i in rows)
+
+
 def resynthesis_counts(row: dict[str, Any]) -> dict[str, int]:
     """Syntheses over a conversation's turns, turns re-synthesised, and those that then passed verify."""
     turns = row.get("turns") or []

@@ -67,17 +67,19 @@ def build_plan(stages: list[Stage], workers: WorkersConfig) -> ray.data.Dataset:
 
 class Loop(Stage):
     """Stages run again and again in one actor (TTS then verify, for re-synthesis): the body runs on the batch,
-    then again while some conversation still `has_pending` work, at most `times` passes in all. The actor holds
-    every body stage's models; it reserves the most CPUs and GPU share any body stage asks for."""
+    then again while `has_pending(batch)` says some conversation has work left, at most `times` passes in all.
+    The actor holds every body stage's models; it reserves the most CPUs and GPU share any body stage asks for,
+    and the pool has as many actors as the body stage that asks for the most (on CPU: verify's `auto`)."""
 
     def __init__(self, body: list[Stage], times: int, has_pending):
         super().__init__()
         self.body, self.times, self.has_pending = body, times, has_pending
         self.name = "+".join(s.name for s in body)
-        first = body[0].resources
+        actors = [s.resources.actors for s in body]  # as many loop actors as the stage that wants the most
         self.resources = Resources(num_cpus=max(s.resources.num_cpus for s in body),
                                    num_gpus=max(s.resources.num_gpus for s in body),
-                                   threads=max((s.resources.threads or 1) for s in body), actors=first.actors)
+                                   threads=max((s.resources.threads or 1) for s in body),
+                                   actors="auto" if "auto" in actors else max(a or 1 for a in actors))
         self.batch_size = body[0].batch_size
 
     def setup(self) -> None:
@@ -89,7 +91,7 @@ class Loop(Stage):
         for _ in range(self.times):
             for stage in self.body:
                 batch = stage(batch)
-            if not any(self.has_pending(row) for row in batch.select(["reject_reason", "turns"]).to_pylist()):
+            if not self.has_pending(batch):
                 break
         return batch
 
@@ -139,7 +141,8 @@ class StageActor:
 
 def actor_class(group: list[Stage]) -> type:
     """StageActor named after the stage classes it runs: Ray Data names the operator (and its stats) by it."""
-    name = "+".join(type(s).__name__ for s in group)
+    name = "+".join(f"Loop_{'_'.join(type(b).__name__ for b in s.body)}" if isinstance(s, Loop) else type(s).__name__
+                    for s in group)
     return type(name, (StageActor,), {"__qualname__": name})
 
 

@@ -11,7 +11,7 @@ from dataclasses import replace
 
 from pipeline.config import RunConfig
 from pipeline.run.selection import StageSelection
-from pipeline.schema import has_pending_turns
+from pipeline.schema import batch_has_pending_turns
 from pipeline.stages.base import RunContext, Stage
 from pipeline.stages.dedup import DuplicateIdStage
 from pipeline.stages.generate import GenerateStage, VLLMGenerateStage
@@ -77,7 +77,7 @@ def resynthesis_loop(ctx: RunContext, tts: Stage, verify: Stage) -> list[Stage]:
     if rounds == 0:
         return [tts, verify]
     if ctx.cfg.verify.resynthesis_layout == "one_actor":
-        return [Loop([tts, verify], rounds + 1, has_pending_turns)]
+        return [Loop([tts, verify], rounds + 1, batch_has_pending_turns)]
     out = [tts, verify]
     for _ in range(rounds):
         for stage in (TTSStage.build(ctx), VerifyStage.build(ctx)):

@@ -22,7 +22,7 @@ from pipeline.config import REPO_ROOT, VerifyConfig
 from pipeline.executor.ray_data import Loop
 from pipeline.io.layout import Layout
 from pipeline.io.verify_output import verify_output
-from pipeline.schema import empty_turn, has_pending_turns, rows_to_table
+from pipeline.schema import batch_has_pending_turns, empty_turn, rows_to_table
 from pipeline.stages.tts import TTSStage, turn_seed
 from pipeline.stages.verify import VerifyStage
 from pipeline.tts.faults import ENV, FaultyTTS, TTSFaultPlan
@@ -63,7 +63,7 @@ def speak_and_verify(models, rows, rounds: int, plan: TTSFaultPlan | None = None
     tts, check, piper = models
     tts.backend = FaultyTTS(piper, plan) if plan else piper
     check.cfg = check.checker.cfg = VerifyConfig(resynthesis_rounds=rounds, **verify)
-    loop = Loop([tts, check], rounds + 1, has_pending_turns)
+    loop = Loop([tts, check], rounds + 1, batch_has_pending_turns)
     loop._ready = tts._ready = check._ready = True
     return loop(rows_to_table(rows)).to_pylist()
 
@@ -244,5 +244,10 @@ def test_no_rounds_gives_the_results_of_a_deterministic_tts_with_the_loop(tmp_pa
     m0, m2 = manifest(tmp_path / "r0"), manifest(tmp_path / "r2")
     assert sorted(r["key"] for r in m0) == sorted(r["key"] for r in m2)
     assert all(r["user_synthesis_attempts"] == r["assistant_synthesis_attempts"] == 1 for r in m0 + m2)
-    assert all(len(r["failures"]) == 1 for r in r0) and all(len(r["failures"]) == 3 for r in r2)
+    assert all({f["attempt"] for f in r["failures"]} == {1} for r in r0)  # rejected at the first synthesis
+    for r in r2:  # every failing turn was tried three times (1 + 2 rounds), each attempt listed
+        tried = {}
+        for f in r["failures"]:
+            tried.setdefault(f["turn"], set()).add(f["attempt"])
+        assert tried and all(a == {1, 2, 3} for a in tried.values())
     assert stats2["last_run"]["resynthesis"]["turns_recovered"] == 0

@@ -96,7 +96,17 @@ def test_verify_gpu_share_reaches_the_verify_actors(tmp_path, stage_plan):
 
     from pipeline.config import load_config
 
-    cfg = load_config(REPO_ROOT / "configs/smoke.yaml", ["verify.num_gpus=0.25", "verify.asr_batch_size=16",
-                                                         "verify.max_actors=4"], tmp_path)  # auto would ask Ray
-    record_plan(cfg, "tts,verify,shard", pool=load_pool(REPO_ROOT / "speakers/piper_en.jsonl"))
+    pool = load_pool(REPO_ROOT / "speakers/piper_en.jsonl")
+    gpu = ["verify.num_gpus=0.25", "verify.asr_batch_size=16", "verify.max_actors=4"]  # auto would ask Ray
+    record_plan(load_config(REPO_ROOT / "configs/smoke.yaml", [*gpu, "verify.resynthesis_rounds=0"], tmp_path),
+                "tts,verify,shard", pool=pool)
     assert ("VerifyStage", 0.25) in stage_plan and ("TTSStage", None) in stage_plan
+    # re-synthesis, one_actor: TTS and ASR share the loop actor, which holds the larger share
+    stage_plan.clear()
+    record_plan(load_config(REPO_ROOT / "configs/smoke.yaml", gpu, tmp_path), "tts,verify,shard", pool=pool)
+    assert ("Loop_TTSStage_VerifyStage", 0.25) in stage_plan and not any(n == "VerifyStage" for n, _ in stage_plan)
+    # stage_pairs: 1 + 2 rounds of tts and verify operators, every verify one with its GPU share
+    stage_plan.clear()
+    record_plan(load_config(REPO_ROOT / "configs/smoke.yaml", [*gpu, "verify.resynthesis_layout=stage_pairs"], tmp_path),
+                "tts,verify,shard", pool=pool)
+    assert stage_plan.count(("VerifyStage", 0.25)) == 3 and stage_plan.count(("TTSStage", None)) == 3
