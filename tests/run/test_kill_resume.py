@@ -108,14 +108,21 @@ RESYNTH_FAULT = '{"mode": "wrong_text", "fraction": 1.0, "attempts": 1}'
 def cli(out, base_url, **env_extra):
     env = {**os.environ, "SPEECHCHAT_TTS_FAULT": RESYNTH_FAULT, **env_extra}
     env.pop("RAY_ADDRESS", None)
+    log = open(f"{out}.log", "ab")  # the child writes it; read back when a run fails
     return subprocess.Popen([sys.executable, "pipeline/main.py", "run", "--config", "configs/smoke.yaml", "--out", str(out),
                              *overrides(base_url), "verify.resynthesis_rounds=1"], cwd=REPO_ROOT, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def finished(proc, out) -> bool:
+    code = proc.wait(timeout=600)
+    assert code == 0, open(f"{out}.log", errors="replace").read()[-3000:]
+    return True
 
 
 def test_kill_in_the_middle_of_a_resynthesis_round_then_resume(tmp_path, llm_base_url):
     ref = tmp_path / "reference"
-    assert cli(ref, llm_base_url).wait(timeout=600) == 0
+    assert finished(cli(ref, llm_base_url), ref)
     reference = set(kept_ids(ref)), set(rejected_ids(ref))
     assert reference[0], "the reference run keeps nothing: the test would prove nothing"
     attempts = [r["user_synthesis_attempts"] for p in Layout(ref).manifest_parts() for r in pq.read_table(p).to_pylist()]
@@ -130,7 +137,7 @@ def test_kill_in_the_middle_of_a_resynthesis_round_then_resume(tmp_path, llm_bas
         assert marker.exists(), f"the job never reached a re-synthesis round (exit code {proc.poll()})"
     finally:
         kill_tree(proc)
-    assert cli(out, llm_base_url).wait(timeout=600) == 0  # resume
+    assert finished(cli(out, llm_base_url), out)  # resume
     assert verify_output(out) == []
     kept, rejected = kept_ids(out), rejected_ids(out)
     assert len(kept) == len(set(kept)) and len(rejected) == len(set(rejected))  # no duplicates
