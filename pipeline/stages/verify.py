@@ -135,8 +135,9 @@ class VerifyStage(RowStage):
                        seed=turn.get("synthesis_seed"))
 
     def _reject_if_exhausted(self, turns: list[dict[str, Any]], found: dict[int, Failure]) -> None:
-        """Reject the conversation when a failing turn used all its re-synthesis rounds. The primary failure is
-        the first such turn's; `failures` lists every attempt of the exhausted turns, earlier ones first."""
+        """Reject the conversation when a failing turn used all its re-synthesis rounds. `failures` lists the
+        exhausted turns' last failures first (the first is the primary one: the reject reason and columns), then
+        every earlier attempt of those turns."""
         done = [i for i in sorted(found) if (turns[i].get("resyntheses") or 0) >= self.cfg.resynthesis_rounds]
         if not done:
             return
