@@ -37,7 +37,9 @@ FAULT_FRACTION = 0.1
 EXCHANGES = 2
 
 
-def cli_run(out: Path, cache: Path, overrides: list[str], fault: str | None, timeout: float) -> dict:
+def cli_run(out: Path, cache: Path, overrides: list[str], fault: str | None, timeout: float, reuse: bool = False) -> dict:
+    if reuse and (out / "stats.json").is_file():  # a finished run of an earlier invocation (same cache)
+        return run_figures(out, None)
     env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "SPEECHCHAT_TTS_FAULT")}
     if fault:
         env["SPEECHCHAT_TTS_FAULT"] = fault
@@ -49,26 +51,34 @@ def cli_run(out: Path, cache: Path, overrides: list[str], fault: str | None, tim
     wall = time.perf_counter() - started
     if proc.returncode != 0:
         raise RuntimeError(f"run failed ({proc.returncode}): {proc.stderr[-2000:]}")
+    return run_figures(out, wall)
+
+
+def run_figures(out: Path, wall: float | None) -> dict:
     stats = json.loads((out / "stats.json").read_text())
     last = stats["last_run"]
     cost = last.get("cost") or {}
     busy = cost.get("busy_s") or {}
     kept_s = last["audio_hours"] * 3600
     return {"kept": last["kept"], "rejected": last["rejected"], "kept_audio_s": round(kept_s, 1),
-            "rejected_by_reason": last["rejected_by_reason"], "process_wall_s": round(wall, 1), "run_wall_s": last["wall_s"],
+            "rejected_by_reason": last["rejected_by_reason"], "process_wall_s": round(wall, 1) if wall else None,
+            "run_wall_s": last["wall_s"],
             "tts_busy_s": busy.get("tts", 0.0), "verify_busy_s": busy.get("verify", 0.0),
             "kept_audio_s_per_tts_s": round(kept_s / busy["tts"], 3) if busy.get("tts") else None,
             "kept_audio_s_per_verify_s": round(kept_s / busy["verify"], 3) if busy.get("verify") else None,
             "resynthesis": last.get("resynthesis") or {}}
 
 
-def bench(n: int, workdir: Path, quick: bool, extra: list[str]) -> dict:
+def bench(n: int, workdir: Path, quick: bool, extra: list[str], parallel: bool = False, reuse: bool = False) -> dict:
     from run import write_text_cache
 
     from pipeline.tts.faults import TTSFaultPlan
 
-    shutil.rmtree(workdir, ignore_errors=True)
-    cache = write_text_cache(workdir / "cache", n, exchanges=EXCHANGES)
+    if not reuse:
+        shutil.rmtree(workdir, ignore_errors=True)
+    cache = workdir / "cache"
+    if not (cache / "text").is_dir():
+        write_text_cache(cache, n, exchanges=EXCHANGES)
     fault = TTSFaultPlan(mode="wrong_text", fraction=FAULT_FRACTION, attempts=1).to_env()
     timeout = 600 + 60 * n  # generous: a shared 2-core machine can be 20x oversubscribed
     runs = {
@@ -80,9 +90,18 @@ def bench(n: int, workdir: Path, quick: bool, extra: list[str]) -> dict:
     if not quick:
         runs["perfect_loop"] = (["verify.resynthesis_rounds=2"], None)
     out: dict = {"conversations": n, "exchanges": EXCHANGES, "fault_fraction": FAULT_FRACTION, "overrides": extra,
-                 "fault_hook": "declared: pipeline/tts/faults.py wrong_text on the chosen turns' first synthesis"}
-    for name, (overrides, env) in runs.items():
-        out[name] = cli_run(workdir / name, cache, overrides + extra, env, timeout)
+                 "fault_hook": "declared: pipeline/tts/faults.py wrong_text on the chosen turns' first synthesis",
+                 "parallel": parallel}
+    if parallel:  # every run at once: on a machine shared with other jobs they then see the same contention
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(len(runs)) as pool:
+            futures = {name: pool.submit(cli_run, workdir / name, cache, o + extra, env, timeout, reuse)
+                       for name, (o, env) in runs.items()}
+            out.update({name: f.result() for name, f in futures.items()})
+    else:
+        for name, (overrides, env) in runs.items():
+            out[name] = cli_run(workdir / name, cache, overrides + extra, env, timeout, reuse)
     perfect = max(out["perfect"]["kept"], 1)
     out["kept_vs_perfect"] = {name: round(out[name]["kept"] / perfect, 3) for name in runs}
     return out
@@ -94,8 +113,13 @@ def main() -> int:
     ap.add_argument("--quick", action="store_true", help="skip the perfect-loop run")
     ap.add_argument("--workdir", default="/tmp/speechchat-resynth-bench")
     ap.add_argument("--set", action="append", default=[], help="config override for every run")
+    ap.add_argument("--parallel", action="store_true", help="start every run at once (each its own Ray): on a shared, "
+                                                            "loaded machine the runs then meet the same contention")
+    ap.add_argument("--reuse", action="store_true", help="keep the workdir; a run whose output has a stats.json is "
+                                                         "read, not run again")
     args = ap.parse_args()
-    print(json.dumps(bench(args.conversations, Path(args.workdir), args.quick, args.set), indent=2))
+    print(json.dumps(bench(args.conversations, Path(args.workdir), args.quick, args.set, args.parallel, args.reuse),
+                     indent=2))
     return 0
 
 
