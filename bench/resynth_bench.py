@@ -34,6 +34,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
 FAULT_FRACTION = 0.1
+STAGGER_S = 60
 EXCHANGES = 2
 
 
@@ -95,15 +96,23 @@ def bench(n: int, workdir: Path, quick: bool, extra: list[str], parallel: bool =
     if parallel:  # every run at once: on a machine shared with other jobs they then see the same contention
         from concurrent.futures import ThreadPoolExecutor
 
+        def staggered(k: int, *a):  # Ray's start-up times out when several local clusters start at once
+            time.sleep(STAGGER_S * k)
+            return cli_run(*a)
+
         with ThreadPoolExecutor(len(runs)) as pool:
-            futures = {name: pool.submit(cli_run, workdir / name, cache, o + extra, env, timeout, reuse)
-                       for name, (o, env) in runs.items()}
-            out.update({name: f.result() for name, f in futures.items()})
+            futures = {name: pool.submit(staggered, k, workdir / name, cache, o + extra, env, timeout, reuse)
+                       for k, (name, (o, env)) in enumerate(runs.items())}
+            for name, f in futures.items():
+                try:
+                    out[name] = f.result()
+                except Exception as exc:  # one failed run must not hide the others
+                    out[name] = {"error": f"{type(exc).__name__}: {str(exc)[-500:]}"}
     else:
         for name, (overrides, env) in runs.items():
             out[name] = cli_run(workdir / name, cache, overrides + extra, env, timeout, reuse)
-    perfect = max(out["perfect"]["kept"], 1)
-    out["kept_vs_perfect"] = {name: round(out[name]["kept"] / perfect, 3) for name in runs}
+    perfect = max(out["perfect"].get("kept", 0), 1)
+    out["kept_vs_perfect"] = {name: round(out[name]["kept"] / perfect, 3) for name in runs if "kept" in out[name]}
     return out
 
 
