@@ -474,6 +474,10 @@ def row_resynth(args) -> dict:
 
 
 def fmt_resynth(r: dict) -> list[tuple[str, str, str, str, str]]:
+    broken = [name for name in ("perfect", "faulty", "loop_pairs", "loop_one_actor") if "error" in r.get(name, {"error": 1})]
+    if broken:
+        return [("8 re-synthesis", "error", ">= 0.95", "?", "; ".join(f"{n}: {str(r.get(n, {}).get('error'))[-200:]}"
+                                                               for n in broken).replace("|", "/").replace("\n", " "))]
     k, p, f, pairs, one = r["kept_vs_perfect"], r["perfect"], r["faulty"], r["loop_pairs"], r["loop_one_actor"]
     best = max(k["loop_pairs"], k["loop_one_actor"])
 
