@@ -13,6 +13,9 @@ Rows (each measured in its own subprocess, so one failure or one memory peak doe
   6 verification           faster-whisper audio-s per s per core (int8), batched vs per-turn calls
   7 GPU                    only where CUDA exists (bench/gpu_bench.py): XTTS-v2/VITS RTF with 1/2/4 actors per
                            GPU, Whisper batched on the GPU, GPU-hours for 60,000 h
+  8 re-synthesis           the same conversations with and without the re-synthesis loop, 10 % of first
+                           syntheses made wrong by the declared TTS fault hook: kept vs a perfect TTS, cost,
+                           the two loop layouts (bench/resynth_bench.py)
 Rows 1 and 2 use a text cache of fixed sentences, so the LLM plays no part. Ratios compare runs on the same
 machine in the same invocation; absolute numbers depend on the machine and on whatever else runs on it.
 """
@@ -457,6 +460,54 @@ def row_gpu(args) -> dict:
     return {"measured": True, **gpu_bench.run(opts)}
 
 
+# --- row 8: re-synthesis ---------------------------------------------------------------------------------
+
+
+def row_resynth(args) -> dict:
+    """bench/resynth_bench.py: the same conversations with and without the re-synthesis loop, with the declared
+    TTS fault hook making 10 % of the first syntheses wrong, in both Ray-plan layouts of the loop."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import resynth_bench
+
+    n = args.conversations or (12 if args.quick else 40)
+    return resynth_bench.bench(n, Path(args.workdir) / "resynth", args.quick, list(args.set))
+
+
+def fmt_resynth(r: dict) -> list[tuple[str, str, str, str, str]]:
+    broken = [name for name in ("perfect", "faulty", "loop_pairs", "loop_one_actor") if "error" in r.get(name, {"error": 1})]
+    if broken:
+        return [("8 re-synthesis", "error", ">= 0.95", "?", "; ".join(f"{n}: {str(r.get(n, {}).get('error'))[-200:]}"
+                                                               for n in broken).replace("|", "/").replace("\n", " "))]
+    k, p, f, pairs, one = r["kept_vs_perfect"], r["perfect"], r["faulty"], r["loop_pairs"], r["loop_one_actor"]
+    best = max(k["loop_pairs"], k["loop_one_actor"])
+
+    def per(x: dict) -> str:
+        return f"{x['kept_audio_s_per_tts_s']} per TTS-s, {x['kept_audio_s_per_verify_s']} per verify-s"
+
+    rs = one["resynthesis"]
+    rows = [(f"8 re-synthesis yield ({r['fault_fraction']:.0%} bad first syntheses)",
+             f"kept {best:.2f} of a perfect TTS with the loop, {k['faulty']:.2f} without", ">= 0.95",
+             "yes" if min(k["loop_pairs"], k["loop_one_actor"]) >= 0.95 else "no",
+             f"{r['conversations']} conversations x {r['exchanges']} exchanges; kept: perfect {p['kept']}, faulty no loop "
+             f"{f['kept']}, loop stage_pairs {pairs['kept']}, loop one_actor {one['kept']}; one_actor redid "
+             f"{rs.get('turns_resynthesised', 0)} turns, {rs.get('turns_recovered', 0)} recovered, "
+             f"{rs.get('conversations_recovered', 0)} conversations recovered; fault hook declared (wrong text)"),
+            ("8 re-synthesis cost", f"kept audio-s per TTS-s {one['kept_audio_s_per_tts_s']} with the loop vs "
+             f"{f['kept_audio_s_per_tts_s']} without (faulty), {p['kept_audio_s_per_tts_s']} perfect", "report", "-",
+             f"per verify-s: loop {one['kept_audio_s_per_verify_s']}, no loop {f['kept_audio_s_per_verify_s']}, perfect "
+             f"{p['kept_audio_s_per_verify_s']}; perfect {per(p)}; faulty {per(f)}; one_actor {per(one)}; "
+             f"stage_pairs {per(pairs)}"),
+            ("8 re-synthesis layout", f"one_actor {one['run_wall_s']:.0f} s vs stage_pairs {pairs['run_wall_s']:.0f} s "
+             f"wall ({pairs['run_wall_s'] / max(one['run_wall_s'], 1e-9):.2f}x)", "report", "-",
+             f"busy TTS/verify s: one_actor {one['tts_busy_s']:.0f}/{one['verify_busy_s']:.0f}, stage_pairs "
+             f"{pairs['tts_busy_s']:.0f}/{pairs['verify_busy_s']:.0f}; no loop {f['run_wall_s']:.0f} s")]
+    if "perfect_loop" in r:
+        q = r["perfect_loop"]
+        rows.append(("8 re-synthesis, nothing failing", f"{q['run_wall_s']:.0f} s vs {p['run_wall_s']:.0f} s without "
+                     "the loop", "report", "-", f"kept {q['kept']} vs {p['kept']}; {per(q)}"))
+    return rows
+
+
 # --- driver: run rows in subprocesses, print the table ----------------------------------------------------
 
 
@@ -471,7 +522,7 @@ def child(argv: list[str], timeout: float) -> dict:
 
 
 ROWS = {"audio": row_audio, "memory": row_memory, "planner": row_planner, "shard": row_shard, "asr": row_asr,
-        "gpu": row_gpu, "driver": driver_child}
+        "gpu": row_gpu, "resynth": row_resynth, "driver": driver_child}
 
 
 def fmt_rows(results: dict) -> list[tuple[str, str, str, str, str]]:
@@ -585,14 +636,20 @@ def fmt_rows(results: dict) -> list[tuple[str, str, str, str, str]]:
                                 for x in rows) + f"; verify (base, {r['asr']['base'][-1]['engine']}) {asr:.0f} audio-s/s"))
             for e in r.get("errors", []):
                 out.append(("7 GPU", "error", "report", "?", e[-300:].replace("|", "/")))
+    if "resynth" in results:
+        if "error" in results["resynth"]:
+            err("resynth", "8 re-synthesis", ">= 0.95")
+        else:
+            out += fmt_resynth(results["resynth"])
     return out
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="small sizes: a few minutes on 2 cores")
-    ap.add_argument("--only", default="audio,memory,planner,shard,asr,gpu",
-                    help="comma list of: audio (rows 1-2), memory (3), planner (4), shard (5), asr (6), gpu (7)")
+    ap.add_argument("--only", default="audio,memory,planner,shard,asr,gpu,resynth",
+                    help="comma list of: audio (rows 1-2), memory (3), planner (4), shard (5), asr (6), gpu (7), "
+                         "resynth (8)")
     ap.add_argument("--conversations", type=int, help="override the row's size (conversations, specs or turns)")
     ap.add_argument("--set", action="append", default=[], help="config override for rows 1-3, e.g. tts.max_actors=2")
     ap.add_argument("--timeline", help="write Ray's Chrome-trace timeline of the pipeline run (row 1) here")

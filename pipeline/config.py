@@ -211,6 +211,19 @@ class TTSConfig(WorkerConfig):
         return self
 
 
+class SpeechRateRange(Section):
+    """Speech rate limits of one language, in its unit per second (words for en, characters for zh)."""
+
+    min: float | None = Field(None, ge=0, description="slower than this fails the turn; null: no lower limit")
+    max: float | None = Field(None, gt=0, description="faster than this fails the turn; null: no upper limit")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> SpeechRateRange:
+        if self.min is not None and self.max is not None and self.min >= self.max:
+            raise ValueError(f"min ({self.min}) must be below max ({self.max})")
+        return self
+
+
 class VerifyConfig(WorkerConfig):
     section: ClassVar[str] = "verify"
 
@@ -247,6 +260,46 @@ class VerifyConfig(WorkerConfig):
     speaker_min_turn_s: float = Field(1.0, ge=0, description="turns shorter than this are too short to embed: not checked")
     trim_trailing_audio: bool = Field(False, description="cut audio after the last ASR-recognised word (XTTS babble)")
     trim_margin_s: float = Field(0.3, ge=0, description="audio kept after the last word's end when trimming")
+    # Audio checks (pipeline/quality/audio_checks.py), run on every turn before DNSMOS and ASR. Defaults were chosen
+    # from Piper en_US joe's clean output (edge silence <= 0.35 s, pauses <= 0.4 s, clipped fraction <= 1e-4,
+    # -17 to -24 LUFS, 1.7-5.1 words/s), so clean Piper English passes them all.
+    vad_threshold: float = Field(0.5, gt=0, lt=1, description="Silero VAD speech probability above which a 32 ms "
+                                                              "frame is speech (silence, pause and speech-rate checks)")
+    max_leading_silence_s: float | None = Field(0.5, ge=0, description="silence before the first speech longer than "
+                                                                     "this is trimmed (trim_silence) or fails the turn; "
+                                                                     "null: off")
+    max_trailing_silence_s: float | None = Field(0.5, ge=0, description="the same for silence after the last speech")
+    trim_silence: bool = Field(True, description="true: cut over-long edge silence down to silence_margin_s; "
+                                                 "false: such a turn fails (audio_leading/trailing_silence)")
+    silence_margin_s: float = Field(0.2, ge=0, description="silence kept before the first and after the last speech "
+                                                           "when trimming")
+    max_pause_s: float | None = Field(1.0, gt=0, description="a silence inside a turn longer than this fails it "
+                                                             "(audio_long_pause); null: off")
+    clip_level: float = Field(0.999, gt=0, le=1, description="a sample at or above this magnitude counts as clipped")
+    max_clipped_fraction: float | None = Field(0.001, ge=0, le=1, description="more clipped samples than this fraction "
+                                                                              "fails the turn (audio_clipped); null: off")
+    loudness: Literal["normalize", "check", "off"] = Field(
+        "normalize", description="integrated loudness (pyloudnorm, ITU-R BS.1770): normalize: gain to "
+                                 "loudness_target_lufs under the peak ceiling; check: measure only; both fail a turn "
+                                 "further than max_loudness_deviation_lu from the target (audio_loudness_off)")
+    loudness_target_lufs: float = Field(-23.0, ge=-70, le=0, description="target integrated loudness, LUFS")
+    loudness_peak_dbfs: float = Field(-1.0, le=0, description="normalisation never lifts a sample peak above this")
+    max_loudness_deviation_lu: float | None = Field(15.0, gt=0, description="measured loudness further than this "
+                                                                            "from the target fails the turn; null: off")
+    speech_rate: dict[str, SpeechRateRange] = Field(
+        default_factory=lambda: {"en": SpeechRateRange(min=1.0, max=6.5), "zh": SpeechRateRange(min=2.0, max=9.0)},
+        description="per language: words per second (en) or characters per second (zh) over the speech span "
+                    "(first to last speech); outside the range fails the turn (audio_speech_rate); a language "
+                    "not listed is not checked")
+    resynthesis_rounds: int = Field(2, ge=0, le=10, description="a turn failing any verify check is synthesised again "
+                                                                "(new seed) and re-verified at most this often; "
+                                                                "0: the conversation is rejected at once")
+    resynthesis_layout: Literal["one_actor", "stage_pairs"] = Field(
+        "one_actor", description="how the Ray plan runs the loop: one_actor: TTS and verify in one actor pool that "
+                                 "repeats the pair on the conversations with failed turns (models shared, no extra "
+                                 "pools); stage_pairs: resynthesis_rounds more tts and verify operators, each its own "
+                                 "actor pool, that pass finished conversations through (bench/resynth_bench.py "
+                                 "measures both)")
 
     @model_validator(mode="after")
     def _threshold_needs_scores(self) -> VerifyConfig:

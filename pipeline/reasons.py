@@ -69,6 +69,17 @@ REASONS: dict[str, Reason] = _registry(
     Reason("audio_quality_below_threshold", "verify", "a turn's DNSMOS overall is below verify.min_dnsmos_ovrl"),
     Reason("speaker_inconsistent", "verify", "a turn's voice is too far from its speaker (Resemblyzer cosine)"),
     Reason("asr_error_rate_above_threshold", "verify", "ASR heard other words than the spoken text (WER/CER)"),
+    # verify: audio checks (pipeline/quality/audio_checks.py)
+    Reason("audio_no_speech", "verify", "the voice activity detector found no speech in a turn (noise, silence)"),
+    Reason("audio_leading_silence", "verify", "silence before a turn's first speech over verify.max_leading_silence_s "
+                                              "(verify.trim_silence off)"),
+    Reason("audio_trailing_silence", "verify", "silence after a turn's last speech over verify.max_trailing_silence_s "
+                                               "(verify.trim_silence off)"),
+    Reason("audio_long_pause", "verify", "a silence inside a turn longer than verify.max_pause_s"),
+    Reason("audio_clipped", "verify", "more samples at full scale than verify.max_clipped_fraction"),
+    Reason("audio_loudness_off", "verify", "integrated loudness further than verify.max_loudness_deviation_lu from "
+                                           "verify.loudness_target_lufs"),
+    Reason("audio_speech_rate", "verify", "words (en) or characters (zh) per second outside verify.speech_rate"),
     Reason("verify_error", "verify", "an unexpected error while verifying this conversation"),
     # quota (exact-count mode)
     Reason("target_reached", "quota", "the target number of kept conversations was reached before this one"),
@@ -77,13 +88,18 @@ REASONS: dict[str, Reason] = _registry(
 
 @dataclass(frozen=True)
 class Failure:
-    """One measured miss: turn `turn` (`role`) had `metric` = `value` against the limit `limit`."""
+    """One measured miss: turn `turn` (`role`) had `metric` = `value` against the limit `limit`. A verify failure
+    also says which synthesis of the turn it was (`attempt`, 1-based over TTS retries and re-syntheses), its
+    `seed`, and the check's `reason` code (attempts of one turn can fail different checks)."""
 
     turn: int | None = None
     role: str | None = None
     metric: str | None = None
     value: float | None = None
     limit: float | None = None
+    reason: str | None = None
+    attempt: int | None = None
+    seed: int | None = None
 
     def as_row(self) -> dict[str, Any]:
         return asdict(self)

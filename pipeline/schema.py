@@ -40,7 +40,20 @@ class Turn(TypedDict):
     dnsmos_bak: float | None
     dnsmos_p808: float | None
     speaker_similarity: float | None  # cosine to the assigned voice (verify.speaker_consistency)
-    tts_attempts: int | None  # syntheses this turn took (1 = first try)
+    tts_attempts: int | None  # syntheses of the kept audio's TTS call (1 = first try; more: retries after errors)
+    # audio checks (pipeline/quality/audio_checks.py), measured on the kept audio; null when not measured
+    leading_silence_s: float | None
+    trailing_silence_s: float | None
+    max_pause_s: float | None
+    clipped_fraction: float | None
+    loudness_lufs: float | None
+    speech_rate: float | None  # words/s (en) or characters/s (zh) over the speech span
+    # re-synthesis (verify.resynthesis_rounds)
+    synthesis_attempts: int | None  # every synthesis of this turn: TTS retries and re-syntheses (1 = first try)
+    synthesis_seed: int | None      # the seed of the synthesis whose audio the turn holds
+    resyntheses: int | None         # times verify sent this turn back to TTS (0: passed at once)
+    verified: bool | None           # passed every verify check (a turn with audio and False awaits verify)
+    failed_attempts: list[dict[str, Any]] | None  # pipeline.reasons.Failure rows of its syntheses that failed verify
 
 
 class Conversation(TypedDict):
@@ -70,10 +83,13 @@ class Conversation(TypedDict):
     reject_reason: str | None  # a code of pipeline.reasons.REASONS
     reject_details: str | None
     reject_failures: list[dict[str, Any]] | None  # pipeline.reasons.Failure rows
+    tts_busy_s: float | None     # seconds TTS workers spent on this conversation (every synthesis)
+    verify_busy_s: float | None  # seconds verify workers spent on it (every round)
 
 
 FAILURE_TYPE = pa.struct([("turn", pa.int32()), ("role", pa.string()), ("metric", pa.string()),
-                          ("value", pa.float64()), ("limit", pa.float64())])
+                          ("value", pa.float64()), ("limit", pa.float64()), ("reason", pa.string()),
+                          ("attempt", pa.int32()), ("seed", pa.int64())])
 
 TURN_TYPE = pa.struct([
     ("role", pa.string()), ("display_text", pa.string()), ("spoken_text", pa.string()), ("speaker_id", pa.string()),
@@ -81,6 +97,10 @@ TURN_TYPE = pa.struct([
     ("error_rate", pa.float64()), ("dnsmos_ovrl", pa.float64()), ("dnsmos_sig", pa.float64()),
     ("dnsmos_bak", pa.float64()), ("dnsmos_p808", pa.float64()), ("speaker_similarity", pa.float64()),
     ("tts_attempts", pa.int32()),
+    ("leading_silence_s", pa.float64()), ("trailing_silence_s", pa.float64()), ("max_pause_s", pa.float64()),
+    ("clipped_fraction", pa.float64()), ("loudness_lufs", pa.float64()), ("speech_rate", pa.float64()),
+    ("synthesis_attempts", pa.int32()), ("synthesis_seed", pa.int64()), ("resyntheses", pa.int32()),
+    ("verified", pa.bool_()), ("failed_attempts", pa.list_(FAILURE_TYPE)),
 ])
 
 CONVERSATION_SCHEMA = pa.schema([
@@ -94,9 +114,11 @@ CONVERSATION_SCHEMA = pa.schema([
     ("turns", pa.list_(TURN_TYPE)),
     ("reject_stage", pa.string()), ("reject_reason", pa.string()), ("reject_details", pa.string()),
     ("reject_failures", pa.list_(FAILURE_TYPE)),
+    ("tts_busy_s", pa.float64()), ("verify_busy_s", pa.float64()),
 ])
 
 TURN_FIELDS = [f.name for f in TURN_TYPE]
+BUSY_COLUMNS = frozenset(name for name in CONVERSATION_SCHEMA.names if name.endswith("_busy_s"))
 
 
 def _columns(names: tuple[str, ...], schema: pa.Schema = CONVERSATION_SCHEMA) -> list[pa.Field]:
@@ -129,6 +151,8 @@ MANIFEST_SCHEMA = pa.schema([
     # added with sample schema 2 (older manifest parts lack them; readers promote to null)
     ("user_dnsmos_ovrl", pa.float64()), ("assistant_dnsmos_ovrl", pa.float64()),
     ("user_speaker_similarity", pa.float64()), ("assistant_speaker_similarity", pa.float64()),
+    # added with sample schema 3: syntheses per side (TTS retries and re-syntheses; 1 = first try)
+    ("user_synthesis_attempts", pa.int32()), ("assistant_synthesis_attempts", pa.int32()),
 ])
 
 # rejects/part-*.parquet: one row per rejected conversation. turn..limit are the primary failure, `failures`
@@ -148,6 +172,11 @@ OUTCOME_SCHEMA = pa.schema([
     ("audio_s", pa.float64()), ("user_speaker_id", pa.string()), ("assistant_speaker_id", pa.string()),
     ("shard", pa.string()), ("llm_requests", pa.int32()), ("prompt_tokens", pa.int64()),
     ("completion_tokens", pa.int64()),
+    # cost and re-synthesis bookkeeping (last_run.cost and last_run.resynthesis in stats.json)
+    ("tts_busy_s", pa.float64()), ("verify_busy_s", pa.float64()),
+    ("synthesis_attempts", pa.int32()),    # over the conversation's turns
+    ("turns_resynthesised", pa.int32()),   # turns verify sent back to TTS at least once
+    ("turns_recovered", pa.int32()),       # of those, turns that then passed verify
 ])
 
 
@@ -175,6 +204,38 @@ def table_to_rows(batch: pa.Table | dict) -> list[dict[str, Any]]:
 
 def is_rejected(row: dict[str, Any]) -> bool:
     return row.get("reject_reason") is not None
+
+
+def awaits_synthesis(turn: dict[str, Any]) -> bool:
+    """A turn with no audio yet: never synthesised, or sent back by verify for re-synthesis."""
+    return turn.get("audio_flac") is None
+
+
+def has_pending_turns(row: dict[str, Any]) -> bool:
+    """A live conversation with a turn to synthesise or verify still (the re-synthesis loop goes on for it)."""
+    return not is_rejected(row) and any(awaits_synthesis(t) or not t.get("verified") for t in row.get("turns") or [])
+
+
+def batch_has_pending_turns(batch: pa.Table) -> bool:
+    """`has_pending_turns` for any row of a table, read from two turn fields without converting the audio."""
+    import pyarrow.compute as pc
+
+    turns = batch.column("turns").combine_chunks()
+    if len(turns) == 0:
+        return False
+    flat = pc.list_flatten(turns)
+    waiting = pc.or_(pc.is_null(flat.field("audio_flac")), pc.invert(pc.fill_null(flat.field("verified"), False)))
+    rows = set(pc.filter(pc.list_parent_indices(turns), waiting).to_pylist())
+    live = pc.is_null(batch.column("reject_reason")).to_pylist()
+    return any(live[i] for i in rows)
+
+
+def resynthesis_counts(row: dict[str, Any]) -> dict[str, int]:
+    """Syntheses over a conversation's turns, turns re-synthesised, and those that then passed verify."""
+    turns = row.get("turns") or []
+    again = [t for t in turns if t.get("resyntheses")]
+    return {"synthesis_attempts": sum(t.get("synthesis_attempts") or 0 for t in turns),
+            "turns_resynthesised": len(again), "turns_recovered": sum(1 for t in again if t.get("verified"))}
 
 
 def reject(row: dict[str, Any], stage: str, reason: str, details: str = "",
@@ -208,7 +269,7 @@ def rejects_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 # --- the sample contract: one WebDataset sample per exchange -------------------------------------------
 
-SAMPLE_SCHEMA_VERSION = 2  # 2: per-side dnsmos_* and speaker_similarity
+SAMPLE_SCHEMA_VERSION = 3  # 2: per-side dnsmos_* and speaker_similarity; 3: per-side audio checks, synthesis_attempts
 
 # The sample's JSON as `conversation_samples` writes it: (name, type, meaning), where a type is a `datasets`
 # dtype, a list of fields (a struct) or ("list", dtype). The dataset card's features and field table come
@@ -226,6 +287,14 @@ SIDE_FIELDS: list[tuple[str, Any, str]] = [
     ("dnsmos_bak", "float64", "DNSMOS background noise (1-5, 5 = clean); -1 if not measured"),
     ("dnsmos_p808", "float64", "DNSMOS P.808 MOS estimate (1-5); -1 if not measured"),
     ("speaker_similarity", "float64", "Resemblyzer cosine similarity to the assigned voice; -1 if not measured"),
+    ("leading_silence_s", "float64", "silence before the first speech (Silero VAD), after trimming; -1 if not measured"),
+    ("trailing_silence_s", "float64", "silence after the last speech, after trimming; -1 if not measured"),
+    ("max_pause_s", "float64", "longest silence between two stretches of speech; -1 if not measured"),
+    ("clipped_fraction", "float64", "fraction of samples at full scale; -1 if not measured"),
+    ("loudness_lufs", "float64", "integrated loudness (ITU-R BS.1770), after normalisation; -100 if not measured"),
+    ("speech_rate", "float64", "words (en) or characters (zh) per second of speech span; -1 if not measured"),
+    ("synthesis_attempts", "int64", "syntheses this turn took: TTS retries and re-syntheses after failed "
+                                    "verification (1 = the first synthesis passed)"),
 ]
 SAMPLE_FIELDS: list[tuple[str, Any, str]] = [
     ("schema_version", "int64", f"sample schema version ({SAMPLE_SCHEMA_VERSION})"),
@@ -267,7 +336,10 @@ def side_json(turn: dict[str, Any]) -> dict[str, Any]:
         "duration_s": round(float(turn["duration_s"] or 0.0), 3),
         "sample_rate": int(turn["sample_rate"] or 0),
         **{k: _score(turn.get(k)) for k in ("dnsmos_ovrl", "dnsmos_sig", "dnsmos_bak", "dnsmos_p808",
-                                            "speaker_similarity")},
+                                            "speaker_similarity", "leading_silence_s", "trailing_silence_s",
+                                            "max_pause_s", "clipped_fraction", "speech_rate")},
+        "loudness_lufs": float(turn["loudness_lufs"]) if turn.get("loudness_lufs") is not None else -100.0,
+        "synthesis_attempts": int(turn.get("synthesis_attempts") or turn.get("tts_attempts") or 1),
     }
 
 
@@ -322,5 +394,7 @@ def manifest_rows(rows: list[dict[str, Any]], language: str, split: str, shard: 
                 "user_dnsmos_ovrl": user.get("dnsmos_ovrl"), "assistant_dnsmos_ovrl": assistant.get("dnsmos_ovrl"),
                 "user_speaker_similarity": user.get("speaker_similarity"),
                 "assistant_speaker_similarity": assistant.get("speaker_similarity"),
+                "user_synthesis_attempts": user.get("synthesis_attempts"),
+                "assistant_synthesis_attempts": assistant.get("synthesis_attempts"),
             })
     return manifest

@@ -7,8 +7,11 @@ from pipeline.config import REPO_ROOT
 from pipeline.reasons import REASONS, Failure, Rejected
 
 SOURCE = {p: p.read_text(encoding="utf-8") for p in (REPO_ROOT / "pipeline").rglob("*.py")}
-# Rejected("code", ...), reject(row, stage, "code", ...), and the source filter's `return "code", details`
-RAISED = re.compile(r"""\bRejected\(\s*"([a-z0-9_]+)"|reject\([^,]+,[^,]+,\s*"([a-z0-9_]+)"|return\s+"(source_[a-z_]+)",""")
+# Rejected("code", ...), reject(row, stage, "code", ...), the source filter's `return "code", details`, and the
+# per-turn verify failures that reject once a turn has no re-synthesis round left: Failure(reason="code", ...)
+# (the audio checks) and VerifyStage._failure(turn, i, "code", ...)
+RAISED = re.compile(r"""\bRejected\(\s*"([a-z0-9_]+)"|reject\([^,]+,[^,]+,\s*"([a-z0-9_]+)"|return\s+"(source_[a-z_]+)",|"""
+                    r'\breason="([a-z0-9_]+)"|\b_failure\([^)"]*"([a-z0-9_]+)"')
 
 
 def raised_codes() -> set[str]:
@@ -46,6 +49,7 @@ def test_the_docs_list_every_reason_with_its_stage():
 
 def test_a_rejection_carries_its_structured_failures():
     exc = Rejected("asr_error_rate_above_threshold", "max 0.2", failures=[Failure(1, "assistant", "WER", 0.5, 0.2)])
-    assert exc.failures[0].as_row() == {"turn": 1, "role": "assistant", "metric": "WER", "value": 0.5, "limit": 0.2}
+    assert exc.failures[0].as_row() == {"turn": 1, "role": "assistant", "metric": "WER", "value": 0.5, "limit": 0.2,
+                                        "reason": None, "attempt": None, "seed": None}
     one = Rejected("audio_too_short", "turn 0", turn=0, role="user", metric="duration_s", value=0.1, limit=0.2)
     assert [f.metric for f in one.failures] == ["duration_s"] and Rejected("llm_not_json").failures == []

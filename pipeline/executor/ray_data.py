@@ -17,11 +17,12 @@ from __future__ import annotations
 
 import os
 
+import pyarrow as pa
 import ray
 
 from pipeline.config import REPO_ROOT, ConfigError, WorkersConfig
 from pipeline.executor.sources import StageSource
-from pipeline.stages.base import ProcessorStage, ReadStage, Stage
+from pipeline.stages.base import ProcessorStage, ReadStage, Resources, Stage
 
 # Light stages run as tasks with a tiny CPU request; without a cap Ray would run 1/0.05 = 20 of them per CPU at
 # once, each in a fresh worker process that imports the pipeline first: on a small machine that start-up
@@ -64,6 +65,46 @@ def build_plan(stages: list[Stage], workers: WorkersConfig) -> ray.data.Dataset:
     return ds
 
 
+class Loop(Stage):
+    """Stages run again and again in one actor (TTS then verify, for re-synthesis): the body runs on the batch,
+    then again while `has_pending(batch)` says some conversation has work left, at most `times` passes in all.
+    The actor holds every body stage's models; it reserves the most CPUs and GPU share any body stage asks for,
+    and the pool has as many actors as the body stage that asks for the most (on CPU: verify's `auto`)."""
+
+    def __init__(self, body: list[Stage], times: int, has_pending):
+        super().__init__()
+        self.body, self.times, self.has_pending = body, times, has_pending
+        self.name = "+".join(s.name for s in body)
+        actors = [s.resources.actors for s in body]  # as many loop actors as the stage that wants the most
+        self.resources = Resources(num_cpus=max(s.resources.num_cpus for s in body),
+                                   num_gpus=max(s.resources.num_gpus for s in body),
+                                   threads=max((s.resources.threads or 1) for s in body),
+                                   actors="auto" if "auto" in actors else max(a or 1 for a in actors))
+        self.batch_size = body[0].batch_size
+
+    def setup(self) -> None:
+        for stage in self.body:
+            stage.setup()
+            stage._ready = True
+
+    def process_batch(self, batch: pa.Table) -> pa.Table:
+        for _ in range(self.times):
+            for stage in self.body:
+                batch = stage(batch)
+            if not self.has_pending(batch):
+                break
+        return batch
+
+
+def gpu_shares(stages: list[Stage]) -> dict[str, float]:
+    """The GPU share each stage name runs under (a looped stage: its loop actor's share), for GPU-seconds."""
+    shares: dict[str, float] = {}
+    for stage in stages:
+        for inner in stage.body if isinstance(stage, Loop) else [stage]:
+            shares[inner.name] = max(shares.get(inner.name, 0.0), stage.resources.num_gpus)
+    return shares
+
+
 def fuse(stages: list[Stage]) -> list[list[Stage]]:
     """Group each single-actor stage without a batch size of its own with the single-actor stage after it."""
     groups: list[list[Stage]] = []
@@ -100,7 +141,8 @@ class StageActor:
 
 def actor_class(group: list[Stage]) -> type:
     """StageActor named after the stage classes it runs: Ray Data names the operator (and its stats) by it."""
-    name = "+".join(type(s).__name__ for s in group)
+    name = "+".join(f"Loop_{'_'.join(type(b).__name__ for b in s.body)}" if isinstance(s, Loop) else type(s).__name__
+                    for s in group)
     return type(name, (StageActor,), {"__qualname__": name})
 
 

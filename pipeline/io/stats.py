@@ -80,3 +80,32 @@ def usage_balance(counts: Counter) -> dict[str, Any]:
 
 def write_stats(layout: Layout, stats: dict[str, Any]) -> None:
     atomic_write(layout.root / "stats.json", lambda fh: fh.write(json.dumps(stats, indent=2, sort_keys=True).encode()))
+
+
+def cost_section(*, kept: int, rejected: int, kept_audio_s: float, llm_requests: int, prompt_tokens: int,
+                 completion_tokens: int, busy_s: dict[str, float], gpu_share: dict[str, float]) -> dict[str, Any]:
+    """What the kept audio of one run cost and where it went: busy seconds per stage (summed over the
+    conversations, kept and rejected alike, so waste is counted), GPU-seconds (busy seconds times the stage's
+    GPU share), the keep rate and kept audio-hours per TTS actor-hour and per GPU-hour.
+
+    Busy time is the time a worker spent on a conversation (every synthesis and every verify round), not an
+    actor's idle or start-up time; `actor-hours` below are busy hours."""
+    kept_h = kept_audio_s / 3600
+    gpu_s = {stage: s * gpu_share.get(stage, 0.0) for stage, s in busy_s.items() if gpu_share.get(stage, 0.0) > 0}
+    tts_h, verify_h, gpu_h = busy_s.get("tts", 0.0) / 3600, busy_s.get("verify", 0.0) / 3600, sum(gpu_s.values()) / 3600
+    done = kept + rejected
+
+    def per(hours: float) -> float | None:
+        return round(kept_h / hours, 4) if hours > 0 else None
+
+    return {
+        "llm": {"requests": llm_requests, "prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+                "tokens_per_kept_audio_hour": round((prompt_tokens + completion_tokens) / kept_h) if kept_h else None},
+        "busy_s": {stage: round(s, 2) for stage, s in sorted(busy_s.items())},
+        "gpu_s": {stage: round(s, 2) for stage, s in sorted(gpu_s.items())},
+        "keep_rate": round(kept / done, 4) if done else None,
+        "kept_audio_hours": round(kept_h, 5),
+        "kept_audio_h_per_tts_actor_h": per(tts_h),
+        "kept_audio_h_per_verify_actor_h": per(verify_h),
+        "kept_audio_h_per_gpu_h": per(gpu_h),
+    }

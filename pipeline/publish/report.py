@@ -264,7 +264,7 @@ def report_html(root: Path, stats: dict[str, Any]) -> str:
     sections = [f"<h1>{html.escape(root.name)}</h1>",
                 ('<p class="muted">speechchat output report: kept samples from <code>manifest/</code>, rejections '
                  "from <code>rejects/</code>, totals from <code>stats.json</code>.</p>"),
-                "<h2>Summary</h2>", _summary(stats)]
+                "<h2>Summary</h2>", _summary(stats), "<h2>Cost of the last run</h2>", cost_html(stats)]
     fonts = _fonts()
     # without a CJK font Chinese labels draw as boxes; one note on the page beats a warning per glyph
     with rc_context({"font.family": fonts, "font.size": 9}), warnings.catch_warnings():
@@ -306,3 +306,30 @@ def write_report(root: Path, stats: dict[str, Any]) -> Path:
     text = report_html(Path(root), stats)
     atomic_write(path, lambda fh: fh.write(text.encode("utf-8")))
     return path
+
+
+def cost_html(stats: dict[str, Any]) -> str:
+    """The last run's cost section (stats.json last_run.cost): busy time per stage and what a kept hour cost."""
+    cost = (stats.get("last_run") or {}).get("cost")
+    if not cost:
+        return "<p>No cost figures for the last run.</p>"
+
+    def num(v: Any) -> Any:
+        return "-" if v is None else v
+
+    llm = cost.get("llm") or {}
+    rows = [["LLM requests", int(llm.get("requests") or 0)],
+            ["LLM tokens (prompt + completion)", int((llm.get("prompt_tokens") or 0) + (llm.get("completion_tokens") or 0))]]
+    rows += [[f"{stage} busy actor-seconds", float(s)] for stage, s in (cost.get("busy_s") or {}).items()]
+    rows += [[f"{stage} GPU-seconds", float(s)] for stage, s in (cost.get("gpu_s") or {}).items()]
+    rows += [["keep rate (kept / finished conversations)", num(cost.get("keep_rate"))],
+             ["kept audio-hours", num(cost.get("kept_audio_hours"))],
+             ["kept audio-hours per TTS actor-hour", num(cost.get("kept_audio_h_per_tts_actor_h"))],
+             ["kept audio-hours per verify actor-hour", num(cost.get("kept_audio_h_per_verify_actor_h"))],
+             ["kept audio-hours per GPU-hour", num(cost.get("kept_audio_h_per_gpu_h"))]]
+    resynth = (stats.get("last_run") or {}).get("resynthesis") or {}
+    if resynth:
+        rows += [[f"re-synthesis: {k.replace('_', ' ')}", int(v)] for k, v in resynth.items()]
+    return ('<p class="muted">The last run only (stats.json <code>last_run.cost</code>). Busy time is what workers '
+            "spent on conversations, kept and rejected alike; GPU-seconds are busy seconds times the stage's GPU "
+            "share.</p>" + _table(["", "value"], rows))

@@ -101,7 +101,7 @@ def planned_total(ctx: RunContext, stages: StageSelection) -> int:
 
 def run_once(cfg: RunConfig, stages: StageSelection | None = None, text_from: Path | None = None,
              quota: dict[str, int] | None = None) -> dict[str, Any]:
-    from pipeline.executor.ray_data import build_plan, init_ray, require_gpus
+    from pipeline.executor.ray_data import build_plan, gpu_shares, init_ray, require_gpus
     from pipeline.llm.server import LlamaCppServer
 
     stages = stages or StageSelection()
@@ -148,7 +148,8 @@ def run_once(cfg: RunConfig, stages: StageSelection | None = None, text_from: Pa
                          "stages": stages.describe(),
                          # verify.enabled=false keeps audio unverified: said so here and in the dataset card
                          "verified": stages.audio and cfg.verify.enabled,
-                         **summary.as_dict(), "speakers_dropped": len({d["speaker_id"] for d in ctx.dropped_speakers})}
+                         **summary.as_dict(), "speakers_dropped": len({d["speaker_id"] for d in ctx.dropped_speakers}),
+                         "cost": summary.cost(gpu_shares(flow))}
     if ctx.dropped_speakers:
         stats["speakers_dropped"] = ctx.dropped_speakers  # which speaker, which clip, what is wrong with it
     write_stats(layout, stats)

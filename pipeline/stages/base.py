@@ -17,6 +17,7 @@ A `ReadStage` starts a stream (plan indices, source records, the text cache): th
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,7 +28,7 @@ import pyarrow as pa
 
 from pipeline.faults import checkpoint, inject
 from pipeline.reasons import Rejected
-from pipeline.schema import is_rejected, reject, rows_to_table, table_to_rows
+from pipeline.schema import BUSY_COLUMNS, is_rejected, reject, rows_to_table, table_to_rows
 
 if TYPE_CHECKING:
     from pipeline.config import RunConfig
@@ -120,7 +121,10 @@ class RowStage(Stage):
             self.guarded(row, self.process_row, row)
 
     def guarded(self, row: dict[str, Any], fn: Callable, *args: Any) -> Any:
-        """Run fn; a `Rejected` or an unexpected error rejects this row instead of failing the batch."""
+        """Run fn; a `Rejected` or an unexpected error rejects this row instead of failing the batch. The time it
+        took is added to the row's `<stage>_busy_s` where the schema has one (the cost section of stats.json)."""
+        busy = f"{self.name}_busy_s"
+        started = time.perf_counter()
         try:
             inject(self.name, row.get("conversation_id"))
             return fn(*args)
@@ -129,6 +133,9 @@ class RowStage(Stage):
         except Exception as exc:  # one bad conversation must not kill the job; the reason is recorded
             log.warning("%s: conversation %s failed: %s", self.name, row.get("conversation_id"), exc, exc_info=True)
             reject(row, self.name, f"{self.name}_error", f"{type(exc).__name__}: {exc}")
+        finally:
+            if busy in BUSY_COLUMNS:
+                row[busy] = (row.get(busy) or 0.0) + time.perf_counter() - started
         return None
 
     def process_batch(self, batch: pa.Table) -> pa.Table:

@@ -23,6 +23,7 @@ from pipeline.schema import (
     REJECTS_SCHEMA,
     is_rejected,
     rejects_rows,
+    resynthesis_counts,
     rows_to_table,
     table_to_rows,
     usage,
@@ -67,7 +68,7 @@ class ShardStage(Stage):
             shard_rel, _ = write_shard(self.layout, f"shard-{self.batch_name(group)}", group, language, split,
                                        self.license_tags)
             for row in group:
-                outcomes.append({**usage(row),
+                outcomes.append({**usage(row), **work(row),
                     "conversation_id": row["conversation_id"], "language": language, "outcome": "kept",
                     "exchanges": len(row["turns"]) // 2, "audio_s": sum(t["duration_s"] or 0 for t in row["turns"]),
                     "user_speaker_id": row["user_speaker_id"], "assistant_speaker_id": row["assistant_speaker_id"],
@@ -75,7 +76,13 @@ class ShardStage(Stage):
         if rejected:
             table = rows_to_table(rejects_rows(rejected), REJECTS_SCHEMA)
             write_parquet_atomic(self.layout.rejects / f"part-{self.batch_name(rejected)}.parquet", table)
-            outcomes += [{**usage(r), "conversation_id": r["conversation_id"], "language": r["language"],
+            outcomes += [{**usage(r), **work(r), "conversation_id": r["conversation_id"], "language": r["language"],
                           "outcome": "rejected", "reject_stage": r["reject_stage"], "reject_reason": r["reject_reason"],
                           "exchanges": 0, "audio_s": 0.0} for r in rejected]
         return rows_to_table(outcomes, OUTCOME_SCHEMA)
+
+
+def work(row: dict[str, Any]) -> dict[str, Any]:
+    """The audio work a conversation cost (busy seconds, syntheses, re-synthesised turns), for the run's stats."""
+    return {"tts_busy_s": row.get("tts_busy_s") or 0.0, "verify_busy_s": row.get("verify_busy_s") or 0.0,
+            **resynthesis_counts(row)}

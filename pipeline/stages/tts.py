@@ -4,6 +4,10 @@ A synthesis can fail (an exception, NaN audio, no audio, or a duration absurd fo
 or truncated generation). Such a turn is synthesised again with a new seed, at most `max_attempts`
 times in all; a turn that never succeeds rejects the conversation as `tts_failed`, with what went wrong
 on each attempt. The job never dies of one turn.
+
+Only turns without audio are spoken: on the first pass every turn, and after verify sent some back
+(`verify.resynthesis_rounds`) only those, with seeds that continue the turn's attempt count, so a re-synthesis
+never repeats an earlier seed. `synthesis_attempts` counts every synthesis of a turn.
 """
 
 from __future__ import annotations
@@ -16,11 +20,14 @@ from typing import Any
 import numpy as np
 
 from pipeline.audio import encode_flac, resample
+from pipeline.faults import checkpoint
 from pipeline.io.layout import Layout
 from pipeline.reasons import Rejected
+from pipeline.schema import awaits_synthesis
 from pipeline.stages.base import Resources, RowStage, RunContext
 from pipeline.threads import limit_threads, threads_for
 from pipeline.tts.base import TTSBackend, check_backend, make_backend
+from pipeline.tts.faults import FaultyTTS, TTSFaultPlan
 from pipeline.voices.pool import Speaker
 
 log = logging.getLogger(__name__)
@@ -75,6 +82,10 @@ class TTSStage(RowStage):
             options["threads"] = self.threads
         self.backend = make_backend(self.backend_name, self.piper_voice, **options)
         limit_threads(self.threads)  # a Coqui backend has imported torch now
+        plan = TTSFaultPlan.from_env()  # tests and benchmarks only: chosen syntheses come out wrong
+        if plan is not None:
+            log.warning("tts: fault hook on (%s): chosen turns' syntheses are made wrong on purpose", plan.to_env())
+            self.backend = FaultyTTS(self.backend, plan)
 
     def check_audio(self, samples: np.ndarray, rate: int, text: str) -> str | None:
         """None if the audio is plausible for the text, else a short reason code."""
@@ -90,20 +101,24 @@ class TTSStage(RowStage):
         return None
 
     def speak(self, text: str, speaker: Speaker, language: str, conversation_seed: int | None,
-              turn: int) -> tuple[np.ndarray, int, int]:
-        """Samples, rate and attempts used; raises Rejected("tts_failed") after max_attempts failures."""
+              turn: int, first_attempt: int = 1, conversation_id: str | None = None) -> tuple[np.ndarray, int, int, int]:
+        """Samples, rate, attempts used and the seed of the one that succeeded; raises Rejected("tts_failed")
+        after max_attempts failures. Attempts are numbered from `first_attempt` (a re-synthesis continues the
+        turn's count), and each number has its own seed."""
         assert self.backend is not None
         failures = []
-        for attempt in range(1, self.max_attempts + 1):
+        faulty = isinstance(self.backend, FaultyTTS)  # the fault hook needs to know which turn and attempt it speaks
+        for attempt in range(first_attempt, first_attempt + self.max_attempts):
             seed = turn_seed(self.seed, conversation_seed, turn, attempt)
             try:
-                samples, rate = self.backend.synthesize(text, speaker, language=language, seed=seed)
+                extra = {"turn_key": (conversation_id or "", turn, attempt)} if faulty else {}
+                samples, rate = self.backend.synthesize(text, speaker, language=language, seed=seed, **extra)
                 samples = np.asarray(samples, dtype=np.float32).reshape(-1)
                 problem = self.check_audio(samples, rate, text)
             except Exception as exc:  # noqa: BLE001 - recorded and retried; the conversation is rejected if none succeeds
                 problem = f"{type(exc).__name__}: {str(exc)[:200]}"
             if problem is None:
-                return samples, rate, attempt
+                return samples, rate, attempt - first_attempt + 1, seed
             failures.append(f"attempt {attempt} (seed {seed}): {problem}")
             log.info("tts: turn %d of speaker %s failed: %s", turn, speaker.speaker_id, failures[-1])
         raise Rejected("tts_failed", f"turn {turn} ({speaker.speaker_id}): " + "; ".join(failures), turn=turn,
@@ -112,7 +127,11 @@ class TTSStage(RowStage):
     def process_row(self, row: dict[str, Any]) -> None:
         assert self.backend is not None
         row["tts_model"] = self.backend.model_id
-        for i, turn in enumerate(row["turns"]):
+        pending = [i for i, turn in enumerate(row["turns"]) if awaits_synthesis(turn)]
+        if any(row["turns"][i].get("resyntheses") for i in pending):
+            checkpoint("tts.resynthesis")  # kill-and-resume tests stop here, in the middle of a re-synthesis round
+        for i in pending:
+            turn = row["turns"][i]
             speaker = self.speakers.get(turn["speaker_id"])
             if speaker is None:
                 raise Rejected("tts_unknown_speaker", f"turn {i}: {turn['speaker_id']!r} not in pool", turn=i,
@@ -121,13 +140,17 @@ class TTSStage(RowStage):
                 raise Rejected("tts_backend_mismatch", f"turn {i}: speaker {speaker.speaker_id} is a {speaker.backend} "
                                                        f"voice but tts.backend is {self.backend_name}", turn=i,
                                role=turn["role"])
-            samples, rate, attempts = self.speak(turn["spoken_text"], speaker, row["language"], row.get("seed"), i)
+            before = turn.get("synthesis_attempts") or 0
+            samples, rate, attempts, seed = self.speak(turn["spoken_text"], speaker, row["language"], row.get("seed"), i,
+                                                       first_attempt=before + 1, conversation_id=row["conversation_id"])
             if turn["role"] == "user":
                 samples, rate = resample(samples, rate, self.user_sample_rate), self.user_sample_rate
             turn["audio_flac"] = encode_flac(samples, rate)
             turn["sample_rate"] = rate
             turn["duration_s"] = samples.size / rate
             turn["tts_attempts"] = attempts
+            turn.update(synthesis_attempts=before + attempts, synthesis_seed=seed, verified=False,
+                        resyntheses=turn.get("resyntheses") or 0)
 
 
 def backend_options(ctx: RunContext) -> dict[str, Any]:

@@ -1,13 +1,22 @@
-"""Verify: transcribe every turn back with ASR and reject conversations whose audio does not say the text;
-score audio quality (DNSMOS) and voice consistency (Resemblyzer) when the config asks for them.
+"""Verify: check every turn's audio, transcribe it back with ASR, and send back turns that fail; score audio
+quality (DNSMOS) and voice consistency (Resemblyzer) when the config asks for them.
 
-Order per conversation: duration (free) -> DNSMOS -> speaker embeddings -> ASR (the most expensive), so bad
-audio is dropped before paying for transcription; every measured score lands in the turn. With
-`trim_trailing_audio` ASR runs first (with word timestamps) and cuts what follows the last recognised word.
+Order, check by check over the turns still to verify: duration (free) -> audio checks (VAD silence trimmed to a
+margin, pauses, clipping, loudness normalised, speech rate; pipeline/quality/audio_checks.py) -> DNSMOS ->
+speaker embeddings -> ASR (the most expensive), so a turn that fails early is not paid for further; every
+measured score lands in the turn and describes the audio that is kept. With `trim_trailing_audio` ASR runs
+before DNSMOS (with word timestamps) and cuts what follows the last recognised word.
+
+A failing turn, and only that turn, goes back to TTS: its audio is dropped and the failure (check, metric,
+value, limit, attempt, seed) recorded in its `failed_attempts`; the conversation flows on to the next TTS and
+verify pass (the executor repeats the pair, `verify.resynthesis_rounds` times at most). A turn that fails again
+after its last round rejects the conversation, listing every attempt. With 0 rounds the first failing check
+rejects the conversation, as before re-synthesis existed.
 """
 
 from __future__ import annotations
 
+import logging
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -18,12 +27,18 @@ from pipeline.asr.base import ASRBackend, make_asr
 from pipeline.audio import decode_audio, encode_flac, resample
 from pipeline.config import VerifyConfig
 from pipeline.metrics import error_rate
+from pipeline.quality.audio_checks import SCORE_FIELDS, AudioChecker
 from pipeline.reasons import Failure, Rejected
+from pipeline.schema import awaits_synthesis
 from pipeline.stages.base import Resources, RowStage, RunContext
 from pipeline.threads import limit_threads, threads_for
 from pipeline.voices.pool import Speaker
 
 ASR_RATE = 16000
+# What a turn sent back for re-synthesis forgets: its audio (no audio = awaits TTS) and every score of it.
+RESET_ON_RESYNTHESIS = ("audio_flac", "sample_rate", "duration_s", "asr_text", "error_rate", "dnsmos_ovrl", "dnsmos_sig",
+                        "dnsmos_bak", "dnsmos_p808", "speaker_similarity", *SCORE_FIELDS)
+log = logging.getLogger(__name__)
 
 
 class VerifyStage(RowStage):
@@ -62,10 +77,12 @@ class VerifyStage(RowStage):
         self.asr: ASRBackend | None = None
         self.dnsmos = None
         self.embedder = None
+        self.checker: AudioChecker | None = None
 
     def setup(self) -> None:
         limit_threads(self.threads)
         self.asr = make_asr(self.cfg, self.asr_model_path, self.threads)
+        self.checker = AudioChecker(self.cfg)
         if self.cfg.dnsmos:
             from pipeline.quality.dnsmos import DnsmosScorer
 
@@ -79,35 +96,98 @@ class VerifyStage(RowStage):
     def process_row(self, row: dict[str, Any]) -> None:
         assert self.asr is not None
         row["asr_model"] = self.asr.model_id
-        audio = []
-        for i, turn in enumerate(row["turns"]):
-            duration = turn["duration_s"] or 0.0
-            if duration < self.cfg.min_duration_s:
-                raise Rejected("audio_too_short", f"turn {i} ({turn['role']}): {duration:.2f}s < {self.cfg.min_duration_s}s",
-                               turn=i, role=turn["role"], metric="duration_s", value=duration,
-                               limit=self.cfg.min_duration_s)
-            if duration > self.cfg.max_duration_s:
-                raise Rejected("audio_too_long", f"turn {i} ({turn['role']}): {duration:.1f}s > {self.cfg.max_duration_s}s",
-                               turn=i, role=turn["role"], metric="duration_s", value=duration,
-                               limit=self.cfg.max_duration_s)
-            audio.append(decode_audio(turn["audio_flac"]))
-        if self.cfg.trim_trailing_audio:  # trim first, so every score describes the audio that is kept
-            self._transcribe(row, audio)
-        if self.dnsmos is not None:
-            self._check_quality(row["turns"], audio)
-        if self.embedder is not None:
-            self._check_speakers(row["turns"], audio)
-        if not self.cfg.trim_trailing_audio:
-            self._transcribe(row, audio)
+        turns = row["turns"]
+        todo = [i for i, t in enumerate(turns) if not t.get("verified") and not awaits_synthesis(t)]
+        failed: dict[int, Failure] = {}
+        audio: dict[int, tuple[np.ndarray, int]] = {}
 
-    def _transcribe(self, row: dict[str, Any], audio: list[tuple[np.ndarray, int]]) -> None:
-        failures, notes = [], []
+        def settle(found: dict[int, Failure]) -> None:
+            """Take one check's failures; reject at once when a failing turn has no round left."""
+            failed.update(found)
+            self._reject_if_exhausted(turns, found)
+
+        settle(self._check_durations(turns, todo))
+        for i in todo:
+            if i not in failed:
+                audio[i] = decode_audio(turns[i]["audio_flac"])
+        if self.checker is not None:
+            settle(self._check_audio(row, audio))
+        if self.cfg.trim_trailing_audio:  # trim first, so every score describes the audio that is kept
+            settle(self._transcribe(row, audio, [i for i in audio if i not in failed]))
+        if self.dnsmos is not None:
+            settle(self._check_quality(turns, audio, [i for i in audio if i not in failed]))
+        if self.embedder is not None:
+            settle(self._check_speakers(turns, audio, [i for i in audio if i not in failed]))
+        if not self.cfg.trim_trailing_audio:
+            settle(self._transcribe(row, audio, [i for i in audio if i not in failed]))
+        for i in todo:
+            if i not in failed:
+                turns[i]["verified"] = True
+        for i, failure in failed.items():  # rounds left: back to TTS with a new seed (the executor's next pass)
+            turn = turns[i]
+            turn["failed_attempts"] = [*(turn.get("failed_attempts") or []), failure.as_row()]
+            turn.update({k: None for k in RESET_ON_RESYNTHESIS}, resyntheses=(turn.get("resyntheses") or 0) + 1)
+            log.info("verify: %s turn %d failed %s (%s %.4g, limit %.4g): re-synthesising", row["conversation_id"], i,
+                     failure.reason, failure.metric, failure.value, failure.limit)
+
+    def _failure(self, turn: dict[str, Any], i: int, reason: str, metric: str, value: float, limit: float) -> Failure:
+        return Failure(i, turn["role"], metric, value, limit, reason=reason, attempt=turn.get("synthesis_attempts"),
+                       seed=turn.get("synthesis_seed"))
+
+    def _reject_if_exhausted(self, turns: list[dict[str, Any]], found: dict[int, Failure]) -> None:
+        """Reject the conversation when a failing turn used all its re-synthesis rounds. `failures` lists the
+        exhausted turns' last failures first (the first is the primary one: the reject reason and columns), then
+        every earlier attempt of those turns."""
+        done = [i for i in sorted(found) if (turns[i].get("resyntheses") or 0) >= self.cfg.resynthesis_rounds]
+        if not done:
+            return
+        first = found[done[0]]
+        attempts = [Failure(**a) for i in done for a in (turns[i].get("failed_attempts") or [])]
+        failures = [found[i] for i in done] + attempts
+        rounds = self.cfg.resynthesis_rounds
+        ordered = sorted(set(failures), key=lambda f: (f.turn, f.attempt or 0))
+        tried = "; ".join(f"turn {f.turn} ({f.role}) attempt {f.attempt} seed {f.seed}: {f.reason} {f.metric} "
+                          f"{f.value:.4g} (limit {f.limit:.4g})" for f in ordered)
+        heard = [f"turn {i} said {turns[i]['spoken_text'][:60]!r}, heard {turns[i]['asr_text'][:60]!r}" for i in done
+                 if found[i].reason == "asr_error_rate_above_threshold"]
+        tried += "".join(f"; {h}" for h in heard)
+        raise Rejected(first.reason, (f"after {rounds} re-synthesis round(s): " if rounds else "") + tried,
+                       failures=failures)
+
+    def _check_durations(self, turns: list[dict[str, Any]], todo: list[int]) -> dict[int, Failure]:
+        found = {}
+        for i in todo:
+            turn, duration = turns[i], turns[i]["duration_s"] or 0.0
+            if duration < self.cfg.min_duration_s:
+                found[i] = self._failure(turn, i, "audio_too_short", "duration_s", duration, self.cfg.min_duration_s)
+            elif duration > self.cfg.max_duration_s:
+                found[i] = self._failure(turn, i, "audio_too_long", "duration_s", duration, self.cfg.max_duration_s)
+        return found
+
+    def _check_audio(self, row: dict[str, Any], audio: dict[int, tuple[np.ndarray, int]]) -> dict[int, Failure]:
+        """Silence, pauses, clipping, loudness and speech rate; a trimmed or normalised turn is re-encoded."""
+        found = {}
+        for i, (samples, rate) in list(audio.items()):
+            turn = row["turns"][i]
+            out = self.checker.check_turn(samples, rate, turn["spoken_text"] or "", row["language"], turn=i)
+            turn.update(out.scores)
+            if out.failure is not None:
+                f = out.failure
+                found[i] = self._failure(turn, i, f.reason, f.metric, round(f.value, 6), f.limit)
+            elif out.changed:
+                audio[i] = (out.samples, rate)
+                turn.update(audio_flac=encode_flac(out.samples, rate), duration_s=out.samples.size / rate)
+        return found
+
+    def _transcribe(self, row: dict[str, Any], audio: dict[int, tuple[np.ndarray, int]], idx: list[int]) -> dict[int, Failure]:
+        found = {}
         language = self.cfg.asr_language or row["language"]
         limit = self.cfg.max_error_rate.get(row["language"], self.cfg.max_wer)
         metric = "CER" if row["language"].startswith("zh") else "WER"
-        if not self.cfg.trim_trailing_audio:
-            texts = self.asr.transcribe_many([resample(s, r, ASR_RATE) for s, r in audio], language)
-        for i, (turn, (samples, rate)) in enumerate(zip(row["turns"], audio)):
+        if not self.cfg.trim_trailing_audio and idx:
+            texts = dict(zip(idx, self.asr.transcribe_many([resample(*audio[i], ASR_RATE) for i in idx], language)))
+        for i in idx:
+            turn, (samples, rate) = row["turns"][i], audio[i]
             if self.cfg.trim_trailing_audio:  # word timestamps: one turn at a time
                 from pipeline.quality.trim import trim_after
 
@@ -120,64 +200,68 @@ class VerifyStage(RowStage):
                 turn["asr_text"] = texts[i]
             turn["error_rate"] = error_rate(turn["spoken_text"], turn["asr_text"], row["language"])
             if turn["error_rate"] > limit:
-                failures.append(Failure(i, turn["role"], metric, round(turn["error_rate"], 4), limit))
-                notes.append(f"turn {i} ({turn['role']}) {metric} {turn['error_rate']:.2f}: "
-                             f"said {turn['spoken_text'][:60]!r}, heard {turn['asr_text'][:60]!r}")
-        if failures:
-            raise Rejected("asr_error_rate_above_threshold", f"max {limit}; " + "; ".join(notes), failures=failures)
+                found[i] = self._failure(turn, i, "asr_error_rate_above_threshold", metric, round(turn["error_rate"], 4),
+                                         limit)
+                log.debug("verify: turn %d %s %.2f: said %r, heard %r", i, metric, turn["error_rate"],
+                          turn["spoken_text"][:60], turn["asr_text"][:60])
+        return found
 
-    def _check_quality(self, turns: list[dict[str, Any]], audio: list[tuple[np.ndarray, int]]) -> None:
-        low, failures = [], []
-        for i, (turn, (samples, rate)) in enumerate(zip(turns, audio)):
+    def _check_quality(self, turns: list[dict[str, Any]], audio: dict[int, tuple[np.ndarray, int]],
+                       idx: list[int]) -> dict[int, Failure]:
+        found = {}
+        for i in idx:
+            turn, (samples, rate) = turns[i], audio[i]
             s = self.dnsmos.score(samples, rate)
             turn.update(dnsmos_ovrl=round(s.ovrl, 3), dnsmos_sig=round(s.sig, 3), dnsmos_bak=round(s.bak, 3),
                         dnsmos_p808=round(s.p808, 3))
             if self.cfg.min_dnsmos_ovrl is not None and s.ovrl < self.cfg.min_dnsmos_ovrl:
-                low.append(f"turn {i} ({turn['role']}) OVRL {s.ovrl:.2f} (SIG {s.sig:.2f}, BAK {s.bak:.2f})")
-                failures.append(Failure(i, turn["role"], "dnsmos_ovrl", round(s.ovrl, 3), self.cfg.min_dnsmos_ovrl))
-        if low:
-            raise Rejected("audio_quality_below_threshold", f"min DNSMOS OVRL {self.cfg.min_dnsmos_ovrl}; " + "; ".join(low),
-                           failures=failures)
+                found[i] = self._failure(turn, i, "audio_quality_below_threshold", "dnsmos_ovrl", round(s.ovrl, 3),
+                                         self.cfg.min_dnsmos_ovrl)
+        return found
 
-    def _check_speakers(self, turns: list[dict[str, Any]], audio: list[tuple[np.ndarray, int]]) -> None:
+    def _check_speakers(self, turns: list[dict[str, Any]], audio: dict[int, tuple[np.ndarray, int]],
+                        idx: list[int]) -> dict[int, Failure]:
         """Each turn against its assigned voice (the speaker's reference clips, or for a model-internal voice
-        the speaker's first checked turn in this conversation); and every pair of user turns."""
+        the speaker's first checked turn in this conversation); and every pair of user turns. Turns verified in
+        an earlier round take part as anchors; only turns in `idx` can fail (of a failing user pair, the later)."""
         from pipeline.quality.speaker_embed import cosine
 
         cfg = self.cfg
+        clips = {i: audio[i] for i in idx}
+        clips.update({i: decode_audio(t["audio_flac"]) for i, t in enumerate(turns)
+                      if t.get("verified") and t.get("audio_flac") is not None})
         embeds: dict[int, np.ndarray] = {}
-        for i, (turn, (samples, rate)) in enumerate(zip(turns, audio)):
-            if (turn["duration_s"] or 0.0) >= cfg.speaker_min_turn_s:
+        for i in sorted(clips):
+            if (turns[i]["duration_s"] or 0.0) >= cfg.speaker_min_turn_s:
                 try:
-                    embeds[i] = self.embedder.embed(samples, rate)
+                    embeds[i] = self.embedder.embed(*clips[i])
                 except ValueError:
                     pass  # too little speech after VAD: not checked here (ASR still judges its words)
         by_speaker: dict[str, list[int]] = defaultdict(list)
         for i in sorted(embeds):
             by_speaker[turns[i]["speaker_id"]].append(i)
-        problems, failures = [], []
-        for sid, idx in by_speaker.items():
+        found: dict[int, Failure] = {}
+        for sid, ids in by_speaker.items():
             spk = self.speakers.get(sid)
             ref = self.embedder.speaker_embedding(spk, self.pool_file) if spk is not None and self.pool_file else None
-            for n, i in enumerate(idx):
+            for n, i in enumerate(ids):
                 if ref is not None:
                     sim = cosine(embeds[i], ref)
-                elif len(idx) > 1:  # no references: the speaker's first turn anchors it (and is compared to the second)
-                    sim = cosine(embeds[i], embeds[idx[1] if n == 0 else idx[0]])
+                elif len(ids) > 1:  # no references: the speaker's first turn anchors it (and is compared to the second)
+                    sim = cosine(embeds[i], embeds[ids[1] if n == 0 else ids[0]])
                 else:
                     continue
-                turns[i]["speaker_similarity"] = round(sim, 4)
-                if sim < cfg.min_speaker_similarity:
-                    problems.append(f"turn {i} ({turns[i]['role']}, {sid}) similarity {sim:.3f} to its voice "
-                                    f"< {cfg.min_speaker_similarity}")
-                    failures.append(Failure(i, turns[i]["role"], "speaker_similarity", round(sim, 4),
-                                            cfg.min_speaker_similarity))
+                if i in idx:
+                    turns[i]["speaker_similarity"] = round(sim, 4)
+                    if sim < cfg.min_speaker_similarity:
+                        found[i] = self._failure(turns[i], i, "speaker_inconsistent", "speaker_similarity", round(sim, 4),
+                                                 cfg.min_speaker_similarity)
         users = [i for i in sorted(embeds) if turns[i]["role"] == "user"]
         for a_pos, a in enumerate(users):
             for b in users[a_pos + 1:]:
                 sim = cosine(embeds[a], embeds[b])
-                if sim < cfg.min_user_similarity:
-                    problems.append(f"user turns {a} and {b} similarity {sim:.3f} < {cfg.min_user_similarity}")
-                    failures.append(Failure(b, "user", "user_similarity", round(sim, 4), cfg.min_user_similarity))
-        if problems:
-            raise Rejected("speaker_inconsistent", "; ".join(problems), failures=failures)
+                culprit = b if b in idx else a if a in idx else None
+                if sim < cfg.min_user_similarity and culprit is not None and culprit not in found:
+                    found[culprit] = self._failure(turns[culprit], culprit, "speaker_inconsistent", "user_similarity",
+                                                   round(sim, 4), cfg.min_user_similarity)
+        return found

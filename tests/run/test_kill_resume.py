@@ -94,3 +94,51 @@ def test_kill_at_a_point_then_resume(point, after, baseline, tmp_path, llm_base_
     assert len(kept) == len(set(kept)) and len(rejected) == len(set(rejected))  # no duplicates
     assert (set(kept), set(rejected)) == baseline  # nothing lost, same outcome as an uninterrupted run
     assert stats["totals"]["conversations_kept"] == len(baseline[0])
+
+
+# --- in the middle of a re-synthesis round -------------------------------------------------------------------
+# DECLARED FAULT INJECTION: the TTS fault hook (pipeline/tts/faults.py) makes every turn's first synthesis speak
+# another text, so every turn fails verification once and is re-synthesised (with Piper's noise off the second
+# synthesis is the right text, and the outcome is as deterministic as the points above). The job is killed in
+# the first TTS batch of a re-synthesis round. The hook must reach the Ray workers, so the reference run, the
+# killed run and the resume are all separate processes started with it in their environment.
+RESYNTH_FAULT = '{"mode": "wrong_text", "fraction": 1.0, "attempts": 1}'
+
+
+def cli(out, base_url, **env_extra):
+    env = {**os.environ, "SPEECHCHAT_TTS_FAULT": RESYNTH_FAULT, **env_extra}
+    env.pop("RAY_ADDRESS", None)
+    log = open(f"{out}.log", "ab")  # the child writes it; read back when a run fails
+    return subprocess.Popen([sys.executable, "pipeline/main.py", "run", "--config", "configs/smoke.yaml", "--out", str(out),
+                             *overrides(base_url), "verify.resynthesis_rounds=1"], cwd=REPO_ROOT, env=env,
+                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def finished(proc, out) -> bool:
+    code = proc.wait(timeout=600)
+    assert code == 0, open(f"{out}.log", errors="replace").read()[-3000:]
+    return True
+
+
+def test_kill_in_the_middle_of_a_resynthesis_round_then_resume(tmp_path, llm_base_url):
+    ref = tmp_path / "reference"
+    assert finished(cli(ref, llm_base_url), ref)
+    reference = set(kept_ids(ref)), set(rejected_ids(ref))
+    assert reference[0], "the reference run keeps nothing: the test would prove nothing"
+    attempts = [r["user_synthesis_attempts"] for p in Layout(ref).manifest_parts() for r in pq.read_table(p).to_pylist()]
+    assert attempts and all(a == 2 for a in attempts)  # every kept turn was re-synthesised once
+    out, marker = tmp_path / "ds", tmp_path / "killed-here"
+    proc = cli(out, llm_base_url, SPEECHCHAT_FAULT_AT="tts.resynthesis", SPEECHCHAT_FAULT_AFTER="0",
+               SPEECHCHAT_FAULT_MARKER=str(marker), SPEECHCHAT_FAULT_WAIT_S="300")
+    try:
+        deadline = time.monotonic() + 300
+        while not marker.exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert marker.exists(), f"the job never reached a re-synthesis round (exit code {proc.poll()})"
+    finally:
+        kill_tree(proc)
+    assert finished(cli(out, llm_base_url), out)  # resume
+    assert verify_output(out) == []
+    kept, rejected = kept_ids(out), rejected_ids(out)
+    assert len(kept) == len(set(kept)) and len(rejected) == len(set(rejected))  # no duplicates
+    assert (set(kept), set(rejected)) == reference  # nothing lost, same outcome as an uninterrupted run

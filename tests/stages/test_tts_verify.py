@@ -44,7 +44,7 @@ def test_tts_writes_flac_at_the_contract_rates(spoken):
 def test_verify_keeps_good_audio_and_rejects_audio_of_the_wrong_text(spoken, asr_batch_size):
     wrong = {**spoken, "conversation_id": "en-wrong", "turns": [dict(t) for t in spoken["turns"]]}
     wrong["turns"][1]["spoken_text"] = "My favourite colour is purple and I like to swim in the lake."
-    cfg = VerifyConfig(max_wer=0.2, asr_batch_size=asr_batch_size)
+    cfg = VerifyConfig(max_wer=0.2, asr_batch_size=asr_batch_size, resynthesis_rounds=0)  # 0: reject at once
     out = VerifyStage(cfg, None)(rows_to_table([spoken, wrong])).to_pylist()
     good, bad = out
     assert ("batched" in good["asr_model"]) == (asr_batch_size > 1)
@@ -60,8 +60,23 @@ def test_verify_keeps_good_audio_and_rejects_audio_of_the_wrong_text(spoken, asr
 def test_verify_rejects_too_short_audio(spoken):
     short = {**spoken, "conversation_id": "en-short", "turns": [dict(t) for t in spoken["turns"]]}
     short["turns"][0]["duration_s"] = 0.05
-    out = VerifyStage(VerifyConfig(), None)(rows_to_table([short])).to_pylist()[0]
+    out = VerifyStage(VerifyConfig(resynthesis_rounds=0), None)(rows_to_table([short])).to_pylist()[0]
     assert out["reject_reason"] == "audio_too_short"
+
+
+def test_verify_sends_a_failing_turn_back_to_tts_while_rounds_are_left(spoken):
+    from pipeline.schema import awaits_synthesis, has_pending_turns
+
+    wrong = {**spoken, "conversation_id": "en-wrong", "turns": [dict(t) for t in spoken["turns"]]}
+    wrong["turns"][1]["spoken_text"] = "My favourite colour is purple and I like to swim in the lake."
+    out = VerifyStage(VerifyConfig(max_wer=0.2, resynthesis_rounds=1), None)(rows_to_table([wrong])).to_pylist()[0]
+    assert out["reject_reason"] is None and has_pending_turns(out)
+    user, assistant = out["turns"]
+    assert user["verified"] and user["audio_flac"] and not awaits_synthesis(user)  # the passing turn keeps its audio
+    assert awaits_synthesis(assistant) and assistant["resyntheses"] == 1 and assistant["error_rate"] is None
+    (miss,) = assistant["failed_attempts"]
+    assert (miss["reason"], miss["metric"], miss["turn"]) == ("asr_error_rate_above_threshold", "WER", 1)
+    assert miss["value"] > 0.2 and miss["limit"] == 0.2
 
 
 def test_piper_without_sampling_noise_is_reproducible():
@@ -81,7 +96,17 @@ def test_verify_gpu_share_reaches_the_verify_actors(tmp_path, stage_plan):
 
     from pipeline.config import load_config
 
-    cfg = load_config(REPO_ROOT / "configs/smoke.yaml", ["verify.num_gpus=0.25", "verify.asr_batch_size=16",
-                                                         "verify.max_actors=4"], tmp_path)  # auto would ask Ray
-    record_plan(cfg, "tts,verify,shard", pool=load_pool(REPO_ROOT / "speakers/piper_en.jsonl"))
+    pool = load_pool(REPO_ROOT / "speakers/piper_en.jsonl")
+    gpu = ["verify.num_gpus=0.25", "verify.asr_batch_size=16", "verify.max_actors=4"]  # auto would ask Ray
+    record_plan(load_config(REPO_ROOT / "configs/smoke.yaml", [*gpu, "verify.resynthesis_rounds=0"], tmp_path),
+                "tts,verify,shard", pool=pool)
     assert ("VerifyStage", 0.25) in stage_plan and ("TTSStage", None) in stage_plan
+    # re-synthesis, one_actor: TTS and ASR share the loop actor, which holds the larger share
+    stage_plan.clear()
+    record_plan(load_config(REPO_ROOT / "configs/smoke.yaml", gpu, tmp_path), "tts,verify,shard", pool=pool)
+    assert ("Loop_TTSStage_VerifyStage", 0.25) in stage_plan and not any(n == "VerifyStage" for n, _ in stage_plan)
+    # stage_pairs: 1 + 2 rounds of tts and verify operators, every verify one with its GPU share
+    stage_plan.clear()
+    record_plan(load_config(REPO_ROOT / "configs/smoke.yaml", [*gpu, "verify.resynthesis_layout=stage_pairs"], tmp_path),
+                "tts,verify,shard", pool=pool)
+    assert stage_plan.count(("VerifyStage", 0.25)) == 3 and stage_plan.count(("TTSStage", None)) == 3
