@@ -6,6 +6,7 @@ the timeline's choices depend on the seed, the durations and the pauses, not on 
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -13,27 +14,33 @@ import numpy as np
 USER_TEXTS = [
     "Hi, can you help me plan a short trip to the coast this weekend?",
     "What should I pack if the weather turns cold?",
-    "I usually take the train, but this time I was thinking about driving there myself, "
-    "because I want to stop in a few small towns along the way.",
+    ("I usually take the train, but this time I was thinking about driving there myself, "
+     "because I want to stop in a few small towns along the way."),
     "That sounds good. How long would the drive take?",
     "Okay. And what about food, are there good places to eat near the harbour?",
     "I see. My sister is coming too, and she does not eat meat, so we need a few vegetarian options.",
 ]
 ASSISTANT_TEXTS = [
-    "Of course. The coast is lovely at this time of year. You could leave on Saturday morning, "
-    "spend the afternoon walking along the cliffs, and come back on Sunday evening.",
-    "Bring a warm jacket and a rain coat. The wind near the sea can be strong, "
-    "and the evenings get cold quickly, even in summer.",
-    "Driving gives you more freedom. There are three pretty villages on the old coast road, "
-    "and each one has a small market on Saturday mornings.",
-    "It takes about two and a half hours without stops. With a few breaks for coffee and photos, "
-    "plan for four hours, and try to leave before nine to miss the traffic.",
-    "Yes, the harbour has several good places. The fish restaurant by the lighthouse is popular, "
-    "so it is worth booking a table a day ahead.",
-    "No problem at all. The cafe on the main square has a long vegetarian menu, "
-    "and the market sells fresh bread, cheese and fruit for a picnic.",
+    ("Of course. The coast is lovely at this time of year. You could leave on Saturday morning, "
+     "spend the afternoon walking along the cliffs, and come back on Sunday evening."),
+    ("Bring a warm jacket and a rain coat. The wind near the sea can be strong, "
+     "and the evenings get cold quickly, even in summer."),
+    ("Driving gives you more freedom. There are three pretty villages on the old coast road, "
+     "and each one has a small market on Saturday mornings."),
+    ("It takes about two and a half hours without stops. With a few breaks for coffee and photos, "
+     "plan for four hours, and try to leave before nine to miss the traffic."),
+    ("Yes, the harbour has several good places. The fish restaurant by the lighthouse is popular, "
+     "so it is worth booking a table a day ahead."),
+    ("No problem at all. The cafe on the main square has a long vegetarian menu, "
+     "and the market sells fresh bread, cheese and fruit for a picnic."),
 ]
 BACKCHANNEL_TEXTS = ["mm-hm", "right", "yeah", "okay", "I see"]
+
+
+def corpus_cache(tmp_path_factory) -> Path:
+    """A fresh folder per test session; SPEECHCHAT_TEST_PIPER_CACHE keeps the turns between runs (development)."""
+    kept = os.environ.get("SPEECHCHAT_TEST_PIPER_CACHE")
+    return Path(kept) if kept else tmp_path_factory.mktemp("piper-turns")
 
 
 def synthesize_corpus(cache: Path) -> dict[str, list]:

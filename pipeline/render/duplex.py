@@ -22,7 +22,13 @@ import soundfile as sf
 
 from pipeline.audio import resample
 from pipeline.config import DuplexConfig
-from pipeline.render.activity import FRAME_S, find_pauses, frame_db, speech_bounds
+from pipeline.render.activity import (
+    FRAME_S,
+    active_frames,
+    find_pauses,
+    frame_db,
+    speech_bounds,
+)
 
 RATE = 16000
 CHANNELS = {"user": 0, "assistant": 1}
@@ -31,6 +37,7 @@ SAME_CHANNEL_GAP_S = 0.1  # two segments of one channel never touch
 BACKCHANNEL_LEAD_S = 0.5  # no backchannel in the first half second of a turn
 BACKCHANNEL_OFFSET_MAX_S = 0.15  # how far into a pause a backchannel may start
 BACKCHANNEL_SPACING_S = 0.5
+CUT_DIP_DB = 30.0  # a cut needs a real gap: the boundary's quietest frame this far under the turn's loudest
 
 
 @dataclass(frozen=True)
@@ -162,16 +169,25 @@ def _on_grid(seconds: float) -> float:
 
 
 def _word_boundaries(clip: _Prepared) -> list[tuple[float, int]]:
-    """(seconds, index of the last word before it) at each boundary between two words, moved to the quietest
-    10-ms frame within 80 ms of the boundary (Whisper's word times are ~0.1 s coarse)."""
+    """(seconds, index of the last word before it) at each boundary between two words: the quietest 10-ms frame
+    within 80 ms of the boundary (Whisper's word times are ~0.1 s coarse), pulled back to 20 ms after the speech
+    that precedes it, so the audio stops where the word does (not after a pause). Boundaries without a dip of
+    CUT_DIP_DB (words run together) are left out: a cut there would clip a syllable."""
     levels = frame_db(clip.samples, RATE)
+    active = active_frames(clip.samples, RATE)
     words = clip.words or []
     out = []
     for k in range(len(words) - 1):
         mid = (words[k].end + words[k + 1].start) / 2
         lo, hi = max(0, int((mid - 0.08) / FRAME_S)), min(len(levels), int((mid + 0.08) / FRAME_S) + 1)
-        if hi > lo:
-            out.append((_on_grid((lo + int(np.argmin(levels[lo:hi])) + 0.5) * FRAME_S), k))
+        if hi <= lo:
+            continue
+        quiet = lo + int(np.argmin(levels[lo:hi]))
+        if levels[quiet] > levels.max() - CUT_DIP_DB:
+            continue
+        spoken = np.flatnonzero(active[:quiet])
+        end = min(quiet + 0.5, spoken[-1] + 1 + 2) if spoken.size else quiet + 0.5  # frames
+        out.append((_on_grid(end * FRAME_S), k))
     return out
 
 
@@ -179,8 +195,10 @@ def _cut_points(clip: _Prepared, cfg: DuplexConfig) -> list[tuple[float, int]]:
     """Where an interruption may stop this turn: word boundaries leaving enough said and enough unsaid."""
     if clip.duration < cfg.interruption_min_turn_s:
         return []
+    matched = words_matching_text(clip.text, clip.words or [])
     return [(cut, k) for cut, k in _word_boundaries(clip)
-            if cut >= cfg.interruption_min_spoken_s and clip.duration - cut >= cfg.interruption_min_unspoken_s]
+            if matched[k] and matched[k + 1]
+            and cut >= cfg.interruption_min_spoken_s and clip.duration - cut >= cfg.interruption_min_unspoken_s]
 
 
 def _normalised(text: str) -> tuple[str, list[int]]:
@@ -204,17 +222,36 @@ def split_spoken_text(text: str, words: Sequence[Word], last_spoken: int) -> tup
     if not norm or said == 0:
         return "", text.strip()
     matcher = difflib.SequenceMatcher(None, asr, norm, autojunk=False)
-    pos = 0  # characters of `norm` covered by the spoken ASR characters
-    for a, b, size in matcher.get_matching_blocks():
-        if a >= said:
+    pos, end_a, end_b = 0, 0, 0  # pos: characters of `norm` covered by the spoken ASR characters
+    for a, b, size in matcher.get_matching_blocks():  # the last block is (len(asr), len(norm), 0)
+        if said <= a:  # `said` ends in the unmatched stretch before this block: scale it onto the text's stretch
+            pos = end_b + round((said - end_a) / max(1, a - end_a) * (b - end_b))
             break
-        pos = b + min(size, said - a)
+        if said <= a + size:
+            pos = b + said - a
+            break
+        end_a, end_b = a + size, b + size
     pos = max(1, min(pos, len(norm)))
     cut = where[pos - 1] + 1
     spaced = any(ch.isspace() for ch in text.strip())
     while cut < len(text) and not text[cut].isspace() and (spaced or not text[cut].isalnum()):
         cut += 1  # finish the word (spaced scripts) or take its punctuation (Chinese)
     return text[:cut].strip(), text[cut:].strip()
+
+
+def words_matching_text(text: str, words: Sequence[Word]) -> list[bool]:
+    """For each ASR word: are all its letters and digits matched, in order, in `text`? A boundary between two matched
+    words is a boundary in the text too; one inside a mismatch ("2 .5" for "two and a half") is not."""
+    spans, start = [], 0
+    for w in words:
+        n = len(_normalised(w.text)[0])
+        spans.append((start, start + n))
+        start += n
+    asr = _normalised("".join(w.text for w in words))[0]
+    matched = np.zeros(len(asr) + 1, dtype=bool)
+    for a, _, size in difflib.SequenceMatcher(None, asr, _normalised(text)[0], autojunk=False).get_matching_blocks():
+        matched[a:a + size] = True
+    return [end > begin and bool(matched[begin:end].all()) for begin, end in spans]
 
 
 def _fit_backchannel(samples: np.ndarray, rate: int, max_s: float) -> np.ndarray:
