@@ -232,7 +232,7 @@ class UserAugmenter:
         if kind == "clips":
             if self._background is None:
                 self._background = AddBackgroundNoise(sounds_path=self.noise_paths, min_snr_db=cfg.snr_min_db,
-                                                      max_snr_db=cfg.snr_max_db, p=1.0, lru_cache_size=8)
+                                                      max_snr_db=cfg.snr_max_db, p=1.0)
             self._background.min_snr_db = self._background.max_snr_db = snr
             with seeded_globals(library_seed):
                 y = self._background(x, RATE)
