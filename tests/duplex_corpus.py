@@ -46,9 +46,9 @@ def corpus_cache(tmp_path_factory) -> Path:
 def synthesize_corpus(cache: Path) -> dict[str, list]:
     """{"user": [...], "assistant": [...], "backchannel": {text: (samples, rate)}}; each turn is
     (text, samples, rate, words) with words as (word, start_s, end_s). Cached as .npz in `cache`."""
-    from pipeline.backends.assets import whisper_tiny_en
-    from pipeline.backends.tts import PiperBackend
-    from pipeline.speakers import Speaker
+    from pipeline.assets import whisper_tiny_en
+    from pipeline.tts.piper import PiperBackend
+    from pipeline.voices.pool import Speaker
 
     cache.mkdir(parents=True, exist_ok=True)
     speaker = Speaker(speaker_id="piper-en_US-joe-medium", language="en", source="test", license="test", backend="piper")

@@ -124,7 +124,7 @@ def _word_count(text: str) -> int:
 def test_an_interrupted_turn_stops_at_its_cut_and_says_only_the_spoken_part(corpus):
     from faster_whisper import WhisperModel
 
-    from pipeline.backends.assets import whisper_tiny_en
+    from pipeline.assets import whisper_tiny_en
     from pipeline.metrics import error_rate
 
     asr = WhisperModel(str(whisper_tiny_en()), device="cpu", compute_type="int8", cpu_threads=1)
