@@ -272,6 +272,8 @@ class ShardConfig(Section):
         for name, frac in splits.items():
             if not SAFE_NAME.match(name):
                 raise ValueError(f"split name {name!r} must match {SAFE_NAME.pattern}")
+            if name == "duplex":
+                raise ValueError("split name 'duplex' is taken by the duplex subset's folder (data/<lang>/duplex/)")
             if not 0 <= frac <= 1:
                 raise ValueError(f"split {name!r} fraction {frac} is outside [0, 1]")
         if abs(sum(splits.values()) - 1.0) > 1e-6:
@@ -344,6 +346,9 @@ class DuplexConfig(Section):
                               "frame energy")
     lead_in_s: float = Field(0.3, ge=0, le=5, description="silence before the first turn")
     tail_s: float = Field(0.3, ge=0, le=5, description="silence after the last segment")
+    num_cpus: float = Field(0.5, gt=0, description="CPUs of each duplex rendering actor")
+    max_actors: int = Field(1, ge=1)
+    batch_size: int = Field(4, ge=1)
 
     @model_validator(mode="after")
     def _ranges_ordered(self) -> DuplexConfig:
@@ -399,6 +404,11 @@ class AugmentConfig(Section):
     gain_prob: float = Field(0.5, ge=0, le=1)
     gain_min_db: float = Field(-12.0, ge=-40, le=20)
     gain_max_db: float = Field(6.0, ge=-40, le=20, description="never past full scale: the gain is capped at the peak")
+    babble_voices: int = Field(8, ge=1, le=64, description="pool voices whose speech makes the babble (Piper: spoken "
+                                                           "once per actor; Coqui pools: their reference clips)")
+    num_cpus: float = Field(0.5, gt=0, description="CPUs of each augmentation actor")
+    max_actors: int = Field(1, ge=1)
+    batch_size: int = Field(4, ge=1)
 
     @model_validator(mode="after")
     def _ranges_ordered(self) -> AugmentConfig:

@@ -70,6 +70,11 @@ REASONS: dict[str, Reason] = _registry(
     Reason("speaker_inconsistent", "verify", "a turn's voice is too far from its speaker (Resemblyzer cosine)"),
     Reason("asr_error_rate_above_threshold", "verify", "ASR heard other words than the spoken text (WER/CER)"),
     Reason("verify_error", "verify", "an unexpected error while verifying this conversation"),
+    # augment (augment.enabled): user-side acoustic augmentation
+    Reason("augment_error", "augment", "an unexpected error while augmenting this conversation's user audio"),
+    # duplex (duplex.enabled): the two-channel timeline
+    Reason("duplex_render_failed", "duplex", "the turns cannot be laid on a timeline (silent audio, bad roles)"),
+    Reason("duplex_error", "duplex", "an unexpected error while rendering this conversation's timeline"),
     # quota (exact-count mode)
     Reason("target_reached", "quota", "the target number of kept conversations was reached before this one"),
 )

@@ -78,13 +78,13 @@ class Segment:
     interrupted_at: float | None = None  # interrupted_turn: when the user started speaking
 
     def to_json(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"channel": self.channel, "role": self.role, "kind": self.kind,
-                               "start": round(self.start, 4), "end": round(self.end, 4), "text": self.text,
-                               "turn": self.turn, "speaker_id": self.speaker_id}
-        if self.kind == "interrupted_turn":
-            out.update(unspoken_text=self.unspoken_text, cut_s=round(self.cut_s or 0.0, 4),
-                       interrupted_at=round(self.interrupted_at or 0.0, 4))
-        return out
+        # every segment has every field (no nulls: `datasets` types columns from the first rows)
+        interrupted = self.kind == "interrupted_turn"
+        return {"channel": self.channel, "role": self.role, "kind": self.kind, "start": round(self.start, 4),
+                "end": round(self.end, 4), "text": self.text, "turn": self.turn, "speaker_id": self.speaker_id,
+                "unspoken_text": (self.unspoken_text or "") if interrupted else "",
+                "cut_s": round(self.cut_s or 0.0, 4) if interrupted else -1.0,
+                "interrupted_at": round(self.interrupted_at or 0.0, 4) if interrupted else -1.0}
 
 
 @dataclass
@@ -291,7 +291,8 @@ def render_duplex(turns: Sequence[TurnClip], cfg: DuplexConfig, seed: int, langu
     for seg, samples in audio_by_segment:
         at = round(seg.start * RATE)
         audio[at:at + samples.size, seg.channel] += samples
-    recipe = {"seed": int(seed), "rates": cfg.model_dump(mode="json", exclude={"enabled"}), "counts": counts}
+    rates = {**cfg.model_dump(mode="json", exclude={"enabled", "backchannel_texts"}), "backchannel_texts": list(texts)}
+    recipe = {"seed": int(seed), "rates": rates, "counts": counts}
     return DuplexRendering(audio, sorted((s for s, _ in audio_by_segment), key=lambda s: (s.start, s.channel)), recipe)
 
 
