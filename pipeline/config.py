@@ -346,9 +346,7 @@ class DuplexConfig(Section):
                               "frame energy")
     lead_in_s: float = Field(0.3, ge=0, le=5, description="silence before the first turn")
     tail_s: float = Field(0.3, ge=0, le=5, description="silence after the last segment")
-    num_cpus: float = Field(0.5, gt=0, description="CPUs of each duplex rendering actor")
-    max_actors: int = Field(1, ge=1)
-    batch_size: int = Field(4, ge=1)
+    batch_size: int = Field(4, ge=1, description="conversations per rendering task (stateless Ray tasks: no model)")
 
     @model_validator(mode="after")
     def _ranges_ordered(self) -> DuplexConfig:
@@ -406,7 +404,8 @@ class AugmentConfig(Section):
     gain_max_db: float = Field(6.0, ge=-40, le=20, description="never past full scale: the gain is capped at the peak")
     babble_voices: int = Field(8, ge=1, le=64, description="pool voices whose speech makes the babble (Piper: spoken "
                                                            "once per actor; Coqui pools: their reference clips)")
-    num_cpus: float = Field(0.5, gt=0, description="CPUs of each augmentation actor")
+    num_cpus: float = Field(0.1, gt=0, description="CPUs reserved per augmentation actor (a small share: the default "
+                                                   "2-CPU cluster is already reserved by TTS and ASR)")
     max_actors: int = Field(1, ge=1)
     batch_size: int = Field(4, ge=1)
 

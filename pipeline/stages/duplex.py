@@ -28,7 +28,7 @@ class DuplexStage(RowStage):
     def build(cls, ctx: RunContext) -> DuplexStage:
         d = ctx.cfg.duplex
         stage = cls(d)
-        stage.resources = Resources(num_cpus=d.num_cpus, threads=1, actors=d.max_actors)
+        stage.resources = Resources(threads=1)  # no model to load: stateless tasks (silero-vad is cached per process)
         stage.batch_size = d.batch_size
         return stage
 

@@ -21,7 +21,7 @@ from pipeline.run.runner import run
 
 pytestmark = pytest.mark.integration
 
-OVERRIDES = ("plan.num_conversations=4", "llm.max_tokens=500", "shard.conversations_per_shard=2",
+OVERRIDES = ("plan.num_conversations=3", "plan.exchanges.en.max=2", "llm.max_tokens=400", "shard.conversations_per_shard=2",
              "duplex.enabled=true", "duplex.backchannel_rate=0.6", "duplex.interruption_rate=0.6",
              "duplex.overlap_rate=0.3", "augment.enabled=true", "augment.noise_prob=1.0", "augment.reverb_prob=0.5",
              "augment.telephone_prob=0.3", "augment.codec_prob=0.3", "augment.rt60_max_s=0.4")
