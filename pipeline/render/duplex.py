@@ -291,7 +291,8 @@ def render_duplex(turns: Sequence[TurnClip], cfg: DuplexConfig, seed: int, langu
     for seg, samples in audio_by_segment:
         at = round(seg.start * RATE)
         audio[at:at + samples.size, seg.channel] += samples
-    rates = {**cfg.model_dump(mode="json", exclude={"enabled", "backchannel_texts"}), "backchannel_texts": list(texts)}
+    rates = {**cfg.model_dump(mode="json", exclude={"enabled", "backchannel_texts", "batch_size"}),
+             "backchannel_texts": list(texts)}
     recipe = {"seed": int(seed), "rates": rates, "counts": counts}
     return DuplexRendering(audio, sorted((s for s, _ in audio_by_segment), key=lambda s: (s.start, s.channel)), recipe)
 
