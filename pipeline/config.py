@@ -325,6 +325,8 @@ class ShardConfig(Section):
         for name, frac in splits.items():
             if not SAFE_NAME.match(name):
                 raise ValueError(f"split name {name!r} must match {SAFE_NAME.pattern}")
+            if name == "duplex":
+                raise ValueError("split name 'duplex' is taken by the duplex subset's folder (data/<lang>/duplex/)")
             if not 0 <= frac <= 1:
                 raise ValueError(f"split {name!r} fraction {frac} is outside [0, 1]")
         if abs(sum(splits.values()) - 1.0) > 1e-6:
@@ -352,6 +354,131 @@ class TargetConfig(Section):
     max_plan_factor: float = Field(4.0, ge=1.0, description="never plan more than this times the target")
 
 
+class DuplexConfig(Section):
+    """Two-channel (full-duplex) rendering of each kept conversation: one stereo timeline, written as a second subset.
+
+    Turn transitions: with probability `overlap_rate` the next speaker starts before the current one has finished
+    (a negative gap of overlap_min_s..overlap_max_s); otherwise the gap is log-normal (median `gap_median_s`,
+    log-sigma `gap_sigma`) clipped to gap_min_s..gap_max_s. A user turn after an assistant turn of at least
+    `interruption_min_turn_s` (with ASR word timings) interrupts it with probability `interruption_rate`: the
+    assistant stops at a word boundary interruption_reaction_min_s..max_s after the user started. At each pause of
+    at least `backchannel_min_pause_s` inside a turn of at least `backchannel_min_turn_s`, the listener says a
+    backchannel with probability `backchannel_rate` (at most `backchannel_max_per_turn` per turn).
+    """
+
+    enabled: bool = Field(False, description="render the duplex subset data/<lang>/duplex/<split>/")
+    seed: int = Field(0, description="base seed; each conversation's timeline is drawn from (seed, conversation_id)")
+    sample_rate: Literal[16000] = 16000
+    gap_median_s: float = Field(0.4, gt=0, le=5, description="median silence between turns (log-normal)")
+    gap_sigma: float = Field(0.5, ge=0, le=3, description="log-sigma of the gap distribution (0: always the median)")
+    gap_min_s: float = Field(0.05, ge=0, le=5)
+    gap_max_s: float = Field(2.0, gt=0, le=10)
+    overlap_rate: float = Field(0.15, ge=0, le=1, description="fraction of turn transitions that overlap (negative gap)")
+    overlap_min_s: float = Field(0.1, gt=0, le=3, description="shortest overlap")
+    overlap_max_s: float = Field(0.6, gt=0, le=3, description="longest overlap (never over half of either turn)")
+    backchannel_rate: float = Field(0.3, ge=0, le=1, description="probability of a backchannel at an eligible pause")
+    backchannel_roles: list[Literal["user", "assistant"]] = Field(
+        default_factory=lambda: ["user", "assistant"], description="listeners that backchannel")
+    backchannel_min_turn_s: float = Field(2.5, ge=0, description="only turns at least this long get backchannels")
+    backchannel_min_pause_s: float = Field(0.2, gt=0, le=5, description="pauses at least this long are eligible")
+    backchannel_max_per_turn: int = Field(2, ge=0, le=20)
+    backchannel_max_s: float = Field(1.0, gt=0, le=5, description="longest backchannel clip (longer ones are faded out)")
+    backchannel_texts: dict[str, list[str]] = Field(
+        default_factory=lambda: {"en": ["mm-hm", "right", "yeah", "okay", "I see"], "zh": ["对", "嗯", "是的", "好"]},
+        description="what listeners say, per language; synthesised in the listener's own voice")
+    interruption_rate: float = Field(0.1, ge=0, le=1, description="probability that a user turn interrupts the "
+                                                                  "assistant turn before it")
+    interruption_min_turn_s: float = Field(3.0, ge=0, description="only assistant turns this long can be interrupted")
+    interruption_min_spoken_s: float = Field(1.0, ge=0, description="the assistant speaks at least this before the cut")
+    interruption_min_unspoken_s: float = Field(0.8, ge=0, description="and at least this is left unsaid")
+    interruption_reaction_min_s: float = Field(0.2, ge=0, le=3, description="the assistant stops this long after the "
+                                                                           "user starts, at the earliest")
+    interruption_reaction_max_s: float = Field(0.6, ge=0, le=3, description="and at the latest")
+    pause_detector: Literal["silero", "energy"] = Field(
+        "silero", description="how pauses inside turns are found: silero-vad (the ONNX model in faster-whisper) or "
+                              "frame energy")
+    lead_in_s: float = Field(0.3, ge=0, le=5, description="silence before the first turn")
+    tail_s: float = Field(0.3, ge=0, le=5, description="silence after the last segment")
+    batch_size: int = Field(4, ge=1, description="conversations per rendering task (stateless Ray tasks: no model)")
+
+    @model_validator(mode="after")
+    def _ranges_ordered(self) -> DuplexConfig:
+        for low, high in (("gap_min_s", "gap_max_s"), ("overlap_min_s", "overlap_max_s"),
+                          ("interruption_reaction_min_s", "interruption_reaction_max_s")):
+            if getattr(self, low) > getattr(self, high):
+                raise ValueError(f"duplex.{low} ({getattr(self, low)}) is greater than duplex.{high} ({getattr(self, high)})")
+        if not self.gap_min_s <= self.gap_median_s <= self.gap_max_s:
+            raise ValueError(f"duplex.gap_median_s ({self.gap_median_s}) must lie in gap_min_s..gap_max_s")
+        return self
+
+
+class AugmentConfig(Section):
+    """User-side acoustic realism, applied to user audio only (the assistant stays clean).
+
+    In this order, each with its probability: a simulated room (pyroomacoustics image-source RIR of an RT60 drawn
+    from rt60_min_s..rt60_max_s), additive noise at an SNR drawn from snr_min_db..snr_max_db (coloured noise,
+    babble of other voices, or the user's noise clips, by `noise_kinds` weights), one channel (a telephone line:
+    band-limited to an 8 kHz sample rate and coded with one of `telephone_codecs`; or a lossy wideband codec from
+    `codecs`, both through FFmpeg), and a level change. The recipe goes into the sample JSON as user.augmentation.
+    """
+
+    enabled: bool = Field(False, description="augment user audio (verification still scores the clean audio)")
+    seed: int = Field(0, description="base seed; each sample's recipe is drawn from (seed, sample key)")
+    keep_clean: bool = Field(True, description="also write the clean user audio as {key}.user_clean.flac")
+    reverb_prob: float = Field(0.5, ge=0, le=1)
+    rt60_min_s: float = Field(0.2, gt=0, le=2)
+    rt60_max_s: float = Field(0.7, gt=0, le=2, description="cost grows fast with RT60 (image-source order)")
+    room_min_m: list[float] = Field(default_factory=lambda: [3.0, 3.0, 2.4], min_length=3, max_length=3)
+    room_max_m: list[float] = Field(default_factory=lambda: [8.0, 6.0, 3.5], min_length=3, max_length=3)
+    mic_distance_min_m: float = Field(0.3, gt=0)
+    mic_distance_max_m: float = Field(1.5, gt=0)
+    noise_prob: float = Field(0.8, ge=0, le=1)
+    noise_kinds: dict[Literal["colored", "babble", "clips"], float] = Field(
+        default_factory=lambda: {"colored": 1.0, "babble": 1.0, "clips": 1.0},
+        description="relative weights; clips needs noise_dir, babble needs other voices")
+    snr_min_db: float = Field(5.0, ge=-10, le=60)
+    snr_max_db: float = Field(25.0, ge=-10, le=60)
+    colored_decay_min_db: float = Field(-6.0, ge=-12, le=12, description="noise spectrum slope, dB/octave "
+                                                                          "(-6 brown, -3 pink, 0 white)")
+    colored_decay_max_db: float = Field(0.0, ge=-12, le=12)
+    babble_talkers_min: int = Field(3, ge=1, le=20)
+    babble_talkers_max: int = Field(6, ge=1, le=20)
+    noise_dir: Path | None = Field(None, description="folder of noise recordings (wav/flac/mp3/ogg) mixed in as "
+                                                     "the 'clips' kind")
+    telephone_prob: float = Field(0.15, ge=0, le=1, description="a telephone line: 8 kHz sample rate, 300 Hz high-pass, "
+                                                                "a narrowband codec")
+    telephone_codecs: list[Literal["mulaw", "gsm"]] = Field(default_factory=lambda: ["mulaw", "gsm"], min_length=1)
+    codec_prob: float = Field(0.15, ge=0, le=1, description="a lossy wideband codec (VoIP, voice messages)")
+    codecs: list[Literal["opus", "mp3"]] = Field(default_factory=lambda: ["opus", "mp3"], min_length=1)
+    codec_bitrates_kbps: dict[Literal["opus", "mp3"], list[int]] = Field(
+        default_factory=lambda: {"opus": [8, 12, 16, 24], "mp3": [16, 24, 32]})
+    gain_prob: float = Field(0.5, ge=0, le=1)
+    gain_min_db: float = Field(-12.0, ge=-40, le=20)
+    gain_max_db: float = Field(6.0, ge=-40, le=20, description="never past full scale: the gain is capped at the peak")
+    babble_voices: int = Field(8, ge=1, le=64, description="pool voices whose speech makes the babble (Piper: spoken "
+                                                           "once per actor; Coqui pools: their reference clips)")
+    num_cpus: float = Field(0.1, gt=0, description="CPUs reserved per augmentation actor (a small share: the default "
+                                                   "2-CPU cluster is already reserved by TTS and ASR)")
+    max_actors: int = Field(1, ge=1)
+    batch_size: int = Field(4, ge=1)
+
+    @model_validator(mode="after")
+    def _ranges_ordered(self) -> AugmentConfig:
+        for low, high in (("rt60_min_s", "rt60_max_s"), ("mic_distance_min_m", "mic_distance_max_m"),
+                          ("snr_min_db", "snr_max_db"), ("colored_decay_min_db", "colored_decay_max_db"),
+                          ("babble_talkers_min", "babble_talkers_max"), ("gain_min_db", "gain_max_db")):
+            if getattr(self, low) > getattr(self, high):
+                raise ValueError(f"augment.{low} ({getattr(self, low)}) is greater than augment.{high} ({getattr(self, high)})")
+        if any(lo > hi for lo, hi in zip(self.room_min_m, self.room_max_m)):
+            raise ValueError(f"augment.room_min_m {self.room_min_m} exceeds room_max_m {self.room_max_m}")
+        if self.telephone_prob + self.codec_prob > 1:
+            raise ValueError(f"augment.telephone_prob + codec_prob = {self.telephone_prob + self.codec_prob} > 1 "
+                             "(one channel per clip)")
+        if any(w < 0 for w in self.noise_kinds.values()):
+            raise ValueError(f"augment.noise_kinds weights must be >= 0 (got {self.noise_kinds})")
+        return self
+
+
 class RunConfig(Section):
     dataset: str = Field("speechchat", description="dataset name: the output folder out/<dataset> and part of every "
                                                    "conversation ID")
@@ -369,6 +496,8 @@ class RunConfig(Section):
     shard: ShardConfig = Field(default_factory=ShardConfig)
     target: TargetConfig = Field(default_factory=TargetConfig)
     workers: WorkersConfig = Field(default_factory=WorkersConfig)
+    duplex: DuplexConfig = Field(default_factory=DuplexConfig)
+    augment: AugmentConfig = Field(default_factory=AugmentConfig)
 
     @model_validator(mode="after")
     def _held_out_speakers_need_a_test_split(self) -> RunConfig:

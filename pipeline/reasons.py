@@ -81,6 +81,11 @@ REASONS: dict[str, Reason] = _registry(
                                            "verify.loudness_target_lufs"),
     Reason("audio_speech_rate", "verify", "words (en) or characters (zh) per second outside verify.speech_rate"),
     Reason("verify_error", "verify", "an unexpected error while verifying this conversation"),
+    # augment (augment.enabled): user-side acoustic augmentation
+    Reason("augment_error", "augment", "an unexpected error while augmenting this conversation's user audio"),
+    # duplex (duplex.enabled): the two-channel timeline
+    Reason("duplex_render_failed", "duplex", "the turns cannot be laid on a timeline (silent audio, bad roles)"),
+    Reason("duplex_error", "duplex", "an unexpected error while rendering this conversation's timeline"),
     # quota (exact-count mode)
     Reason("target_reached", "quota", "the target number of kept conversations was reached before this one"),
 )

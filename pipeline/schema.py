@@ -54,6 +54,9 @@ class Turn(TypedDict):
     resyntheses: int | None         # times verify sent this turn back to TTS (0: passed at once)
     verified: bool | None           # passed every verify check (a turn with audio and False awaits verify)
     failed_attempts: list[dict[str, Any]] | None  # pipeline.reasons.Failure rows of its syntheses that failed verify
+    asr_words: list[dict[str, Any]] | None  # ASR word timings {word, start, end} (duplex interruptions need them)
+    clean_audio_flac: bytes | None  # the audio before user-side augmentation (then audio_flac is augmented)
+    augmentation: str | None  # the augmentation recipe as JSON (pipeline.render.augment), with augmented DNSMOS
 
 
 class Conversation(TypedDict):
@@ -85,6 +88,9 @@ class Conversation(TypedDict):
     reject_failures: list[dict[str, Any]] | None  # pipeline.reasons.Failure rows
     tts_busy_s: float | None     # seconds TTS workers spent on this conversation (every synthesis)
     verify_busy_s: float | None  # seconds verify workers spent on it (every round)
+    backchannels: list[dict[str, Any]] | None  # duplex: {role, text, audio_flac, sample_rate} in each side's voice
+    duplex_json: str | None   # duplex: the timeline (pipeline.render.duplex), JSON
+    duplex_flac: bytes | None  # duplex: stereo 16 kHz FLAC, channel 0 user, channel 1 assistant
 
 
 FAILURE_TYPE = pa.struct([("turn", pa.int32()), ("role", pa.string()), ("metric", pa.string()),
@@ -101,7 +107,11 @@ TURN_TYPE = pa.struct([
     ("clipped_fraction", pa.float64()), ("loudness_lufs", pa.float64()), ("speech_rate", pa.float64()),
     ("synthesis_attempts", pa.int32()), ("synthesis_seed", pa.int64()), ("resyntheses", pa.int32()),
     ("verified", pa.bool_()), ("failed_attempts", pa.list_(FAILURE_TYPE)),
+    ("asr_words", pa.list_(pa.struct([("word", pa.string()), ("start", pa.float64()), ("end", pa.float64())]))),
+    ("clean_audio_flac", pa.binary()), ("augmentation", pa.string()),
 ])
+BACKCHANNEL_TYPE = pa.struct([("role", pa.string()), ("text", pa.string()), ("audio_flac", pa.binary()),
+                              ("sample_rate", pa.int32())])
 
 CONVERSATION_SCHEMA = pa.schema([
     ("conversation_id", pa.string()), ("plan_index", pa.int64()), ("dataset", pa.string()), ("language", pa.string()),
@@ -115,6 +125,7 @@ CONVERSATION_SCHEMA = pa.schema([
     ("reject_stage", pa.string()), ("reject_reason", pa.string()), ("reject_details", pa.string()),
     ("reject_failures", pa.list_(FAILURE_TYPE)),
     ("tts_busy_s", pa.float64()), ("verify_busy_s", pa.float64()),
+    ("backchannels", pa.list_(BACKCHANNEL_TYPE)), ("duplex_json", pa.string()), ("duplex_flac", pa.binary()),
 ])
 
 TURN_FIELDS = [f.name for f in TURN_TYPE]
@@ -245,7 +256,8 @@ def reject(row: dict[str, Any], stage: str, reason: str, details: str = "",
         row["reject_stage"], row["reject_reason"], row["reject_details"] = stage, reason, details[:2000]
         row["reject_failures"] = [f.as_row() for f in failures] or None
     for turn in row.get("turns") or []:
-        turn["audio_flac"] = None
+        turn["audio_flac"] = turn["clean_audio_flac"] = None
+    row["backchannels"] = row["duplex_flac"] = None
     return row
 
 
@@ -269,7 +281,23 @@ def rejects_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 # --- the sample contract: one WebDataset sample per exchange -------------------------------------------
 
-SAMPLE_SCHEMA_VERSION = 3  # 2: per-side dnsmos_* and speaker_similarity; 3: per-side audio checks, synthesis_attempts
+SAMPLE_SCHEMA_VERSION = 3  # 2: per-side dnsmos_* and speaker_similarity; 3: per-side audio checks,
+# synthesis_attempts and augmentation, the optional {key}.user_clean.flac
+
+# user-side augmentation (pipeline.render.augment); on a side that was not augmented: seed -1, no kinds, -1 scores
+AUGMENTATION_FIELDS: list[tuple[str, Any, str]] = [
+    ("seed", "int64", "the recipe's seed; -1: not augmented"),
+    ("kinds", ("list", "string"), "steps applied, in order: reverb, noise, telephone, codec, gain"),
+    ("snr_db", "float64", "signal-to-noise ratio of the added noise (RMS over the clip); -1: no noise"),
+    ("rt60_s", "float64", "RT60 of the simulated room; -1: no room"),
+    ("codec", "string", "telephone (mulaw, gsm at 8 kHz) or lossy (opus, mp3) codec; empty: none"),
+    ("gain_db", "float64", "level change; 0: none"),
+    ("dnsmos_ovrl", "float64", "DNSMOS overall of the augmented audio (the side's dnsmos_* score the clean); -1"),
+    ("dnsmos_sig", "float64", "DNSMOS signal quality of the augmented audio; -1 if not measured"),
+    ("dnsmos_bak", "float64", "DNSMOS background of the augmented audio; -1 if not measured"),
+    ("dnsmos_p808", "float64", "DNSMOS P.808 of the augmented audio; -1 if not measured"),
+    ("recipe", "string", "the whole recipe as JSON (room geometry, noise kind and file, bitrate, ...); empty: none"),
+]
 
 # The sample's JSON as `conversation_samples` writes it: (name, type, meaning), where a type is a `datasets`
 # dtype, a list of fields (a struct) or ("list", dtype). The dataset card's features and field table come
@@ -295,6 +323,7 @@ SIDE_FIELDS: list[tuple[str, Any, str]] = [
     ("speech_rate", "float64", "words (en) or characters (zh) per second of speech span; -1 if not measured"),
     ("synthesis_attempts", "int64", "syntheses this turn took: TTS retries and re-syntheses after failed "
                                     "verification (1 = the first synthesis passed)"),
+    ("augmentation", AUGMENTATION_FIELDS, "user-side acoustic augmentation of this side's audio (the user only)"),
 ]
 SAMPLE_FIELDS: list[tuple[str, Any, str]] = [
     ("schema_version", "int64", f"sample schema version ({SAMPLE_SCHEMA_VERSION})"),
@@ -319,6 +348,8 @@ SAMPLE_FIELDS: list[tuple[str, Any, str]] = [
 AUDIO_FILES = {"user.flac": "user speech, 16-bit FLAC, mono",
                "assistant.flac": "assistant speech, 16-bit FLAC, mono, at the TTS model's rate"}
 SAMPLE_PARTS = {"json", *AUDIO_FILES}  # the members of every sample: {key}.json, {key}.user.flac, ...
+# with augment.keep_clean, an augmented sample also holds the user audio before augmentation
+OPTIONAL_AUDIO_FILES = {"user_clean.flac": "user speech before augmentation, 16-bit FLAC, 16 kHz mono"}
 
 
 def _score(value: float | None) -> float:
@@ -340,11 +371,25 @@ def side_json(turn: dict[str, Any]) -> dict[str, Any]:
                                             "max_pause_s", "clipped_fraction", "speech_rate")},
         "loudness_lufs": float(turn["loudness_lufs"]) if turn.get("loudness_lufs") is not None else -100.0,
         "synthesis_attempts": int(turn.get("synthesis_attempts") or turn.get("tts_attempts") or 1),
+        "augmentation": augmentation_json(turn.get("augmentation")),
     }
 
 
-def conversation_samples(row: dict[str, Any], license_tags: list[str]) -> list[dict[str, Any]]:
-    """One WebDataset sample per exchange: {key}.json, {key}.user.flac, {key}.assistant.flac."""
+def augmentation_json(recipe_json: str | None) -> dict[str, Any]:
+    """The sample's fixed-shape view of an augmentation recipe (AUGMENTATION_FIELDS), the full recipe inside."""
+    recipe = json.loads(recipe_json) if recipe_json else {}
+    dnsmos = recipe.get("dnsmos") or {}
+    return {"seed": int(recipe.get("seed", -1)), "kinds": list(recipe.get("kinds", [])),
+            "snr_db": float(recipe.get("snr_db", -1.0)), "rt60_s": float(recipe.get("rt60_s", -1.0)),
+            "codec": recipe.get("codec") or "", "gain_db": float(recipe.get("gain_db", 0.0)),
+            **{f"dnsmos_{k}": float(dnsmos.get(k, -1.0)) for k in ("ovrl", "sig", "bak", "p808")},
+            "recipe": recipe_json or ""}
+
+
+def conversation_samples(row: dict[str, Any], license_tags: list[str],
+                         keep_clean: bool = False) -> list[dict[str, Any]]:
+    """One WebDataset sample per exchange: {key}.json, {key}.user.flac, {key}.assistant.flac (and, for an
+    augmented user turn with `keep_clean`, {key}.user_clean.flac)."""
     turns = row["turns"]
     count = len(turns) // 2
     samples = []
@@ -370,8 +415,11 @@ def conversation_samples(row: dict[str, Any], license_tags: list[str]) -> list[d
             "config_digest": row["text_digest"],
             "licenses": list(license_tags),
         }
-        samples.append({"__key__": meta["key"], "json": json.dumps(meta, ensure_ascii=False).encode(),
-                        "user.flac": user["audio_flac"], "assistant.flac": assistant["audio_flac"]})
+        sample = {"__key__": meta["key"], "json": json.dumps(meta, ensure_ascii=False).encode(),
+                  "user.flac": user["audio_flac"], "assistant.flac": assistant["audio_flac"]}
+        if keep_clean and user.get("clean_audio_flac"):
+            sample["user_clean.flac"] = user["clean_audio_flac"]
+        samples.append(sample)
     return samples
 
 
@@ -398,3 +446,89 @@ def manifest_rows(rows: list[dict[str, Any]], language: str, split: str, shard: 
                 "assistant_synthesis_attempts": assistant.get("synthesis_attempts"),
             })
     return manifest
+
+
+# --- the duplex subset: one WebDataset sample per conversation (duplex.enabled) -------------------------
+
+DUPLEX_SCHEMA_VERSION = 1
+DUPLEX_SEGMENT_FIELDS: list[tuple[str, Any, str]] = [
+    ("channel", "int64", "0 the user, 1 the assistant"),
+    ("role", "string", "user or assistant"),
+    ("kind", "string", "turn, backchannel or interrupted_turn"),
+    ("start", "float64", "seconds from the start of the recording"),
+    ("end", "float64", "seconds; an interrupted turn ends at its cut"),
+    ("text", "string", "what is heard (an interrupted turn: the spoken part only)"),
+    ("turn", "int64", "the conversation turn (a backchannel: the turn it is said during)"),
+    ("speaker_id", "string", "voice from the speaker pool"),
+    ("unspoken_text", "string", "interrupted_turn: the rest of the turn, never said; empty otherwise"),
+    ("cut_s", "float64", "interrupted_turn: where the turn's audio stops, from its own start; -1 otherwise"),
+    ("interrupted_at", "float64", "interrupted_turn: when the user started speaking; -1 otherwise"),
+]
+DUPLEX_RATE_FIELDS: list[tuple[str, Any, str]] = [
+    (name, kind, meaning) for name, kind, meaning in [
+        ("seed", "int64", "duplex.seed"), ("gap_median_s", "float64", ""), ("gap_sigma", "float64", ""),
+        ("gap_min_s", "float64", ""), ("gap_max_s", "float64", ""), ("overlap_rate", "float64", ""),
+        ("overlap_min_s", "float64", ""), ("overlap_max_s", "float64", ""), ("backchannel_rate", "float64", ""),
+        ("backchannel_roles", ("list", "string"), ""), ("backchannel_min_turn_s", "float64", ""),
+        ("backchannel_min_pause_s", "float64", ""), ("backchannel_max_per_turn", "int64", ""),
+        ("backchannel_max_s", "float64", ""), ("backchannel_texts", ("list", "string"), "this language's"),
+        ("interruption_rate", "float64", ""), ("interruption_min_turn_s", "float64", ""),
+        ("interruption_min_spoken_s", "float64", ""), ("interruption_min_unspoken_s", "float64", ""),
+        ("interruption_reaction_min_s", "float64", ""), ("interruption_reaction_max_s", "float64", ""),
+        ("pause_detector", "string", ""), ("lead_in_s", "float64", ""), ("tail_s", "float64", ""),
+        ("sample_rate", "int64", "")]]
+DUPLEX_COUNT_FIELDS: list[tuple[str, Any, str]] = [
+    (name, "int64", meaning) for name, meaning in [
+        ("transitions", "turn changes that were not interruptions"), ("overlaps", "of those, overlapping"),
+        ("interruption_opportunities", "assistant turns a user turn could interrupt"),
+        ("interruptions", "interrupted assistant turns"),
+        ("backchannel_opportunities", "pauses eligible for a backchannel"), ("backchannels", "backchannels said")]]
+DUPLEX_FIELDS: list[tuple[str, Any, str]] = [
+    ("schema_version", "int64", f"duplex sample schema version ({DUPLEX_SCHEMA_VERSION})"),
+    ("conversation_id", "string", "the conversation (its exchanges are in the main subset)"),
+    ("language", "string", "language code"),
+    ("split", "string", "split name"),
+    ("sample_rate", "int64", "16000"),
+    ("duration_s", "float64", "length of the stereo recording"),
+    ("channels", ("list", "string"), "channel roles: [user, assistant]"),
+    ("segments", ("list", DUPLEX_SEGMENT_FIELDS), "every segment of the timeline, by start time"),
+    ("recipe", [("seed", "int64", "this conversation's timeline seed (from duplex.seed and the ID)"),
+                ("rates", DUPLEX_RATE_FIELDS, "the duplex config the timeline was drawn with"),
+                ("counts", DUPLEX_COUNT_FIELDS, "opportunities and events drawn")], "how the timeline was made"),
+]
+DUPLEX_AUDIO_FILES = {"duplex.flac": "stereo 16-bit FLAC, 16 kHz: channel 0 the user, channel 1 the assistant"}
+DUPLEX_PARTS = {"json", *DUPLEX_AUDIO_FILES}
+
+# manifest/duplex/shard-*.parquet: one row per duplex sample (written after its tar, before the main manifest part)
+DUPLEX_MANIFEST_SCHEMA = pa.schema([
+    ("key", pa.string()), ("conversation_id", pa.string()), ("language", pa.string()), ("split", pa.string()),
+    ("shard", pa.string()), ("shard_sha256", pa.string()), ("offset", pa.int64()), ("duration_s", pa.float64()),
+    ("segments", pa.int32()), ("overlaps", pa.int32()), ("backchannels", pa.int32()), ("interruptions", pa.int32()),
+])
+
+
+def duplex_sample(row: dict[str, Any]) -> dict[str, Any] | None:
+    """A kept conversation's duplex sample ({conversation_id}.json + .duplex.flac), None when it has none."""
+    if not row.get("duplex_flac") or not row.get("duplex_json"):
+        return None
+    timeline = json.loads(row["duplex_json"])
+    meta = {"schema_version": DUPLEX_SCHEMA_VERSION, "conversation_id": row["conversation_id"],
+            "language": row["language"], "split": row["split"], **timeline}
+    return {"__key__": row["conversation_id"], "json": json.dumps(meta, ensure_ascii=False).encode(),
+            "duplex.flac": row["duplex_flac"]}
+
+
+def duplex_manifest_rows(rows: list[dict[str, Any]], language: str, split: str, shard: str,
+                         offsets: dict[str, int], digest: str) -> list[dict[str, Any]]:
+    out = []
+    for row in rows:
+        if row["conversation_id"] not in offsets:
+            continue
+        timeline = json.loads(row["duplex_json"])
+        counts = timeline["recipe"]["counts"]
+        out.append({"key": row["conversation_id"], "conversation_id": row["conversation_id"], "language": language,
+                    "split": split, "shard": shard, "shard_sha256": digest, "offset": offsets[row["conversation_id"]],
+                    "duration_s": timeline["duration_s"], "segments": len(timeline["segments"]),
+                    "overlaps": counts["overlaps"], "backchannels": counts["backchannels"],
+                    "interruptions": counts["interruptions"]})
+    return out

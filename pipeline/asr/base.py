@@ -30,6 +30,11 @@ class ASRBackend(Protocol):
         """The transcript and the end time (s) of the last recognised word, None when no word was heard."""
         ...
 
+    def transcribe_timed(self, audio_16k: np.ndarray,
+                         language: str | None = None) -> tuple[str, list[tuple[str, float, float]]]:
+        """The transcript and every recognised word as (word, start_s, end_s)."""
+        ...
+
 
 def make_asr(cfg, model_dir: Path | None, threads: int | None) -> ASRBackend:
     """The configured recogniser (`cfg` is the verify section) on the device this actor was given."""

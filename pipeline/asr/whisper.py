@@ -45,12 +45,18 @@ class WhisperASR:
 
     def transcribe_words(self, audio_16k: np.ndarray, language: str | None = None) -> tuple[str, float | None]:
         """The transcript (same settings as `transcribe`) and the end time of the last word, if any."""
+        text, words = self.transcribe_timed(audio_16k, language)
+        return text, (max(w[2] for w in words) if words else None)
+
+    def transcribe_timed(self, audio_16k: np.ndarray,
+                         language: str | None = None) -> tuple[str, list[tuple[str, float, float]]]:
+        """The transcript and each recognised word with its start and end (s): faster-whisper word timestamps."""
         segments, _info = self.model.transcribe(audio_16k, language=language or self.language,
                                                 beam_size=self.beam_size, condition_on_previous_text=False,
                                                 word_timestamps=True, vad_filter=False)
         segments = list(segments)
-        ends = [w.end for s in segments for w in (s.words or [])]
-        return " ".join(s.text.strip() for s in segments).strip(), (max(ends) if ends else None)
+        words = [(w.word.strip(), float(w.start), float(w.end)) for s in segments for w in (s.words or [])]
+        return " ".join(s.text.strip() for s in segments).strip(), words
 
 
 RATE = 16000

@@ -3,12 +3,15 @@
 out/<dataset>/
   data/<language>/<split>/shard-<run>-<hash>.tar   samples (finished only once renamed into place)
   manifest/shard-<run>-<hash>.parquet               one row per sample; written after its tar
+  data/<language>/duplex/<split>/shard-*.tar        duplex.enabled: one stereo timeline per conversation
+  manifest/duplex/shard-*.parquet                   its manifest; both written before the main shard's part
   rejects/part-<run>-<hash>.parquet                  one row per rejected conversation
   state/runs.jsonl                                   one line per run (id, time, config digest)
   config.yaml, stats.json
 A tar without its manifest part is unfinished and is deleted on restart, as are `.tmp` files and a manifest
 part without its tar (both are renamed into place before their folders are fsynced, so a power cut can keep
-either name alone).
+either name alone). A duplex tar and part are finished only when the main manifest part of the same name is
+there too (they are written first), so a crash between them leaves nothing a rerun would duplicate.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ import pyarrow.parquet as pq
 from pipeline.ids import ids_to_u64
 
 TMP_SUFFIX = ".tmp"
+DUPLEX = "duplex"  # the duplex subset's folder under data/<language>/ and manifest/ (never a split name)
 
 
 class Layout:
@@ -51,6 +55,19 @@ class Layout:
     def shard_dir(self, language: str, split: str) -> Path:
         return self.data / language / split
 
+    def duplex_dir(self, language: str, split: str) -> Path:
+        return self.data / language / DUPLEX / split
+
+    @property
+    def duplex_manifest(self) -> Path:
+        return self.manifest / DUPLEX
+
+    def duplex_manifest_parts(self) -> list[Path]:
+        return sorted(self.duplex_manifest.glob("*.parquet")) if self.duplex_manifest.is_dir() else []
+
+    def duplex_shards(self) -> list[Path]:
+        return sorted(self.data.glob(f"*/{DUPLEX}/*/*.tar")) if self.data.is_dir() else []
+
     def make_dirs(self) -> None:
         for d in (self.data, self.manifest, self.rejects, self.state):
             d.mkdir(parents=True, exist_ok=True)
@@ -71,6 +88,12 @@ class Layout:
         parts, tars = self.manifest_parts(), self.shards()
         finished, written = {p.stem for p in parts}, {t.stem for t in tars}
         removed += [t for t in tars if t.stem not in finished] + [p for p in parts if p.stem not in written]
+        main_finished = finished - {p.stem for p in removed}
+        duplex_parts, duplex_tars = self.duplex_manifest_parts(), self.duplex_shards()
+        duplex_finished = {p.stem for p in duplex_parts} & main_finished
+        duplex_written = {t.stem for t in duplex_tars}
+        removed += [t for t in duplex_tars if t.stem not in duplex_finished]
+        removed += [p for p in duplex_parts if p.stem not in duplex_written or p.stem not in main_finished]
         for p in removed:
             p.unlink(missing_ok=True)
         return removed

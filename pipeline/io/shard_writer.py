@@ -13,16 +13,25 @@ import hashlib
 import os
 import tarfile
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline.faults import checkpoint
 from pipeline.io.layout import TMP_SUFFIX, Layout, publish, sync_folders, write_tmp
-from pipeline.schema import MANIFEST_SCHEMA, conversation_samples, manifest_rows, rows_to_table
+from pipeline.schema import (
+    DUPLEX_MANIFEST_SCHEMA,
+    MANIFEST_SCHEMA,
+    conversation_samples,
+    duplex_manifest_rows,
+    duplex_sample,
+    manifest_rows,
+    rows_to_table,
+)
 
 _IOV_MAX = os.sysconf("SC_IOV_MAX") if hasattr(os, "sysconf") else 1024
 
@@ -170,23 +179,44 @@ def member_offsets(tar_path: Path) -> dict[str, int]:
 
 
 def write_shard(layout: Layout, name: str, rows: list[dict[str, Any]], language: str, split: str,
-                license_tags: list[str]) -> tuple[str, list[dict[str, Any]]]:
+                license_tags: list[str], keep_clean: bool = False) -> tuple[str, list[dict[str, Any]]]:
     """Write one tar (`data/<language>/<split>/<name>.tar`) and its manifest part; return the tar's path
-    relative to the output and the manifest rows.
+    relative to the output and the manifest rows."""
+    samples = (s for row in rows for s in conversation_samples(row, license_tags, keep_clean=keep_clean))
+    return _commit_shard(layout, layout.shard_dir(language, split) / f"{name}.tar", layout.manifest / f"{name}.parquet",
+                         samples, lambda rel, offsets, digest: manifest_rows(rows, language, split, rel, offsets, digest),
+                         MANIFEST_SCHEMA, "shard")
+
+
+def write_duplex_shard(layout: Layout, name: str, rows: list[dict[str, Any]], language: str,
+                       split: str) -> tuple[str, list[dict[str, Any]]] | None:
+    """Write the duplex samples of `rows` (`data/<language>/duplex/<split>/<name>.tar`) and their manifest part
+    (`manifest/duplex/<name>.parquet`); None when no row has one. Committed before the main shard of the same
+    name, whose manifest part finishes both (`Layout.clean_unfinished`)."""
+    samples = [s for s in (duplex_sample(row) for row in rows) if s is not None]
+    if not samples:
+        return None
+    return _commit_shard(layout, layout.duplex_dir(language, split) / f"{name}.tar",
+                         layout.duplex_manifest / f"{name}.parquet", iter(samples),
+                         lambda rel, offsets, digest: duplex_manifest_rows(rows, language, split, rel, offsets, digest),
+                         DUPLEX_MANIFEST_SCHEMA, "duplex")
+
+
+def _commit_shard(layout: Layout, tar_path: Path, manifest_path: Path, samples: Iterator[dict[str, Any]],
+                  make_rows: Callable[[str, dict[str, int], str], list[dict[str, Any]]], schema: pa.Schema,
+                  fault_prefix: str) -> tuple[str, list[dict[str, Any]]]:
+    """The tar and its manifest part, committed tar first.
 
     The manifest part is made and fsynced on a second thread while the tar is fsynced, so the two waits
     overlap (the file system's journal can commit both at once), and one folder fsync covers both renames.
     """
-    tar_path = layout.shard_dir(language, split) / f"{name}.tar"
-    manifest_path = layout.manifest / f"{name}.parquet"
     shard_rel = str(tar_path.relative_to(layout.root))
-    samples = (s for row in rows for s in conversation_samples(row, license_tags))
     made: dict[str, Any] = {}
 
     def write(fh: Any) -> None:  # write_tmp fsyncs the tar after this, while the manifest thread works
         offsets, digest = write_tar(fh, samples)
-        made["rows"] = manifest_rows(rows, language, split, shard_rel, offsets, digest)
-        table = rows_to_table(made["rows"], MANIFEST_SCHEMA)
+        made["rows"] = make_rows(shard_rel, offsets, digest)
+        table = rows_to_table(made["rows"], schema)
         made["job"] = _pool("shard-manifest").submit(write_tmp, manifest_path, lambda mfh: pq.write_table(table, mfh))
 
     try:
@@ -199,8 +229,8 @@ def write_shard(layout: Layout, name: str, rows: list[dict[str, Any]], language:
             path.with_name(path.name + TMP_SUFFIX).unlink(missing_ok=True)
         raise
     publish(tar_tmp, tar_path)
-    checkpoint("shard.between_tar_and_manifest")
+    checkpoint(f"{fault_prefix}.between_tar_and_manifest")
     publish(manifest_tmp, manifest_path)
     sync_folders(tar_path, manifest_path)
-    checkpoint("shard.after_manifest")
+    checkpoint(f"{fault_prefix}.after_manifest")
     return shard_rel, manifest

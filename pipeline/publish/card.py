@@ -21,7 +21,7 @@ import yaml
 
 from pipeline.io.layout import Layout, atomic_write
 from pipeline.publish.licenses import Resolution, resolve_license
-from pipeline.schema import AUDIO_FILES, SAMPLE_FIELDS, SAMPLE_SCHEMA_VERSION
+from pipeline.schema import AUDIO_FILES, DUPLEX_FIELDS, SAMPLE_FIELDS, SAMPLE_SCHEMA_VERSION
 
 LANGUAGE_NAMES = {"en": "English", "zh": "Chinese"}
 TASK_CATEGORIES = ["automatic-speech-recognition", "text-to-speech", "audio-to-audio"]
@@ -33,12 +33,13 @@ SIZE_CATEGORIES = [(1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"
 def _feature(name: str, kind: Any) -> dict[str, Any]:
     if isinstance(kind, list):
         return {"name": name, "struct": [_feature(n, k) for n, k, _ in kind]}
-    if isinstance(kind, tuple):
-        return {"name": name, "list": kind[1]}
+    if isinstance(kind, tuple):  # a list of a dtype, or of a struct
+        inner = kind[1]
+        return {"name": name, "list": [_feature(n, k) for n, k, _ in inner] if isinstance(inner, list) else inner}
     return {"name": name, "dtype": kind}
 
 
-def features_yaml(user_rate: int | None, assistant_rate: int | None) -> list[dict[str, Any]]:
+def features_yaml(user_rate: int | None, assistant_rate: int | None, user_clean: bool = False) -> list[dict[str, Any]]:
     """`dataset_info.features` in the YAML form `datasets` reads (`Features._from_yaml_list`).
 
     A declared sampling rate makes `datasets` decode every row at that rate (resampling any that differ),
@@ -51,8 +52,26 @@ def features_yaml(user_rate: int | None, assistant_rate: int | None) -> list[dic
     return [_feature("json", SAMPLE_FIELDS),
             {"name": "user.flac", "dtype": audio(user_rate)},
             {"name": "assistant.flac", "dtype": audio(assistant_rate)},
+            *([{"name": "user_clean.flac", "dtype": audio(user_rate)}] if user_clean else []),
             {"name": "__key__", "dtype": "string"},
             {"name": "__url__", "dtype": "string"}]
+
+
+def duplex_features_yaml() -> list[dict[str, Any]]:
+    """Features of the duplex subset: the timeline JSON and the stereo recording (16 kHz, two channels)."""
+    return [_feature("json", DUPLEX_FIELDS),
+            {"name": "duplex.flac", "dtype": {"audio": {"sampling_rate": 16000, "num_channels": 2}}},
+            {"name": "__key__", "dtype": "string"},
+            {"name": "__url__", "dtype": "string"}]
+
+
+def duplex_splits_on_disk(layout: Layout) -> dict[str, list[str]]:
+    """{language: [split, ...]} for every data/<language>/duplex/<split>/ holding a tar."""
+    found: dict[str, set[str]] = {}
+    for tar in layout.duplex_shards():
+        found.setdefault(tar.parent.parent.parent.name, set()).add(tar.parent.name)
+    order = {name: i for i, name in enumerate(SPLIT_ORDER)}
+    return {lang: sorted(splits, key=lambda s: (order.get(s, len(order)), s)) for lang, splits in sorted(found.items())}
 
 
 def _schema_rows(fields: list[tuple[str, Any, str]], prefix: str = "") -> list[tuple[str, str, str]]:
@@ -72,6 +91,15 @@ def splits_on_disk(layout: Layout) -> dict[str, list[str]]:
         found.setdefault(tar.parent.parent.name, set()).add(tar.parent.name)
     order = {name: i for i, name in enumerate(SPLIT_ORDER)}
     return {lang: sorted(splits, key=lambda s: (order.get(s, len(order)), s)) for lang, splits in sorted(found.items())}
+
+
+def _has_clean_audio(layout: Layout, language: str, splits: list[str]) -> bool:
+    """Does the language's first shard hold user_clean.flac members (augment.keep_clean)?"""
+    tars = sorted(p for s in splits for p in layout.shard_dir(language, s).glob("*.tar"))
+    if not tars:
+        return False
+    with tarfile.open(tars[0]) as tf:
+        return any(m.name.endswith(".user_clean.flac") for m in tf)
 
 
 def first_sample_meta(layout: Layout, language: str, split: str) -> dict[str, Any]:
@@ -175,9 +203,16 @@ def card_metadata(cfg_dict: dict[str, Any], stats: dict[str, Any], layout: Layou
         configs.append(config)
         meta = samples.get(lang, {})
         infos.append({"config_name": lang,
-                      "features": features_yaml(_get(meta, "user.sample_rate"), _get(meta, "assistant.sample_rate")),
+                      "features": features_yaml(_get(meta, "user.sample_rate"), _get(meta, "assistant.sample_rate"),
+                                                user_clean=_has_clean_audio(layout, lang, lang_splits)),
                       "download_size": sum(p.stat().st_size for s in lang_splits
                                            for p in layout.shard_dir(lang, s).glob("*.tar"))})
+    for lang, lang_splits in duplex_splits_on_disk(layout).items():  # the duplex subset: one config per language
+        configs.append({"config_name": f"{lang}-duplex",
+                        "data_files": [{"split": s, "path": f"data/{lang}/duplex/{s}/*.tar"} for s in lang_splits]})
+        infos.append({"config_name": f"{lang}-duplex", "features": duplex_features_yaml(),
+                      "download_size": sum(p.stat().st_size for s in lang_splits
+                                           for p in layout.duplex_dir(lang, s).glob("*.tar"))})
     meta: dict[str, Any] = {
         **resolution.card_metadata(),
         "language": languages,

@@ -2,7 +2,8 @@
 
     plan | source -> generate -> text cache (write) [+ text cache (read): an interrupted run's unspoken text]
     [text cache (read), for --stages tts,verify,shard] -> text -> voices -> tts -> verify
-    -> duplicate IDs -> quota (exact-count mode) -> shard
+    [-> augment (augment.enabled)] [-> duplex (duplex.enabled)] -> duplicate IDs -> quota (exact-count mode) -> shard
+(augment and duplex come before the quota, so a conversation they reject never counts towards the target)
 """
 
 from __future__ import annotations
@@ -12,8 +13,10 @@ from dataclasses import replace
 from pipeline.config import RunConfig
 from pipeline.run.selection import StageSelection
 from pipeline.schema import batch_has_pending_turns
+from pipeline.stages.augment import AugmentStage
 from pipeline.stages.base import RunContext, Stage
 from pipeline.stages.dedup import DuplicateIdStage
+from pipeline.stages.duplex import DuplexStage
 from pipeline.stages.generate import GenerateStage, VLLMGenerateStage
 from pipeline.stages.plan import PlanStage
 from pipeline.stages.quota import QuotaStage
@@ -43,6 +46,7 @@ def stage_classes(cfg: RunConfig, selection: StageSelection) -> list[type[Stage]
         classes.append(TextCacheReadStage)
     if selection.audio:
         classes += [TextStage, VoiceStage, TTSStage] + [VerifyStage] * cfg.verify.enabled
+        classes += [AugmentStage] * cfg.augment.enabled + [DuplexStage] * cfg.duplex.enabled
     return classes + [DuplicateIdStage, QuotaStage, ShardStage]
 
 

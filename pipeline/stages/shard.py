@@ -2,8 +2,8 @@
 
 One call = one batch of conversations = at most one tar per (language, split), named after a hash of the
 conversation IDs it holds, so a retried batch rewrites the same file instead of adding a duplicate.
-Order of commits: tar (atomic rename) -> its manifest part (atomic) -> rejects part (atomic); the tar and
-manifest protocol is `pipeline.io.shard_writer`'s. Returns one small outcome row per conversation (no audio)
+Order of commits: [duplex tar -> duplex manifest part ->] tar (atomic rename) -> its manifest part (atomic)
+-> rejects part (atomic); the tar and manifest protocol is `pipeline.io.shard_writer`'s. Returns one small outcome row per conversation (no audio)
 to the driver, which counts them.
 """
 
@@ -17,7 +17,7 @@ from typing import Any
 import pyarrow as pa
 
 from pipeline.io.layout import Layout, write_parquet_atomic
-from pipeline.io.shard_writer import write_shard
+from pipeline.io.shard_writer import write_duplex_shard, write_shard
 from pipeline.schema import (
     OUTCOME_SCHEMA,
     REJECTS_SCHEMA,
@@ -37,14 +37,17 @@ class ShardStage(Stage):
 
     name = "shard"
 
-    def __init__(self, out_dir: Path, run_id: str, license_tags: list[str], write_samples: bool = True):
+    def __init__(self, out_dir: Path, run_id: str, license_tags: list[str], write_samples: bool = True,
+                 keep_clean: bool = False):
         super().__init__()
         self.layout, self.run_id, self.license_tags = Layout(out_dir), run_id, list(license_tags)
         self.write_samples = write_samples
+        self.keep_clean = keep_clean  # augment.keep_clean: augmented samples also hold user_clean.flac
 
     @classmethod
     def build(cls, ctx: RunContext) -> ShardStage:
-        stage = cls(ctx.out_dir, ctx.run_id, ctx.cfg.license_tags, write_samples=ctx.write_samples)
+        stage = cls(ctx.out_dir, ctx.run_id, ctx.cfg.license_tags, write_samples=ctx.write_samples,
+                    keep_clean=ctx.cfg.augment.enabled and ctx.cfg.augment.keep_clean)
         stage.resources = Resources(num_cpus=ctx.cfg.shard.num_cpus, actors=1, single=True)
         stage.batch_size = ctx.cfg.shard.conversations_per_shard
         return stage
@@ -65,8 +68,11 @@ class ShardStage(Stage):
                           "outcome": "generated", "exchanges": r["num_exchanges"], "audio_s": 0.0} for r in kept]
             groups.clear()
         for (language, split), group in sorted(groups.items()):
-            shard_rel, _ = write_shard(self.layout, f"shard-{self.batch_name(group)}", group, language, split,
-                                       self.license_tags)
+            name = f"shard-{self.batch_name(group)}"
+            # the duplex subset first: the main manifest part, written last, finishes both
+            write_duplex_shard(self.layout, name, group, language, split)
+            shard_rel, _ = write_shard(self.layout, name, group, language, split, self.license_tags,
+                                       keep_clean=self.keep_clean)
             for row in group:
                 outcomes.append({**usage(row), **work(row),
                     "conversation_id": row["conversation_id"], "language": language, "outcome": "kept",

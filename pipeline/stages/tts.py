@@ -58,6 +58,9 @@ class TTSStage(RowStage):
                     backend_options=backend_options(ctx), max_attempts=t.max_attempts, seed=t.seed,
                     min_s_per_char=t.min_s_per_char, max_s_per_char=t.max_s_per_char,
                     threads=threads_for(t.num_cpus, t.cpu_threads))
+        if ctx.cfg.duplex.enabled:  # the duplex timeline's backchannels, in each listener's own voice
+            stage.backchannel_texts = dict(ctx.cfg.duplex.backchannel_texts)
+            stage.backchannel_roles = list(ctx.cfg.duplex.backchannel_roles)
         stage.resources = Resources(num_cpus=t.num_cpus, num_gpus=t.num_gpus, threads=stage.threads,
                                     actors=t.max_actors)
         stage.batch_size = t.batch_size
@@ -74,6 +77,9 @@ class TTSStage(RowStage):
         self.max_attempts, self.seed = max_attempts, seed
         self.min_s_per_char, self.max_s_per_char = min_s_per_char, max_s_per_char
         self.backend: TTSBackend | None = None
+        self.backchannel_texts: dict[str, list[str]] = {}  # language -> texts; empty: no duplex rendering
+        self.backchannel_roles: list[str] = []
+        self._backchannel_cache: dict[tuple[str, str, str], tuple[bytes, int] | None] = {}
 
     def setup(self) -> None:
         limit_threads(self.threads)
@@ -151,6 +157,31 @@ class TTSStage(RowStage):
             turn["tts_attempts"] = attempts
             turn.update(synthesis_attempts=before + attempts, synthesis_seed=seed, verified=False,
                         resyntheses=turn.get("resyntheses") or 0)
+        if self.backchannel_texts.get(row["language"]):
+            row["backchannels"] = self.backchannels(row)
+
+    def backchannels(self, row: dict[str, Any]) -> list[dict[str, Any]]:
+        """Each listener role saying each backchannel text of the language, in that role's voice of this
+        conversation. Cached per voice and text (a handful per voice); one that fails to synthesise is left out
+        (the timeline then uses the others), never the conversation."""
+        out = []
+        voices = {t["role"]: t["speaker_id"] for t in row["turns"]}
+        for role in self.backchannel_roles:
+            speaker = self.speakers.get(voices.get(role, ""))
+            if speaker is None:
+                continue
+            for j, text in enumerate(self.backchannel_texts[row["language"]]):
+                key = (speaker.speaker_id, row["language"], text)
+                if key not in self._backchannel_cache:
+                    try:  # a fixed seed per voice and text: the same clip in every conversation and rerun
+                        samples, rate, _ = self.speak(text, speaker, row["language"], 0, 10_000 + j)
+                        self._backchannel_cache[key] = (encode_flac(samples, rate), rate)
+                    except Rejected:
+                        self._backchannel_cache[key] = None
+                if self._backchannel_cache[key] is not None:
+                    flac, rate = self._backchannel_cache[key]
+                    out.append({"role": role, "text": text, "audio_flac": flac, "sample_rate": rate})
+        return out
 
 
 def backend_options(ctx: RunContext) -> dict[str, Any]:

@@ -61,16 +61,17 @@ class VerifyStage(RowStage):
     def build(cls, ctx: RunContext) -> VerifyStage:
         v = ctx.cfg.verify
         stage = cls(v, ctx.asr_model, pool=ctx.pool, pool_file=ctx.cfg.resolve_path(ctx.cfg.voices.pool),
-                    threads=threads_for(v.num_cpus, v.cpu_threads))
+                    threads=threads_for(v.num_cpus, v.cpu_threads), word_timings=ctx.cfg.duplex.enabled)
         stage.resources = Resources(num_cpus=v.num_cpus, num_gpus=v.num_gpus, threads=stage.threads,
                                     actors=v.max_actors)
         stage.batch_size = v.batch_size
         return stage
 
     def __init__(self, cfg: VerifyConfig, asr_model: Path | None, pool: list[Speaker] | None = None,
-                 pool_file: Path | None = None, threads: int | None = None):
+                 pool_file: Path | None = None, threads: int | None = None, word_timings: bool = False):
         super().__init__()
         self.cfg, self.asr_model_path = cfg, asr_model
+        self.word_timings = word_timings  # the duplex rendering cuts interrupted assistant turns at word boundaries
         self.threads = threads  # CPU threads of every model here (pipeline.threads); None: the libraries' defaults
         self.speakers = {s.speaker_id: s for s in pool or []}
         self.pool_file = pool_file
@@ -184,14 +185,23 @@ class VerifyStage(RowStage):
         language = self.cfg.asr_language or row["language"]
         limit = self.cfg.max_error_rate.get(row["language"], self.cfg.max_wer)
         metric = "CER" if row["language"].startswith("zh") else "WER"
-        if not self.cfg.trim_trailing_audio and idx:
-            texts = dict(zip(idx, self.asr.transcribe_many([resample(*audio[i], ASR_RATE) for i in idx], language)))
+        timed = {i for i in idx if self.word_timings and row["turns"][i]["role"] == "assistant"}
+        if not self.cfg.trim_trailing_audio:
+            batched = [i for i in idx if i not in timed]
+            texts = dict(zip(batched, self.asr.transcribe_many([resample(*audio[i], ASR_RATE) for i in batched],
+                                                                language))) if batched else {}
         for i in idx:
             turn, (samples, rate) = row["turns"][i], audio[i]
-            if self.cfg.trim_trailing_audio:  # word timestamps: one turn at a time
+            if i in timed and not self.cfg.trim_trailing_audio:  # word timestamps: one turn at a time
+                turn["asr_text"], words = self.asr.transcribe_timed(resample(samples, rate, ASR_RATE), language)
+                turn["asr_words"] = [{"word": w, "start": a, "end": b} for w, a, b in words]
+            elif self.cfg.trim_trailing_audio:  # word timestamps: one turn at a time
                 from pipeline.quality.trim import trim_after
 
-                turn["asr_text"], last_end = self.asr.transcribe_words(resample(samples, rate, ASR_RATE), language)
+                turn["asr_text"], words = self.asr.transcribe_timed(resample(samples, rate, ASR_RATE), language)
+                last_end = max(w[2] for w in words) if words else None
+                if i in timed:  # trimming cuts only the tail: the word times stay right
+                    turn["asr_words"] = [{"word": w, "start": a, "end": b} for w, a, b in words]
                 cut = trim_after(samples, rate, last_end, self.cfg.trim_margin_s)
                 if cut is not None:  # babble after the last word: keep up to the last word plus the margin
                     audio[i] = (cut, rate)

@@ -298,3 +298,38 @@ def batches_at_budget(costs: list[int], token_budget: int, max_batch_size: int, 
 
 def raw_speech_tokens(seconds: float) -> int:
     return math.ceil(seconds * SAMPLE_RATE / 160 / ENCODER_STRIDE)
+
+
+# --- the duplex subset (duplex.enabled): one stereo conversation per sample ---------------------------
+
+
+def find_duplex_shards(folder: Path | str, language: str | None = None, split: str | None = "train") -> list[str]:
+    """Tars of the duplex subset: data/<language>/duplex/<split>/*.tar, sorted."""
+    root = Path(folder) / "data"
+    pattern = f"{language or '*'}/duplex/{split or '*'}/*.tar"
+    shards = sorted(str(p) for p in root.glob(pattern))
+    if not shards:
+        raise FileNotFoundError(f"no duplex shards match {root}/{pattern} (was the run made with duplex.enabled?)")
+    return shards
+
+
+def duplex_conversations(shards: list[str]) -> Iterator[dict[str, Any]]:
+    """Each duplex sample decoded: the conversation ID, the stereo audio (frames x 2 float32: column 0 the user,
+    column 1 the assistant), its rate, the timeline JSON, and per-channel speech activity on 80-ms frames (the
+    turn-taking targets a full-duplex model is trained on)."""
+    for sample in _samples(shards, _warn):
+        if "duplex.flac" not in sample or "json" not in sample:
+            continue
+        audio, rate = sf.read(io.BytesIO(sample["duplex.flac"]), dtype="float32", always_2d=True)
+        timeline = json.loads(sample["json"])
+        yield {"conversation_id": timeline["conversation_id"], "audio": audio, "sample_rate": int(rate),
+               "timeline": timeline, "activity": channel_activity(timeline, audio.shape[0] / rate)}
+
+
+def channel_activity(timeline: dict[str, Any], duration_s: float, frame_s: float = 0.08) -> np.ndarray:
+    """(2, frames) booleans: who is speaking in each frame, from the timeline's segments."""
+    frames = max(1, math.ceil(duration_s / frame_s))
+    active = np.zeros((2, frames), dtype=bool)
+    for seg in timeline["segments"]:
+        active[seg["channel"], int(seg["start"] / frame_s):math.ceil(seg["end"] / frame_s)] = True
+    return active

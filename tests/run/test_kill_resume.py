@@ -1,4 +1,4 @@
-"""Kill -9 the whole job at five points, rerun, and check that nothing is lost or duplicated.
+"""Kill -9 the whole job at six points, rerun, and check that nothing is lost or duplicated.
 
 Each interrupted run is a real `python pipeline/main.py run` process (its own local Ray, Piper, faster-whisper,
 the session's llama.cpp server); pipeline/faults.py makes it stop and wait at the chosen point, then the test
@@ -30,6 +30,7 @@ POINTS = [  # (checkpoint, passes before the kill)
     ("verify", 1),                            # during ASR verification
     ("shard.between_tar_and_manifest", 0),    # mid-shard: tar renamed into place, manifest part not yet
     ("shard.after_manifest", 0),              # between shards: the first shard finished, more to come
+    ("duplex.after_manifest", 0),             # a duplex tar and part committed, the main shard not yet written
 ]
 
 
@@ -38,12 +39,17 @@ def overrides(base_url):
             "plan.exchanges.en.min=1", "plan.exchanges.en.max=1", "tts.piper_noise_scale=0",
             "tts.piper_noise_w_scale=0", "tts.batch_size=1",
             "verify.batch_size=1", "verify.max_actors=1",  # one process counts the passes before a kill point
-            "shard.conversations_per_shard=1"]
+            "shard.conversations_per_shard=1",
+            "duplex.enabled=true"]  # the duplex subset rides along: its commits are killed through too
 
 
 def kept_ids(out):
     return [r["conversation_id"] for p in Layout(out).manifest_parts() for r in pq.read_table(p).to_pylist()
             if r["exchange_index"] == 0]
+
+
+def duplex_ids(out):
+    return [r["conversation_id"] for p in Layout(out).duplex_manifest_parts() for r in pq.read_table(p).to_pylist()]
 
 
 def rejected_ids(out):
@@ -88,11 +94,14 @@ def test_kill_at_a_point_then_resume(point, after, baseline, tmp_path, llm_base_
         kill_tree(proc)
     if point == "shard.between_tar_and_manifest":
         assert len(Layout(out).shards()) > len(Layout(out).manifest_parts())  # the kill left a torn shard
+    if point == "duplex.after_manifest":  # a duplex part whose main shard was never written
+        assert {p.stem for p in Layout(out).duplex_manifest_parts()} - {p.stem for p in Layout(out).manifest_parts()}
     stats = run(small_config(out, *overrides(llm_base_url)))  # resume
     assert verify_output(out) == []
     kept, rejected = kept_ids(out), rejected_ids(out)
     assert len(kept) == len(set(kept)) and len(rejected) == len(set(rejected))  # no duplicates
     assert (set(kept), set(rejected)) == baseline  # nothing lost, same outcome as an uninterrupted run
+    assert sorted(duplex_ids(out)) == sorted(kept)  # one timeline per kept conversation, none left over
     assert stats["totals"]["conversations_kept"] == len(baseline[0])
 
 
