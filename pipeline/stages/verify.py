@@ -147,8 +147,11 @@ class VerifyStage(RowStage):
         failures = [found[i] for i in done] + attempts
         rounds = self.cfg.resynthesis_rounds
         ordered = sorted(set(failures), key=lambda f: (f.turn, f.attempt or 0))
-        tried = "; ".join(f"turn {f.turn} ({f.role}) attempt {f.attempt} seed {f.seed}: {f.reason} {f.metric} "
-                          f"{f.value:.4g} (limit {f.limit:.4g})" for f in ordered)
+        def attempt(f: Failure) -> str:  # no attempt or seed when the audio did not come from this run's TTS
+            return "".join([f" attempt {f.attempt}" * (f.attempt is not None), f" seed {f.seed}" * (f.seed is not None)])
+
+        tried = "; ".join(f"turn {f.turn} ({f.role}){attempt(f)}: {f.reason} {f.metric} {f.value:.4g} "
+                          f"(limit {f.limit:.4g})" for f in ordered)
         heard = [f"turn {i} said {turns[i]['spoken_text'][:60]!r}, heard {turns[i]['asr_text'][:60]!r}" for i in done
                  if found[i].reason == "asr_error_rate_above_threshold"]
         tried += "".join(f"; {h}" for h in heard)

@@ -121,15 +121,18 @@ def conversation(cid, clips, speakers):
 def test_verify_rejects_low_quality_audio_and_records_scores(joe):
     rng = np.random.default_rng(3)
     x, r = joe[1]
-    noisy = np.clip(rng.normal(0, 0.3, len(x)), -1, 1).astype(np.float32)
+    # speech under loud noise: voice activity is found (the audio checks pass it), DNSMOS scores it low
+    noisy = np.clip(x + rng.normal(0, 0.3, len(x)), -1, 1).astype(np.float32)
     good = conversation("good", joe[:2], [JOE, JOE])
     bad = conversation("bad", [joe[0], (noisy, r)], [JOE, JOE])
-    stage = VerifyStage(VerifyConfig(min_dnsmos_ovrl=2.5), None)
+    stage = VerifyStage(VerifyConfig(min_dnsmos_ovrl=2.5, resynthesis_rounds=0, max_clipped_fraction=None, loudness="off"),
+                        None)  # verify alone judges; loud noise clips and is loud, which is not what this tests
     kept, rejected = stage(rows_to_table([good, bad])).to_pylist()
     assert kept["reject_reason"] is None
     assert all(t["dnsmos_ovrl"] > 2.5 and 1 <= t["dnsmos_p808"] <= 5 for t in kept["turns"])
     assert (rejected["reject_stage"], rejected["reject_reason"]) == ("verify", "audio_quality_below_threshold")
-    assert "turn 1 (assistant) OVRL 1." in rejected["reject_details"] and "turn 0" not in rejected["reject_details"]
+    assert "turn 1 (assistant): audio_quality_below_threshold dnsmos_ovrl 1." in rejected["reject_details"]
+    assert "turn 0" not in rejected["reject_details"] and rejected["reject_failures"][0]["metric"] == "dnsmos_ovrl"
     meta = json.loads(conversation_samples(kept, [])[0]["json"])
     assert meta["schema_version"] == 3 and meta["user"]["augmentation"]["seed"] == -1  # not augmented
     assert meta["user"]["dnsmos_ovrl"] == kept["turns"][0]["dnsmos_ovrl"] > 2.5
@@ -148,7 +151,8 @@ def test_verify_speaker_consistency_against_turns_and_references(joe, tmp_path):
     import_pool("folder", src, pool_file, language="en", license="CC0-1.0", dnsmos=False, progress=False)
     pool = load_pool(pool_file) + load_pool(REPO_ROOT / "speakers/piper_en.jsonl")
     cloned = pool[0].speaker_id
-    cfg = VerifyConfig(speaker_consistency=True, min_speaker_similarity=0.75, min_user_similarity=0.75, dnsmos=False)
+    cfg = VerifyConfig(speaker_consistency=True, min_speaker_similarity=0.75, min_user_similarity=0.75, dnsmos=False,
+                       resynthesis_rounds=0)  # verify alone judges (no TTS here to redo a turn)
     stage = VerifyStage(cfg, None, pool, pool_file)
     shifted = other_voice(*joe[2])
     rows = [conversation("same", joe, [cloned, JOE, cloned, JOE]),
@@ -158,9 +162,10 @@ def test_verify_speaker_consistency_against_turns_and_references(joe, tmp_path):
     assert same["reject_reason"] is None, same["reject_details"]
     assert all(t["speaker_similarity"] > 0.75 for t in same["turns"])
     assert changes["reject_reason"] == "speaker_inconsistent"
-    assert "user turns 0 and 2 similarity" in changes["reject_details"]
+    assert {(f["turn"], f["role"]) for f in changes["reject_failures"]} == {(2, "user")}  # the shifted voice
     assert not_ref["reject_reason"] == "speaker_inconsistent"
-    assert f"turn 0 (user, {cloned}) similarity" in not_ref["reject_details"]
+    assert (0, "user") in {(f["turn"], f["role"]) for f in not_ref["reject_failures"]}
+    assert "turn 0 (user): speaker_inconsistent" in not_ref["reject_details"]
     assert len(stage.embedder._speakers) == 1  # reference embedding computed once per speaker
 
 
