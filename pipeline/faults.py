@@ -9,6 +9,9 @@ SPEECHCHAT_CRASH_ID that conversation; then it either ends the worker process at
 crash like a segfault or an OOM kill: SPEECHCHAT_CRASH_MODE=exit) or raises (mode raise). With
 SPEECHCHAT_CRASH_MARKER set it fires once (the marker file is created atomically by the firing process);
 without it, it fires every time (a crash loop).
+`armed("shard.mid_tar")` says whether SPEECHCHAT_FAULT_AT names a point, for writers that then take a
+slower path which stops half-way through a file (a torn `.tmp` on disk): shard.mid_tar, shard.mid_rejects_part,
+text_cache.mid_part.
 Both are off by default and nearly free when off (one environment lookup).
 """
 
@@ -24,6 +27,10 @@ _passes: Counter = Counter()
 
 class InjectedFault(RuntimeError):
     """The Python exception `inject` raises in mode raise."""
+
+
+def armed(name: str) -> bool:
+    return os.environ.get("SPEECHCHAT_FAULT_AT") == name
 
 
 def checkpoint(name: str) -> None:

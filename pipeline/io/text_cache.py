@@ -48,7 +48,7 @@ class TextCacheWriter:
             name = f"part-{self.run_id}-{hashlib.sha256(ids.encode()).hexdigest()[:12]}.parquet"
             cached = [{**r, "turns": [{"role": t["role"], "display_text": t["display_text"]} for t in r["turns"]]}
                       for r in generated]
-            write_parquet_atomic(self.dir / name, rows_to_table(cached, TEXT_CACHE_SCHEMA))
+            write_parquet_atomic(self.dir / name, rows_to_table(cached, TEXT_CACHE_SCHEMA), fault_point="text_cache.mid_part")
         return batch if isinstance(batch, pa.Table) else rows_to_table(rows)
 
 

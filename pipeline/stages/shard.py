@@ -22,7 +22,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline.faults import checkpoint
+from pipeline.faults import armed, checkpoint, inject
 from pipeline.io.layout import TMP_SUFFIX, Layout, publish, sync_folders, write_parquet_atomic, write_tmp
 from pipeline.records import OUTCOME_SCHEMA, is_rejected, reject, rows_to_table, table_to_rows
 
@@ -225,8 +225,14 @@ def write_tar(fh: Any, samples: Iterable[dict[str, Any]]) -> tuple[dict[str, int
     offsets: dict[str, int] = {}
     sha, writer, hasher = hashlib.sha256(), _pool("tar-write"), _pool("tar-sha256")
     pending = []  # one-thread pools run their jobs in order, so chunks are written and hashed in order
+    torn = armed("shard.mid_tar")  # a kill test stops the job with part of the tar on disk
     try:
         for chunk in tar_chunks(samples, offsets):
+            if torn:  # write the first half, wait for it to reach the file, pause there
+                first, chunk = chunk[: len(chunk) // 2], chunk[len(chunk) // 2:]
+                writer.submit(write_buffers, fh, first).result()
+                pending.append(hasher.submit(_hash, sha, first))
+                checkpoint("shard.mid_tar")
             pending += (writer.submit(write_buffers, fh, chunk), hasher.submit(_hash, sha, chunk))
             if pending[0].done():  # surface a write error (a full disk) before encoding the rest
                 pending.pop(0).result()
@@ -340,6 +346,8 @@ class ShardStage:
                 reject(row, self.name, "target_reached", f"{row['language']}: target of kept conversations reached")
             else:
                 self.quota[row["language"]] = left - 1
+                if left == 1:  # crash tests: the actor dies as it takes the last place (the last round's end)
+                    inject("shard.quota_filled", row["language"])
 
     def __call__(self, batch: pa.Table | dict) -> pa.Table:
         rows = []
@@ -372,7 +380,8 @@ class ShardStage:
                                     "stage": r["reject_stage"], "reason": r["reject_reason"],
                                     "details": r["reject_details"] or "", "topic": r["topic"]} for r in rejected],
                                   REJECTS_SCHEMA)
-            write_parquet_atomic(self.layout.rejects / f"part-{self.batch_name(rejected)}.parquet", table)
+            write_parquet_atomic(self.layout.rejects / f"part-{self.batch_name(rejected)}.parquet", table,
+                                 fault_point="shard.mid_rejects_part")
             outcomes += [{**_usage(r), "conversation_id": r["conversation_id"], "language": r["language"], "outcome": "rejected",
                           "reject_stage": r["reject_stage"], "reject_reason": r["reject_reason"], "exchanges": 0,
                           "audio_s": 0.0} for r in rejected]
