@@ -2,6 +2,7 @@
 # speechchat: one script for setup + the main job, and for the tests.
 #   ./run.sh                 set up .venv (first time ~15 min: llama.cpp builds from source) and run configs/smoke.yaml
 #   ./run.sh test [ARGS]     set up .venv with the dev extras (+ FFmpeg) and run the test suite (pytest ARGS)
+#   ./run.sh lint            ruff and the import-layer contract (lint-imports), as CI runs them
 #   ./run.sh run ARGS        run the pipeline with your own arguments, e.g. run --config configs/en.yaml
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -58,6 +59,15 @@ case "$cmd" in
         if [ "$rc" = 5 ]; then echo "[run.sh] pytest collected no tests: failing" >&2; exit 1; fi
         exit "$rc"
         ;;
+    lint)
+        ensure_venv dev
+        "$VENV/bin/ruff" check pipeline tests bench
+        if grep -q '^\[tool.importlinter\]' pyproject.toml || [ -f .importlinter ]; then
+            "$VENV/bin/lint-imports"
+        else
+            echo "[run.sh] no import-linter contract in pyproject.toml yet: lint-imports not run" >&2
+        fi
+        ;;
     run)
         shift
         ensure_venv ""
@@ -69,7 +79,7 @@ case "$cmd" in
         exec "$PY" pipeline/main.py run --config configs/smoke.yaml "$@"
         ;;
     *)
-        echo "usage: ./run.sh [test [pytest args] | run --config FILE [overrides]]" >&2
+        echo "usage: ./run.sh [test [pytest args] | lint | run --config FILE [overrides]]" >&2
         exit 2
         ;;
 esac

@@ -134,6 +134,10 @@ def preflight(cfg: RunConfig, stages: "StageSelection | None" = None) -> Resolve
             piper_voice = cfg.resolve_path(cfg.tts.piper_voice) if cfg.tts.piper_voice else check(assets.piper_joe_voice)
             if piper_voice is not None and not piper_voice.is_file():
                 problems.append(f"tts.piper_voice: {piper_voice} does not exist")
+        elif missing_modules("torch", "TTS", "trainer"):
+            problems.append(f"tts.backend={cfg.tts.backend} needs Coqui TTS and torch, which this install does not have "
+                            f"(no {', '.join(missing_modules('torch', 'TTS', 'trainer'))}): install the gpu extra, "
+                            f"pip install -e '.[gpu]'; or use tts.backend=piper")
         else:
             tts_model = check(coqui_weights, cfg)
             if tts_model is not None and cfg.tts.backend == "xtts":
@@ -193,6 +197,13 @@ def preflight(cfg: RunConfig, stages: "StageSelection | None" = None) -> Resolve
         raise ConfigError("cannot start:\n  " + "\n  ".join(problems))
     return Resolved(cfg, cfg.output_dir(), prompts_dir, gguf, piper_voice, asr_model, pool, tts_model=tts_model,
                     dropped_speakers=dropped)
+
+
+def missing_modules(*names: str) -> list[str]:
+    """The named top-level modules that are not installed (looked up, not imported)."""
+    import importlib.util
+
+    return [name for name in names if importlib.util.find_spec(name) is None]
 
 
 def coqui_weights(cfg: RunConfig) -> Path:
@@ -547,7 +558,11 @@ def run_once(cfg: RunConfig, stages: StageSelection | None = None, text_from: Pa
                               "(or point --text-from at an output that has it)")
         total = sum(pq.ParquetFile(p).metadata.num_rows for p in parts)
     layout = Layout(res.out_dir)
-    layout.make_dirs()
+    try:
+        layout.make_dirs()
+    except OSError as exc:  # /proc/x, a read-only disk, a file where a folder should be
+        raise ConfigError(f"output folder {res.out_dir}: cannot create it ({exc.strerror or exc}); choose another "
+                          f"--out (or out_dir in the config)") from None
     removed = layout.clean_unfinished()
     if removed:
         log.warning("removed %d unfinished file(s) left by an interrupted run", len(removed))
@@ -676,6 +691,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def inspect_cli(args: argparse.Namespace) -> int:
+    missing = missing_modules("torch", *(["transformers"] if args.tokenizer else []))
+    if missing:
+        print(f"speechchat inspect needs {' and '.join(missing)}, which this install does not have: install the gpu "
+              f"extra, pip install -e '.[gpu]'", file=sys.stderr)
+        return 2
     from pipeline.training.inspect import format_report, inspect_dataset
 
     try:

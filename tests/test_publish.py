@@ -25,6 +25,7 @@ from pipeline.stages.shard import ShardStage
 from conftest import FAKE_HF_TOKEN, FAKE_OPENAI_KEY
 from hub_standin import HubStandIn
 from test_card import build_output, conversation, front_matter
+from proc import run as run_proc
 
 SMOKE = str(REPO_ROOT / "configs/smoke.yaml")
 
@@ -141,13 +142,12 @@ def test_an_interrupted_publish_resumes_without_resending_uploaded_objects(tmp_p
 
 def test_the_script_entry_point_publishes_with_xet_switched_off_by_environment(tmp_path, hub):
     import os
-    import subprocess
     import sys
 
     root = make_folder(tmp_path / "speechchat-smoke")
     env = {**{k: v for k, v in os.environ.items() if k != "PYTHONPATH"}, "HF_HUB_DISABLE_XET": "1",
            "HF_ENDPOINT": hub.url, "HF_TOKEN": FAKE_HF_TOKEN, "HF_HOME": str(tmp_path / "hf-home")}
-    res = subprocess.run([sys.executable, "pipeline/main.py", "publish", "--config", SMOKE, "--out", str(root),
+    res = run_proc([sys.executable, "pipeline/main.py", "publish", "--config", SMOKE, "--out", str(root),
                           "--repo", "acme/script"], cwd=REPO_ROOT, env=env, capture_output=True, text=True,
                          timeout=300, check=False)
     assert res.returncode == 0, res.stderr[-2000:]

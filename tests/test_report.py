@@ -15,6 +15,7 @@ from pipeline.io.stats import compute_stats
 from pipeline.publish.report import MAX_AUDIO_SAMPLES, write_report
 
 from test_card import build_output, tar_samples
+from proc import run as run_proc
 
 CHROMIUM = Path("/usr/bin/chromium")
 AUDIO_RE = re.compile(r'<audio controls preload="metadata" src="data:audio/flac;base64,([A-Za-z0-9+/=]+)">')
@@ -89,7 +90,7 @@ def chromium(tmp_path, *args):
            "--disable-background-networking", "--disable-component-update", "--disable-sync",
            f"--user-data-dir={tmp_path / 'profile'}", *args]
     try:
-        return subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False).stdout
+        return run_proc(cmd, capture_output=True, text=True, timeout=120, check=False).stdout
     except subprocess.TimeoutExpired as exc:  # some builds linger after doing the work; callers check its result
         return exc.stdout.decode() if isinstance(exc.stdout, bytes) else (exc.stdout or "")
 

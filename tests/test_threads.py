@@ -2,7 +2,6 @@
 build sessions with it and produce the same output as with the libraries' defaults. Real Piper, DNSMOS and
 faster-whisper; a local Ray only for the verify pool's size."""
 
-import subprocess
 import sys
 
 import numpy as np
@@ -15,6 +14,7 @@ from pipeline.speakers import load_pool
 from pipeline.stages.tts import TTSStage
 from pipeline.stages.verify import VerifyStage
 from pipeline.threads import threads_for
+from proc import run as run_proc
 
 
 @pytest.mark.parametrize(("num_cpus", "explicit", "threads"),
@@ -39,7 +39,7 @@ def test_limit_threads_caps_blas_and_the_environment():
     """In a fresh process (the limit is process-wide): BLAS pools and the variables for later libraries."""
     code = ("import os, numpy; from threadpoolctl import threadpool_info; from pipeline.threads import limit_threads; "
             "limit_threads(1); print(os.environ['OMP_NUM_THREADS'], max(p['num_threads'] for p in threadpool_info()))")
-    out = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, check=True,
+    out = run_proc([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, check=True,
                          timeout=120, env={"PYTHONPATH": str(REPO_ROOT), "PATH": "/usr/bin:/bin"})
     assert out.stdout.split() == ["1", "1"]
 
