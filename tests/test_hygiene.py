@@ -27,7 +27,7 @@ def test_caches_live_in_the_test_temp_folder_and_the_hub_is_offline(isolated_cac
     assert base in cache_dir().parents  # the joined Whisper base and other derived model files
     for var in ("HF_HOME", "SPEECHCHAT_CACHE", "RAY_TMPDIR", "XDG_CACHE_HOME", "TORCH_HOME"):
         assert base in Path(os.environ[var]).parents, var
-    assert not str(Path.home() / ".cache") in " ".join(str(p) for p in isolated_caches.values())
+    assert str(Path.home() / ".cache") not in " ".join(str(p) for p in isolated_caches.values())
 
 
 @pytest.mark.integration
@@ -127,6 +127,16 @@ TOUCHING_A_MODEL = """
         except Exception:
             pass  # even swallowed, the guard's record fails the test
 
+    @pytest.fixture(scope="module")
+    def model():
+        try:
+            onnxruntime.InferenceSession("missing.onnx")
+        except Exception:
+            pass
+
+    def test_unmarked_uses_a_module_fixture_that_loads_one(model):
+        pass
+
     @pytest.mark.integration
     def test_marked_may_load_one():
         with pytest.raises(Exception, match="missing.onnx"):  # onnxruntime's own error: the guard let it through
@@ -135,7 +145,8 @@ TOUCHING_A_MODEL = """
 
 
 def test_the_fast_tier_refuses_models_ray_and_servers(tmp_path):
-    res = child_pytest(tmp_path, TOUCHING_A_MODEL, "-p", "unit_tier")
-    assert res.returncode == 1 and "1 failed, 1 passed" in res.stdout, res.stdout
+    res = child_pytest(tmp_path, TOUCHING_A_MODEL, "-p", "unit_tier", "-ra")
+    assert res.returncode == 1 and "1 failed, 1 passed, 1 error" in res.stdout, res.stdout
+    assert "ERROR test_child.py::test_unmarked_uses_a_module_fixture_that_loads_one" in res.stdout
     assert ("test_child.py::test_unmarked_loads_a_model loads an ONNX model (DNSMOS, Piper) but is not marked "
             "integration: add @pytest.mark.integration") in res.stdout

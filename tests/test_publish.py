@@ -35,6 +35,10 @@ def hub(monkeypatch, tmp_path):
     import huggingface_hub.constants as hf_constants
 
     monkeypatch.setattr(hf_constants, "HF_HUB_DISABLE_XET", True)
+    # the session is offline (conftest); this Hub is the stand-in on 127.0.0.1, and the socket guard still
+    # refuses any other address
+    monkeypatch.setattr(hf_constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
     monkeypatch.setattr(hf_constants, "AGENT_HARNESSES_PATH", str(tmp_path / "hf-agent-harnesses.json"))
     with HubStandIn(FAKE_HF_TOKEN) as standin:
         monkeypatch.setattr(hf_constants, "ENDPOINT", standin.url)  # import-time constants: nothing leaves 127.0.0.1
@@ -145,7 +149,7 @@ def test_the_script_entry_point_publishes_with_xet_switched_off_by_environment(t
     import sys
 
     root = make_folder(tmp_path / "speechchat-smoke")
-    env = {**{k: v for k, v in os.environ.items() if k != "PYTHONPATH"}, "HF_HUB_DISABLE_XET": "1",
+    env = {**{k: v for k, v in os.environ.items() if k != "PYTHONPATH"}, "HF_HUB_DISABLE_XET": "1", "HF_HUB_OFFLINE": "0",
            "HF_ENDPOINT": hub.url, "HF_TOKEN": FAKE_HF_TOKEN, "HF_HOME": str(tmp_path / "hf-home")}
     res = run_proc([sys.executable, "pipeline/main.py", "publish", "--config", SMOKE, "--out", str(root),
                           "--repo", "acme/script"], cwd=REPO_ROOT, env=env, capture_output=True, text=True,

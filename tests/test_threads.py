@@ -50,6 +50,7 @@ def good_row():
                                        ("It is two streets away, next to the bank.",) * 2])
 
 
+@pytest.mark.integration  # loads a model (Piper, Whisper, DNSMOS or Resemblyzer)
 def test_piper_with_one_thread_speaks_the_same_audio(good_row):
     pool = load_pool(REPO_ROOT / "speakers/piper_en.jsonl")
     noise = {"noise_scale": 0.0, "noise_w_scale": 0.0}
@@ -65,6 +66,7 @@ def test_piper_with_one_thread_speaks_the_same_audio(good_row):
         assert ta["duration_s"] == pytest.approx(tb["duration_s"], abs=0.02) and ta["duration_s"] > 0.5
 
 
+@pytest.mark.integration  # loads a model (Piper, Whisper, DNSMOS or Resemblyzer)
 def test_verify_with_one_thread_hears_and_scores_like_the_default(good_row):
     pool = load_pool(REPO_ROOT / "speakers/piper_en.jsonl")
     spoken = TTSStage("piper", None, pool, backend_options={"noise_scale": 0.0, "noise_w_scale": 0.0})(

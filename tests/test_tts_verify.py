@@ -28,6 +28,7 @@ def spoken():
     return TTSStage("piper", None, pool)(rows_to_table([good])).to_pylist()[0]
 
 
+@pytest.mark.integration  # loads a model (Piper, Whisper, DNSMOS, XTTS or Resemblyzer)
 def test_tts_writes_flac_at_the_contract_rates(spoken):
     user, assistant = spoken["turns"]
     u, u_rate = decode_audio(user["audio_flac"])
@@ -40,6 +41,7 @@ def test_tts_writes_flac_at_the_contract_rates(spoken):
     assert spoken["tts_model"].startswith("piper-tts ")
 
 
+@pytest.mark.integration  # loads a model (Piper, Whisper, DNSMOS or Resemblyzer)
 @pytest.mark.parametrize("asr_batch_size", [1, 4])  # per-turn calls, and a conversation's turns decoded together
 def test_verify_keeps_good_audio_and_rejects_audio_of_the_wrong_text(spoken, asr_batch_size):
     wrong = {**spoken, "conversation_id": "en-wrong", "turns": [dict(t) for t in spoken["turns"]]}
@@ -57,6 +59,7 @@ def test_verify_keeps_good_audio_and_rejects_audio_of_the_wrong_text(spoken, asr
     assert bad["turns"][1]["audio_flac"] is None  # rejected rows drop their audio
 
 
+@pytest.mark.integration  # loads a model (Piper, Whisper, DNSMOS or Resemblyzer)
 def test_verify_rejects_too_short_audio(spoken):
     short = {**spoken, "conversation_id": "en-short", "turns": [dict(t) for t in spoken["turns"]]}
     short["turns"][0]["duration_s"] = 0.05
@@ -64,6 +67,7 @@ def test_verify_rejects_too_short_audio(spoken):
     assert out["reject_reason"] == "audio_too_short"
 
 
+@pytest.mark.integration  # loads a model (Piper, Whisper, DNSMOS or Resemblyzer)
 def test_piper_without_sampling_noise_is_reproducible():
     from pipeline.backends.tts import PiperBackend
 

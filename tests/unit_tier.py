@@ -4,7 +4,8 @@ A test without it is in the fast tier (`./run.sh test -m "not integration"`, min
 start Ray or a server, or load a model; if it does, it fails and names what it touched, so the marker gets
 added instead of the fast tier slowly growing slow. The entry points below are wrapped once (in this process,
 not in subprocesses) and refuse while a fast-tier test runs; a refusal is also recorded, so a test whose code
-swallows the exception still fails. Coqui is caught by its import: a fast-tier test that imports TTS builds or
+swallows the exception still fails. Setup of module and session fixtures counts as part of the first test
+that uses them (a fixture that loads a model makes its tests integration tests). Coqui is caught by its import: a fast-tier test that imports TTS builds or
 loads a Coqui model (importing TTS only to wrap it would cost every fast run torch's start-up).
 """
 
@@ -23,9 +24,17 @@ HEAVY = [
     ("onnxruntime", "InferenceSession.__init__", "loads an ONNX model (DNSMOS, Piper)"),
     ("subprocess", "Popen.__init__", "starts the llama.cpp server"),  # only that command is refused
 ]
+# wrapped once their package is imported (a Coqui test file imports TTS at collection, before any test runs)
+IF_LOADED = [
+    ("TTS", "TTS.tts.models.xtts", "Xtts.__init__", "builds or loads a Coqui XTTS model"),
+    ("TTS", "TTS.tts.models.vits", "Vits.__init__", "builds or loads a Coqui VITS model"),
+    ("resemblyzer", "resemblyzer", "VoiceEncoder.__init__", "loads the Resemblyzer speaker encoder"),
+]
 IMPORTS = {"TTS": "imports Coqui TTS (builds or loads a Coqui model)",
            "resemblyzer": "imports Resemblyzer (loads its speaker encoder)"}
 _current: dict[str, object] = {"test": None, "violations": []}
+_IMPORTED = pytest.StashKey[set]()
+_REPORTED = pytest.StashKey[bool]()
 
 
 class UnitTierViolation(BaseException):
@@ -54,7 +63,8 @@ def _wrap(original, what: str):
 
 
 def _install() -> None:
-    for module_name, path, what in HEAVY:
+    entries = HEAVY + [(module, path, what) for package, module, path, what in IF_LOADED if package in sys.modules]
+    for module_name, path, what in entries:
         try:
             owner = importlib.import_module(module_name)
             *owners, attr = path.split(".")
@@ -66,19 +76,37 @@ def _install() -> None:
             setattr(owner, attr, _wrap(getattr(owner, attr), what))
 
 
-@pytest.fixture(autouse=True)
-def _fast_tier_guard(request):
-    if request.node.get_closest_marker("integration"):
+def _unit(item) -> bool:
+    return item.get_closest_marker("integration") is None
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item, nextitem):
+    """Guard the whole test, setup of module and session fixtures included (they load models too)."""
+    if not _unit(item):
         yield
         return
     _install()
-    imported_before = set(sys.modules)
-    _current.update(test=request.node.nodeid, violations=[])
+    item.stash[_IMPORTED] = set(sys.modules)
+    _current.update(test=item.nodeid, violations=[])
     try:
         yield
     finally:
         _current["test"] = None
-    violations = list(_current["violations"])
-    violations += [what for name, what in IMPORTS.items() if name in sys.modules and name not in imported_before]
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    if not _unit(item) or report.when == "teardown" or item.stash.get(_REPORTED, False):
+        return
+    violations = list(_current["violations"]) if _current["test"] == item.nodeid else []
+    if report.when == "call":
+        before = item.stash.get(_IMPORTED, set(sys.modules))
+        violations += [what for name, what in IMPORTS.items() if name in sys.modules and name not in before]
     if violations:
-        pytest.fail(_message(request.node.nodeid, violations[0]), pytrace=False)
+        item.stash[_REPORTED] = True  # one report per test
+        if not report.failed:
+            report.outcome = "failed"
+            report.longrepr = _message(item.nodeid, violations[0])
