@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # speechchat: one script for setup + the main job, and for the tests.
 #   ./run.sh                 set up .venv (first time ~15 min: llama.cpp builds from source) and run configs/smoke.yaml
-#   ./run.sh test [ARGS]     set up .venv with the dev extras (+ FFmpeg) and run the test suite (pytest ARGS)
-#   ./run.sh lint            ruff and the import-layer contract (lint-imports), as CI runs them
+#   ./run.sh test [ARGS]     set up .venv with the dev extras (+ FFmpeg), lint, and run the test suite (pytest ARGS)
+#   ./run.sh lint            only the lint (ruff, lint-imports); .ci/run runs it first, then the test tiers
 #   ./run.sh run ARGS        run the pipeline with your own arguments, e.g. run --config configs/en.yaml
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -45,6 +45,12 @@ ensure_chromium() {  # the report test renders report.html in headless Chromium
     fi
 }
 
+lint() {  # the checks CI runs before the tests: ruff (lint) and the import-layer contract (import-linter)
+    echo "[run.sh] lint: ruff check, lint-imports" >&2
+    "$VENV/bin/ruff" check . && "$VENV/bin/lint-imports" --no-cache >/dev/null || {
+        echo "[run.sh] lint failed: see above (ruff check . ; lint-imports)" >&2; exit 1; }
+}
+
 cmd="${1:-smoke}"
 case "$cmd" in
     test)
@@ -52,6 +58,7 @@ case "$cmd" in
         ensure_ffmpeg
         ensure_chromium
         ensure_venv dev
+        [ "${SPEECHCHAT_LINTED:-}" = 1 ] || lint  # .ci/run lints once, before its first tier
         set +e
         "$PY" -m pytest "$@"
         rc=$?
@@ -61,12 +68,7 @@ case "$cmd" in
         ;;
     lint)
         ensure_venv dev
-        "$VENV/bin/ruff" check pipeline tests bench
-        if grep -q '^\[tool.importlinter\]' pyproject.toml || [ -f .importlinter ]; then
-            "$VENV/bin/lint-imports"
-        else
-            echo "[run.sh] no import-linter contract in pyproject.toml yet: lint-imports not run" >&2
-        fi
+        lint
         ;;
     run)
         shift

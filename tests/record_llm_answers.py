@@ -86,7 +86,7 @@ def plan_specs(config: str, overrides: list[str], n: int, work: Path) -> tuple[o
     import pyarrow.parquet as pq
 
     from pipeline.config import load_config
-    from pipeline.io.plan_writer import write_plan
+    from pipeline.run.plan_file import write_plan
 
     cfg = load_config(REPO / config, [*overrides, f"plan.num_conversations={n}"], work / "out")
     path = work / f"specs-{len(list(work.iterdir()))}.parquet"
@@ -95,8 +95,8 @@ def plan_specs(config: str, overrides: list[str], n: int, work: Path) -> tuple[o
 
 
 def validity(content: str, n: int, llm_cfg, language: str) -> tuple[bool, str | None]:
-    from pipeline.stages.base import Rejected
-    from pipeline.stages.generate import parse_conversation
+    from pipeline.llm.parse import parse_conversation
+    from pipeline.reasons import Rejected
 
     try:
         parse_conversation(content, n, llm_cfg, language)
@@ -108,9 +108,9 @@ def validity(content: str, n: int, llm_cfg, language: str) -> tuple[bool, str | 
 def main() -> int:
     import tempfile
 
-    from pipeline.backends.assets import smollm2_gguf
-    from pipeline.backends.llm_server import LlamaCppServer
-    from pipeline.records import rows_to_table
+    from pipeline.assets import smollm2_gguf
+    from pipeline.llm.server import LlamaCppServer
+    from pipeline.schema import rows_to_table
     from pipeline.stages.generate import GenerateStage
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])

@@ -11,10 +11,10 @@ import pytest
 from proc import run as run_proc
 
 from pipeline.config import REPO_ROOT, ConfigError, LLMConfig, TextConfig, load_config
-from pipeline.speakers import check_references, load_pool
-from pipeline.stages.base import Rejected
-from pipeline.stages.generate import parse_conversation
+from pipeline.llm.parse import parse_conversation
+from pipeline.reasons import Rejected
 from pipeline.stages.source import to_messages, unsuitable_for_speech
+from pipeline.voices.pool import check_references, load_pool
 
 BASE = str(REPO_ROOT / "configs/base.yaml")
 
@@ -26,7 +26,7 @@ def config_error(tmp_path, text=None, overrides=()):
         path.write_text(f"base: {BASE}\n{text}")
     with pytest.raises(ConfigError) as err:
         cfg = load_config(path, list(overrides), tmp_path / "out")
-        from pipeline.main import preflight
+        from pipeline.run.preflight import preflight
 
         preflight(cfg)
     return str(err.value)
@@ -99,7 +99,7 @@ def speak_cli(*args, plain=False, timeout=300):
 
 
 def text_reason(*turns, language="en", exchanges=None):
-    from pipeline.records import empty_turn
+    from pipeline.schema import empty_turn
     from pipeline.stages.text import TextStage
 
     row = {"conversation_id": "en-0", "language": language, "num_exchanges": exchanges or len(turns) // 2,
@@ -250,12 +250,12 @@ CASES = {
                                                     "folder (no data/ or manifest/)")),
     "XTTS on the plain install": (lambda t: speak_cli("check-config", "--config", "configs/smoke.yaml", "tts.backend=xtts",
                                                       plain=True),
-                                 ("tts.backend=xtts needs Coqui TTS and torch, which this install does not have (no "
-                                  "torch, TTS, trainer): install the gpu extra, pip install -e '.[gpu]'; or use "
-                                  "tts.backend=piper")),
+                                 ("tts.backend xtts needs Coqui TTS and torch (torch, TTS, trainer not installed): "
+                                  "install the gpu extra, pip install -e '.[gpu]'")),
     "VITS on the plain install": (lambda t: speak_cli("check-config", "--config", "configs/smoke.yaml", "tts.backend=vits",
                                                       "tts.model=/x", plain=True),
-                                  "tts.backend=vits needs Coqui TTS and torch, which this install does not have"),
+                                  ("tts.backend vits needs Coqui TTS and torch (torch, TTS, trainer not installed): "
+                                   "install the gpu extra, pip install -e '.[gpu]'")),
     "inspect on the plain install": (lambda t: speak_cli("inspect", str(t), plain=True),
                                     ("exit 2: speechchat inspect needs torch, which this install does not have: install "
                                      "the gpu extra, pip install -e '.[gpu]'")),
@@ -269,7 +269,7 @@ def test_bad_input_gets_a_clear_error_or_reason(name, tmp_path):
 
 
 def test_a_speaker_with_a_bad_clip_is_dropped_and_counted_but_the_job_can_start(tmp_path):
-    from pipeline.main import preflight
+    from pipeline.run.preflight import preflight
 
     cfg = load_config(BASE, [f"voices.pool={clip_pool(tmp_path, 'missing.wav')}"], tmp_path / "out")
     res = preflight(cfg)

@@ -20,7 +20,7 @@ TESTS = Path(__file__).resolve().parent
 def test_caches_live_in_the_test_temp_folder_and_the_hub_is_offline(isolated_caches, tmp_path_factory):
     import huggingface_hub.constants as hub
 
-    from pipeline.backends.assets import cache_dir
+    from pipeline.assets import cache_dir
 
     base = tmp_path_factory.getbasetemp()
     assert base in Path(hub.HF_HOME).parents and hub.HF_HUB_OFFLINE

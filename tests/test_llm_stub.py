@@ -10,8 +10,9 @@ import pytest
 from llm_stub import BANK, LLMStub, load_bank, request_key, schema_exchanges
 
 from pipeline.config import REPO_ROOT, LLMConfig
-from pipeline.records import rows_to_table
-from pipeline.stages.generate import GenerateStage, build_messages, response_format
+from pipeline.llm.prompts import build_messages, response_format
+from pipeline.schema import rows_to_table
+from pipeline.stages.generate import GenerateStage
 
 
 def spec(i=0, exchanges=1, topic="baking bread"):
@@ -39,7 +40,7 @@ def test_a_recorded_request_gets_its_recorded_answer_and_usage(tmp_path):
     import pyarrow.parquet as pq
 
     from pipeline.config import load_config
-    from pipeline.io.plan_writer import write_plan
+    from pipeline.run.plan_file import write_plan
 
     cfg = load_config(REPO_ROOT / "configs/smoke.yaml", ["plan.exchanges.en.min=1", "plan.exchanges.en.max=1",
                                                          "llm.max_tokens=200", "plan.num_conversations=3"], tmp_path)
@@ -49,7 +50,7 @@ def test_a_recorded_request_gets_its_recorded_answer_and_usage(tmp_path):
     with LLMStub(exact_only=True) as url:
         rows = GenerateStage(cfg.llm, url, REPO_ROOT / "prompts")(rows_to_table(specs)).to_pylist()
     for row in rows:
-        from pipeline.stages.generate import PromptSet
+        from pipeline.llm.prompts import PromptSet
 
         messages = build_messages(PromptSet.load(REPO_ROOT / "prompts", "en"), row)
         first = bank[request_key(messages, row["seed"], 1)]  # KeyError: the bank does not hold this request

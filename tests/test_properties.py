@@ -16,15 +16,14 @@ from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
 from pipeline.config import REPO_ROOT, SAFE_NAME, ConfigError, LLMConfig, load_config
+from pipeline.ids import conversation_id, id_to_u64, sample_key, split_for
 from pipeline.io.layout import Layout
+from pipeline.llm.parse import parse_conversation
 from pipeline.normalize.en import normalize_en
 from pipeline.normalize.zh import normalize_zh
-from pipeline.speakers import ReferenceClip, load_pool, reference_path
-from pipeline.stages.base import Rejected
-from pipeline.stages.generate import parse_conversation
-from pipeline.stages.plan import conversation_id, id_to_u64, split_for
-from pipeline.stages.shard import sample_key
+from pipeline.reasons import Rejected
 from pipeline.stages.source import exchanges_of, to_messages, unsuitable_for_speech
+from pipeline.voices.pool import ReferenceClip, load_pool, reference_path
 
 settings.register_profile("dev", max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 settings.register_profile("ci", max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
