@@ -26,9 +26,9 @@ CACHE_VARS = ("HF_HOME", "SPEECHCHAT_CACHE", "RAY_TMPDIR", "XDG_CACHE_HOME", "TO
 @pytest.hookimpl(trylast=True)  # after pytest's tmpdir plugin has made the session's temp folder
 def pytest_configure(config):
     base = config._tmp_path_factory.getbasetemp()  # the session's temp folder (pytest-of-<user>/pytest-N)
-    caches = base / "c"  # short: Ray's socket paths under RAY_TMPDIR must stay within 107 characters
     for var in CACHE_VARS:
-        os.environ[var] = str(caches / var.lower().replace("_", ""))
+        # Ray's socket paths (RAY_TMPDIR/ray/session_<time>_<pid>/sockets/plasma_store) must stay within 107 bytes
+        os.environ[var] = str(base / "r" if var == "RAY_TMPDIR" else base / "caches" / var.lower())
         Path(os.environ[var]).mkdir(parents=True, exist_ok=True)
     os.environ["HF_HUB_OFFLINE"] = "1"  # nothing is downloaded from the Hub in a test; a try fails at once
     os.environ["HF_DATASETS_OFFLINE"] = "1"

@@ -65,7 +65,7 @@ def planned_ids(out, overrides, planned):
     return set(pq.read_table(out.parent / "plan.parquet", columns=["conversation_id"]).column(0).to_pylist())
 
 
-def exact_run(tmp_path, base_url, want, extra=(), crash=None):
+def exact_run(tmp_path, base_url, want, extra=(), crash=None, note=None):
     """A real `pipeline/main.py run` in exact-count mode; the crash env arms pipeline/faults.py `inject`."""
     import json
     import os
@@ -80,8 +80,9 @@ def exact_run(tmp_path, base_url, want, extra=(), crash=None):
                  "target.max_plan_factor=8", "target.max_rounds=5", *extra]
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SPEECHCHAT_", "RAY_ADDRESS"))}
     env.update({f"SPEECHCHAT_CRASH_{k}": v for k, v in (crash or {}).items()})
+    env.update({f"SPEECHCHAT_NOTE_{k}": v for k, v in (note or {}).items()})
     res = run_proc([sys.executable, "pipeline/main.py", "run", "--config", "configs/smoke.yaml", "--out", str(out),
-                    *overrides], cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=1500)
+                    *overrides], cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=2300)
     assert res.returncode == 0, res.stderr[-3000:]
     stats = json.loads((out / "stats.json").read_text())
     runs = [json.loads(line) for line in (out / "state/runs.jsonl").read_text().splitlines()]
@@ -107,23 +108,31 @@ def assert_exactly(out, overrides, runs, want):
 
 
 @pytest.mark.integration
+@pytest.mark.timeout(2400)  # rounds of real SmolLM2 + Piper + Whisper: minutes, more on a loaded machine
 def test_exact_count_with_the_real_llm_and_piper_and_a_shard_actor_crash_in_the_last_round(tmp_path, llm_base_url):
-    """The shard actor dies (os._exit) as it takes the last place of the quota, which is by construction the last
-    round; Ray restarts it and retries the batch. The output must still hold exactly the target."""
-    marker = tmp_path / "crashed"
+    """Real llama.cpp (SmolLM2), Piper, faster-whisper. The shard actor dies (os._exit) on the conversation that took
+    the last place of the target, so in the last round by construction (the quota stage notes its ID, the shard
+    stage crashes on it); Ray restarts the actor and retries the batch. The output holds exactly the target."""
+    marker, last = tmp_path / "crashed", tmp_path / "last-place"
     out, overrides, stats, runs = exact_run(tmp_path, llm_base_url, 2, crash={
-        "AT": "shard.quota_filled", "ID": "en", "MODE": "exit", "MARKER": str(marker)})
-    assert marker.exists(), "the shard actor never took the last place (the target was not reached)"
+        "AT": "shard", "ID": f"@{last}", "MODE": "exit", "MARKER": str(marker)},
+        note={"AT": "quota.filled", "FILE": str(last)})
+    assert marker.exists(), "the shard actor never got the conversation that filled the target"
     kept, _ = assert_exactly(out, overrides, runs, 2)
-    assert stats["totals"]["conversations_kept"] == 2 and len(runs) >= 1
+    assert last.read_text() in kept  # the crashed batch was retried and its conversation kept, once
+    assert stats["totals"]["conversations_kept"] == 2
 
 
 @pytest.mark.integration
-def test_exact_count_when_the_crash_comes_after_a_shard_of_the_same_round(tmp_path, llm_stub):
-    """Deterministic (the replay stub): round 1 keeps fewer than the target, so the last round has two places left;
-    the shard actor writes the first, dies as it takes the second, and its restart must not forget the first."""
+@pytest.mark.timeout(2400)
+@pytest.mark.xfail(strict=True, reason="known bug, for issue 19: a restarted quota actor starts from the round's "
+                   "quota and forgets the places earlier batches of the round took (measured: 4 kept for a target of "
+                   "3); strict, so the fix turns this into a failure that says to remove the mark")
+def test_exact_count_when_the_quota_actor_dies_taking_the_last_place(tmp_path, llm_stub):
+    """Deterministic (the replay stub). The quota actor, which counts the places left, dies as it takes the last
+    one; its restart must not hand out places that earlier batches of the same round already took."""
     marker = tmp_path / "crashed"
     out, overrides, stats, runs = exact_run(tmp_path, llm_stub.base_url, 3, crash={
-        "AT": "shard.quota_filled", "ID": "en", "MODE": "exit", "MARKER": str(marker)})
+        "AT": "quota.filled", "ID": "en", "MODE": "exit", "MARKER": str(marker)})
     assert marker.exists()
     assert_exactly(out, overrides, runs, 3)
