@@ -2,6 +2,7 @@
 # speechchat: one script for setup + the main job, and for the tests.
 #   ./run.sh                 set up .venv (first time ~15 min: llama.cpp builds from source) and run configs/smoke.yaml
 #   ./run.sh test [ARGS]     set up .venv with the dev extras (+ FFmpeg), lint, and run the test suite (pytest ARGS)
+#   ./run.sh lint            only the lint (ruff, lint-imports); .ci/run runs it first, then the test tiers
 #   ./run.sh run ARGS        run the pipeline with your own arguments, e.g. run --config configs/en.yaml
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -57,13 +58,17 @@ case "$cmd" in
         ensure_ffmpeg
         ensure_chromium
         ensure_venv dev
-        lint
+        [ "${SPEECHCHAT_LINTED:-}" = 1 ] || lint  # .ci/run lints once, before its first tier
         set +e
         "$PY" -m pytest "$@"
         rc=$?
         set -e
         if [ "$rc" = 5 ]; then echo "[run.sh] pytest collected no tests: failing" >&2; exit 1; fi
         exit "$rc"
+        ;;
+    lint)
+        ensure_venv dev
+        lint
         ;;
     run)
         shift
@@ -76,7 +81,7 @@ case "$cmd" in
         exec "$PY" pipeline/main.py run --config configs/smoke.yaml "$@"
         ;;
     *)
-        echo "usage: ./run.sh [test [pytest args] | run --config FILE [overrides]]" >&2
+        echo "usage: ./run.sh [test [pytest args] | lint | run --config FILE [overrides]]" >&2
         exit 2
         ;;
 esac

@@ -627,6 +627,10 @@ def _format_errors(exc: ValidationError, provenance: dict[str, str]) -> str:
                 source = provenance[".".join(parts[:n])]
                 break
         msg = err["msg"]
+        # a section's own check (tts: min below max) names keys: blame whoever set those, the command line first
+        named = [provenance[k] for k in provenance if k.startswith(loc + ".") and k.rsplit(".", 1)[-1] in msg]
+        if named:
+            source = next((s for s in named if s.startswith("command line")), named[0])
         if err["type"] == "extra_forbidden":
             msg = "unknown key (check the spelling; see configs/base.yaml for the keys)"
         shown = err.get("input")

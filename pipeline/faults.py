@@ -9,6 +9,12 @@ SPEECHCHAT_CRASH_ID that conversation; then it either ends the worker process at
 crash like a segfault or an OOM kill: SPEECHCHAT_CRASH_MODE=exit) or raises (mode raise). With
 SPEECHCHAT_CRASH_MARKER set it fires once (the marker file is created atomically by the firing process);
 without it, it fires every time (a crash loop).
+SPEECHCHAT_CRASH_ID=@FILE means the conversation whose ID `note` wrote to FILE (e.g. the one that filled the
+quota: `note("quota.filled", conversation_id)` writes it when SPEECHCHAT_NOTE_AT=quota.filled and
+SPEECHCHAT_NOTE_FILE=FILE), so a test can crash one stage's actor on what another stage decided.
+`armed("shard.mid_tar")` says whether SPEECHCHAT_FAULT_AT names a point, for writers that then take a
+slower path which stops half-way through a file (a torn `.tmp` on disk): shard.mid_tar, shard.mid_rejects_part,
+text_cache.mid_part.
 Both are off by default and nearly free when off (one environment lookup).
 """
 
@@ -26,6 +32,10 @@ class InjectedFault(RuntimeError):
     """The Python exception `inject` raises in mode raise."""
 
 
+def armed(name: str) -> bool:
+    return os.environ.get("SPEECHCHAT_FAULT_AT") == name
+
+
 def checkpoint(name: str) -> None:
     if os.environ.get("SPEECHCHAT_FAULT_AT") != name:
         return
@@ -38,8 +48,26 @@ def checkpoint(name: str) -> None:
     time.sleep(float(os.environ.get("SPEECHCHAT_FAULT_WAIT_S", "120")))  # the test kills the job meanwhile
 
 
+def note(name: str, key: str) -> None:
+    if os.environ.get("SPEECHCHAT_NOTE_AT") != name or not os.environ.get("SPEECHCHAT_NOTE_FILE"):
+        return
+    path = Path(os.environ["SPEECHCHAT_NOTE_FILE"])
+    path.with_name(path.name + ".part").write_text(key)
+    os.replace(path.with_name(path.name + ".part"), path)  # readers see the whole ID or none
+
+
+def _crash_id() -> str | None:
+    wanted = os.environ.get("SPEECHCHAT_CRASH_ID")
+    if wanted and wanted.startswith("@"):
+        try:
+            return Path(wanted[1:]).read_text().strip()
+        except FileNotFoundError:
+            return None
+    return wanted
+
+
 def inject(name: str, key: str | None) -> None:
-    if os.environ.get("SPEECHCHAT_CRASH_AT") != name or key != os.environ.get("SPEECHCHAT_CRASH_ID"):
+    if os.environ.get("SPEECHCHAT_CRASH_AT") != name or key is None or key != _crash_id():
         return
     marker = os.environ.get("SPEECHCHAT_CRASH_MARKER")
     if marker:

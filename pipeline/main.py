@@ -67,6 +67,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def inspect_cli(args: argparse.Namespace) -> int:
+    from importlib.util import find_spec
+
+    missing = [name for name in ("torch", *(["transformers"] * bool(args.tokenizer))) if find_spec(name) is None]
+    if missing:
+        print(f"speechchat inspect needs {' and '.join(missing)}, which this install does not have: install the gpu "
+              f"extra, pip install -e '.[gpu]'", file=sys.stderr)
+        return 2
     from pipeline.training.inspect import format_report, inspect_dataset
 
     try:

@@ -1,4 +1,11 @@
-"""Shared fixtures: one local Ray per session, one real llama.cpp server (SmolLM2) on 127.0.0.1 per session."""
+"""Shared fixtures: one local Ray per session, one real llama.cpp server (SmolLM2) on 127.0.0.1 per session,
+one replay stub of it (tests/llm_stub.py) for tests whose claim is not about the LLM.
+
+Hygiene for the whole session (pytest_configure below, before any test module imports huggingface_hub or
+starts Ray): every cache and Ray's temp dir live in pytest's temp folder, the Hub is offline
+(HF_HUB_OFFLINE=1), and pytest-socket (pyproject addopts) fails a test that connects beyond 127.0.0.1.
+In CI (CI=true) a skip is a failure (tests/ci_policy.py).
+"""
 
 from __future__ import annotations
 
@@ -8,6 +15,33 @@ from pathlib import Path
 import pytest
 
 from pipeline.config import REPO_ROOT, RunConfig, load_config
+
+pytest_plugins = ["ci_policy", "unit_tier"]
+
+# what the tests' subprocesses and Ray workers inherit; set before anything reads them
+CACHE_VARS = ("HF_HOME", "SPEECHCHAT_CACHE", "RAY_TMPDIR", "XDG_CACHE_HOME", "TORCH_HOME", "MPLCONFIGDIR",
+              "NUMBA_CACHE_DIR")
+
+
+@pytest.hookimpl(trylast=True)  # after pytest's tmpdir plugin has made the session's temp folder
+def pytest_configure(config):
+    base = config._tmp_path_factory.getbasetemp()  # the session's temp folder (pytest-of-<user>/pytest-N)
+    for var in CACHE_VARS:
+        # Ray's socket paths (RAY_TMPDIR/ray/session_<time>_<pid>/sockets/plasma_store) must stay within 107 bytes
+        os.environ[var] = str(base / "r" if var == "RAY_TMPDIR" else base / "caches" / var.lower())
+        Path(os.environ[var]).mkdir(parents=True, exist_ok=True)
+    os.environ["HF_HUB_OFFLINE"] = "1"  # nothing is downloaded from the Hub in a test; a try fails at once
+    os.environ["HF_DATASETS_OFFLINE"] = "1"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def isolated_caches(tmp_path_factory) -> dict[str, Path]:
+    """Where this session's caches are (every one inside pytest's temp folder; see pytest_configure)."""
+    base = tmp_path_factory.getbasetemp()
+    paths = {var: Path(os.environ[var]) for var in CACHE_VARS}
+    outside = {var: p for var, p in paths.items() if base not in p.parents}
+    assert not outside, f"caches outside the test temp folder {base}: {outside}"
+    return paths
 
 
 @pytest.fixture(scope="session")
@@ -31,6 +65,23 @@ def llm_base_url(tmp_path_factory):
                             tmp_path_factory.mktemp("llm") / "server.log", n_ctx=4096, start_timeout_s=180)
     with server as base_url:
         yield base_url
+
+
+@pytest.fixture(scope="session")
+def llm_stub():
+    """The replay stub of SmolLM2 (tests/llm_stub.py: recorded answers, not a model) on 127.0.0.1, for tests whose
+    claim is about something else (resume, counts, faults). Its request log is shared: reset_counts() first."""
+    from llm_stub import LLMStub
+
+    stub = LLMStub()
+    stub.start()
+    yield stub
+    stub.stop()
+
+
+@pytest.fixture(scope="session")
+def llm_stub_url(llm_stub) -> str:
+    return llm_stub.base_url
 
 
 def small_config(out_dir: Path, *overrides: str, config: str = "configs/smoke.yaml") -> RunConfig:

@@ -18,7 +18,6 @@ import argparse
 import hashlib
 import json
 import os
-import subprocess
 import sys
 import tarfile
 from pathlib import Path
@@ -26,6 +25,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import yaml
+from proc import run as run_proc
 
 OVERRIDES = ["plan.num_conversations=8", "tts.piper_noise_scale=0", "tts.piper_noise_w_scale=0", "llm.max_tokens=300",
              "shard.conversations_per_shard=64", "verify.max_actors=1", "tts.max_actors=1"]
@@ -37,7 +37,7 @@ def run(repo: Path, out: Path, llm: str) -> int:
     env.pop("RAY_ADDRESS", None)
     cmd = [sys.executable, str(repo / "pipeline/main.py"), "run", "--config", "configs/smoke.yaml", "--out", str(out),
            f"llm.base_url={llm}", *OVERRIDES]
-    return subprocess.run(cmd, cwd=repo, env=env, timeout=3600).returncode
+    return run_proc(cmd, cwd=repo, env=env, timeout=3600).returncode  # the whole tree is killed on a timeout
 
 
 def _table(parts: list[Path]) -> list[dict]:

@@ -1,11 +1,16 @@
 """The bad-input catalogue: each hostile or broken input ends in a clear error or a recorded rejection
-reason, asserted exactly. (No Ray, no servers: every case runs the real validating code on the input.)"""
+reason, asserted exactly. (No Ray, no servers, no models: every case runs the real validating code on the input;
+the CLI cases run the real `pipeline/main.py` and read its stderr. "Plain install" cases run it with
+tests/plain_install first on PYTHONPATH, which hides the modules of the gpu and dev extras.)"""
 
 import json
+import os
+import sys
 
 import pytest
+from proc import run as run_proc
 
-from pipeline.config import REPO_ROOT, ConfigError, LLMConfig, load_config
+from pipeline.config import REPO_ROOT, ConfigError, LLMConfig, TextConfig, load_config
 from pipeline.llm.parse import parse_conversation
 from pipeline.reasons import Rejected
 from pipeline.stages.source import to_messages, unsuitable_for_speech
@@ -82,6 +87,45 @@ def pair(user, assistant):
     return json.dumps({"exchanges": [{"user": user, "assistant": assistant}]})
 
 
+def speak_cli(*args, plain=False, timeout=300):
+    """stderr (and stdout) of a real `python pipeline/main.py ARGS`; `plain`: as on the plain install."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SPEECHCHAT_", "RAY_ADDRESS"))}
+    paths = [str(REPO_ROOT / "tests/plain_install")] * plain + [str(REPO_ROOT)]
+    env["PYTHONPATH"] = os.pathsep.join(paths)
+    res = run_proc([sys.executable, "pipeline/main.py", *args], cwd=REPO_ROOT, env=env, capture_output=True, text=True,
+                   timeout=timeout)
+    assert "Traceback" not in res.stderr, res.stderr[-3000:]  # a clear message, never a traceback
+    return f"exit {res.returncode}: {res.stderr.strip()}{res.stdout.strip()}"
+
+
+def text_reason(*turns, language="en", exchanges=None):
+    from pipeline.schema import empty_turn
+    from pipeline.stages.text import TextStage
+
+    row = {"conversation_id": "en-0", "language": language, "num_exchanges": exchanges or len(turns) // 2,
+           "turns": [empty_turn(role, text) for role, text in turns]}
+    with pytest.raises(Rejected) as err:
+        TextStage(TextConfig(max_chars=100)).process_row(row)
+    return f"{err.value.reason}: {err.value.details}"
+
+
+ZH_EXCHANGES = ["plan.exchanges.zh.min=2", "plan.exchanges.zh.max=3"]
+
+
+def not_a_mapping(tmp_path):
+    (tmp_path / "list.yaml").write_text("- just\n- a list\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(tmp_path / "list.yaml")
+    return str(err.value)
+
+
+def base_missing(tmp_path):
+    (tmp_path / "b.yaml").write_text("base: nope.yaml\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(tmp_path / "b.yaml")
+    return str(err.value)
+
+
 def source_reason(record):
     try:
         messages = to_messages(record)
@@ -148,6 +192,73 @@ CASES = {
     "source record with code": (lambda t: source_reason({"instruction": "Sort", "output": "```py\nsorted(x)\n```"}), "source_has_code"),
     "source record of the wrong shape": (lambda t: source_reason({"text": "hello"}), "source_bad_shape"),
     "source record with math": (lambda t: source_reason({"instruction": "Area?", "output": "It is $\\pi r^2$."}), "source_has_math"),
+    "source record with a table": (lambda t: source_reason({"instruction": "Prices?", "output": "| a | b |\n|---|---|\n| 1 | 2 |"}),
+                                   "source_has_table"),
+    "source record with an empty answer": (lambda t: source_reason({"instruction": "Hello there", "output": ""}),
+                                           "source_empty_turn"),
+    "source answer too long": (lambda t: source_reason({"instruction": "Tell me", "output": "word " * 500}),
+                               "source_answer_too_long"),
+    "source turn that is not an object": (lambda t: source_reason({"messages": ["hi", "hello"]}), "source_bad_shape"),
+    "source record that is a list": (lambda t: source_reason([1, 2]), "source_bad_shape"),
+    # more LLM output
+    "LLM JSON leaking into a turn": (lambda t: llm_reason(pair('Hi {"user": "x"} there', "Hello there, friend.")),
+                                     "llm_json_in_text"),
+    "LLM turn of digits": (lambda t: llm_reason(pair("12345 67890 111 222", "Hello there, friend.")), "llm_turn_not_prose"),
+    "LLM answer in another language": (lambda t: llm_reason(pair("你好，今天天气怎么样？我们去公园吧。", "今天天气很好，我们可以去公园散步。")),
+                                       "llm_wrong_language"),
+    "LLM JSON cut off": (lambda t: llm_reason('{"exchanges": [{"user": "Hello there", "assis'), "llm_not_json"),
+    # the text stage: what cannot be spoken is a recorded reason
+    "turn with nothing to say": (lambda t: text_reason(("user", "!!! ??? ..."), ("assistant", "Hello there, friend.")),
+                                 "text_nothing_to_say: turn 0: '!!! ??? ...'"),
+    "turn too long to speak": (lambda t: text_reason(("user", "Hello there friend. " * 10), ("assistant", "Hi.")),
+                               "text_too_long: turn 0: 199 chars > 100"),
+    "roles out of order": (lambda t: text_reason(("assistant", "Hello there."), ("user", "Hi there, friend.")),
+                           "text_roles_not_alternating: turn 0 is assistant, expected user"),
+    "turn count not matching the exchanges": (lambda t: text_reason(("user", "Hello there."), exchanges=1),
+                                              "text_wrong_turn_count: 1 turns for 1 exchanges"),
+    "language without a normaliser": (lambda t: text_reason(("user", "Hallo"), ("assistant", "Guten Tag"), language="de"),
+                                      "text_unsupported_language: de"),
+    # more config
+    "override without a value": (lambda t: config_error(t, overrides=["tts.max_actors"]),
+                                 "override 'tts.max_actors' must look like section.key=value"),
+    "override with broken YAML": (lambda t: config_error(t, overrides=["tts.max_actors=[1, {"]),
+                                  "override 'tts.max_actors=[1, {': value is not valid YAML"),
+    "config that is not a mapping": (lambda t: not_a_mapping(t), "list.yaml: top level must be a mapping, got list"),
+    "config that is not YAML": (lambda t: config_error(t, "plan: {num_conversations: [1,\n"), "c.yaml: not valid YAML"),
+    "base file missing": (lambda t: base_missing(t), "config file not found: "),
+    "Chinese with the English-only Piper voice": (lambda t: config_error(t, "", overrides=["plan.languages=[zh]", *ZH_EXCHANGES]),
+                                                 ("language 'zh': no zh TTS voice is available in this version with "
+                                                  "tts.backend piper")),
+    "Chinese with the English-only Whisper": (lambda t: config_error(t, "", overrides=["plan.languages=[en, zh]", *ZH_EXCHANGES,
+                                                                                   "tts.piper_voice=" + str(t)]),
+                                              "verify.asr_model: Whisper tiny.en is English-only but the run has ['zh']"),
+    "exact count with too small a plan factor": (lambda t: config_error(t, overrides=["target.conversations=5",
+                                                                                      "target.max_plan_factor=0.5"]),
+                                                 "target.max_plan_factor: Input should be greater than or equal to 1"),
+    # the command line, run for real (stderr, exit code)
+    "output folder that cannot be made": (lambda t: speak_cli("run", "--config", "configs/smoke.yaml", "--out", "/proc/x"),
+                                         ("exit 2: speechchat: output folder /proc/x: cannot create it (No such file or "
+                                          "directory); choose another --out (or out_dir in the config)")),
+    "unknown stage": (lambda t: speak_cli("check-config", "--config", "configs/smoke.yaml", "--stages", "tts,speak"),
+                     ("exit 2: speechchat: --stages: unknown stage(s) ['speak']; choose from plan,generate,text,voices,"
+                      "tts,verify,shard")),
+    "audio stages apart": (lambda t: speak_cli("check-config", "--config", "configs/smoke.yaml", "--stages", "tts"),
+                          ("exit 2: speechchat: --stages: tts, verify and shard run together (audio is not kept "
+                           "between them); got only ['tts']")),
+    "verify-output on a folder that is no output": (lambda t: speak_cli("verify-output", str(t)).replace(str(t), "<dir>"),
+                                                   ("exit 1: <dir>: 1 problem(s)\n  <dir>: not a speechchat output "
+                                                    "folder (no data/ or manifest/)")),
+    "XTTS on the plain install": (lambda t: speak_cli("check-config", "--config", "configs/smoke.yaml", "tts.backend=xtts",
+                                                      plain=True),
+                                 ("tts.backend xtts needs Coqui TTS and torch (torch, TTS, trainer not installed): "
+                                  "install the gpu extra, pip install -e '.[gpu]'")),
+    "VITS on the plain install": (lambda t: speak_cli("check-config", "--config", "configs/smoke.yaml", "tts.backend=vits",
+                                                      "tts.model=/x", plain=True),
+                                  ("tts.backend vits needs Coqui TTS and torch (torch, TTS, trainer not installed): "
+                                   "install the gpu extra, pip install -e '.[gpu]'")),
+    "inspect on the plain install": (lambda t: speak_cli("inspect", str(t), plain=True),
+                                    ("exit 2: speechchat inspect needs torch, which this install does not have: install "
+                                     "the gpu extra, pip install -e '.[gpu]'")),
 }
 
 
@@ -167,4 +278,4 @@ def test_a_speaker_with_a_bad_clip_is_dropped_and_counted_but_the_job_can_start(
 
 
 def test_catalogue_is_large_enough():
-    assert len(CASES) >= 25
+    assert len(CASES) >= 50

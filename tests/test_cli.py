@@ -1,11 +1,11 @@
 """The three entry points (script, module, console script) and their error handling; no Ray is started."""
 
 import os
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from proc import run as run_proc
 
 from pipeline.config import REPO_ROOT
 
@@ -18,7 +18,7 @@ ENTRY_POINTS = {
 
 def cli(entry, *args, cwd=REPO_ROOT):
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    return subprocess.run([*ENTRY_POINTS[entry], *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=120)
+    return run_proc([*ENTRY_POINTS[entry], *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=120)
 
 
 @pytest.mark.parametrize("entry", list(ENTRY_POINTS))
@@ -33,7 +33,7 @@ def test_every_entry_point_validates_a_config(entry, tmp_path):
 
 
 def test_script_works_from_another_directory(tmp_path):
-    res = subprocess.run([sys.executable, str(REPO_ROOT / "pipeline/main.py"), "check-config", "--config",
+    res = run_proc([sys.executable, str(REPO_ROOT / "pipeline/main.py"), "check-config", "--config",
                           str(REPO_ROOT / "configs/smoke.yaml")], cwd=tmp_path, capture_output=True, text=True,
                          timeout=120, env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"})
     assert res.returncode == 0, res.stderr

@@ -2,12 +2,12 @@
 build sessions with it and produce the same output as with the libraries' defaults. Real Piper, DNSMOS and
 faster-whisper; a local Ray only for the verify pool's size."""
 
-import subprocess
 import sys
 
 import numpy as np
 import pytest
-from test_tts_verify import conversation
+from proc import run as run_proc
+from rows import spoken_conversation as conversation
 
 from pipeline.config import REPO_ROOT, ConfigError, VerifyConfig, load_config
 from pipeline.schema import rows_to_table
@@ -39,7 +39,7 @@ def test_limit_threads_caps_blas_and_the_environment():
     """In a fresh process (the limit is process-wide): BLAS pools and the variables for later libraries."""
     code = ("import os, numpy; from threadpoolctl import threadpool_info; from pipeline.threads import limit_threads; "
             "limit_threads(1); print(os.environ['OMP_NUM_THREADS'], max(p['num_threads'] for p in threadpool_info()))")
-    out = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, check=True,
+    out = run_proc([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, check=True,
                          timeout=120, env={"PYTHONPATH": str(REPO_ROOT), "PATH": "/usr/bin:/bin"})
     assert out.stdout.split() == ["1", "1"]
 
@@ -50,6 +50,7 @@ def good_row():
                                        ("It is two streets away, next to the bank.",) * 2])
 
 
+@pytest.mark.integration  # loads a model (Piper, Whisper, DNSMOS or Resemblyzer)
 def test_piper_with_one_thread_speaks_the_same_audio(good_row):
     pool = load_pool(REPO_ROOT / "speakers/piper_en.jsonl")
     noise = {"noise_scale": 0.0, "noise_w_scale": 0.0}
@@ -65,6 +66,7 @@ def test_piper_with_one_thread_speaks_the_same_audio(good_row):
         assert ta["duration_s"] == pytest.approx(tb["duration_s"], abs=0.02) and ta["duration_s"] > 0.5
 
 
+@pytest.mark.integration  # loads a model (Piper, Whisper, DNSMOS or Resemblyzer)
 def test_verify_with_one_thread_hears_and_scores_like_the_default(good_row):
     pool = load_pool(REPO_ROOT / "speakers/piper_en.jsonl")
     spoken = TTSStage("piper", None, pool, backend_options={"noise_scale": 0.0, "noise_w_scale": 0.0})(

@@ -26,6 +26,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from pipeline.faults import armed, checkpoint
 from pipeline.ids import ids_to_u64
 
 TMP_SUFFIX = ".tmp"
@@ -162,5 +163,18 @@ def atomic_write(path: Path, write: Callable[[io.BufferedWriter], None]) -> None
     commit(write_tmp(path, write), path)
 
 
-def write_parquet_atomic(path: Path, table: pa.Table) -> None:
+def write_parquet_atomic(path: Path, table: pa.Table, fault_point: str | None = None) -> None:
+    if fault_point is not None and armed(fault_point):  # a kill test stops the job with half the file written
+        buf = io.BytesIO()
+        pq.write_table(table, buf)
+        data = buf.getvalue()
+
+        def write_in_halves(fh: io.BufferedWriter) -> None:
+            fh.write(data[: len(data) // 2])
+            fh.flush()
+            checkpoint(fault_point)
+            fh.write(data[len(data) // 2:])
+
+        atomic_write(path, write_in_halves)
+        return
     atomic_write(path, lambda fh: pq.write_table(table, fh))

@@ -21,7 +21,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline.faults import checkpoint
+from pipeline.faults import armed, checkpoint
 from pipeline.io.layout import TMP_SUFFIX, Layout, publish, sync_folders, write_tmp
 from pipeline.schema import (
     DUPLEX_MANIFEST_SCHEMA,
@@ -156,8 +156,14 @@ def write_tar(fh: Any, samples: Iterable[dict[str, Any]]) -> tuple[dict[str, int
     offsets: dict[str, int] = {}
     sha, writer, hasher = hashlib.sha256(), _pool("tar-write"), _pool("tar-sha256")
     pending = []  # one-thread pools run their jobs in order, so chunks are written and hashed in order
+    torn = armed("shard.mid_tar")  # a kill test stops the job with part of the tar on disk
     try:
         for chunk in tar_chunks(samples, offsets):
+            if torn:  # write the first half, wait for it to reach the file, pause there
+                first, chunk = chunk[: len(chunk) // 2], chunk[len(chunk) // 2:]
+                writer.submit(write_buffers, fh, first).result()
+                pending.append(hasher.submit(_hash, sha, first))
+                checkpoint("shard.mid_tar")
             pending += (writer.submit(write_buffers, fh, chunk), hasher.submit(_hash, sha, chunk))
             if pending[0].done():  # surface a write error (a full disk) before encoding the rest
                 pending.pop(0).result()

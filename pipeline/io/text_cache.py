@@ -31,7 +31,7 @@ def write_part(root: Path, run_id: str, generated: list[dict[str, Any]]) -> Path
     path = text_dir(root) / f"part-{run_id}-{hashlib.sha256(ids.encode()).hexdigest()[:12]}.parquet"
     cached = [{**r, "turns": [{"role": t["role"], "display_text": t["display_text"]} for t in r["turns"]]}
               for r in generated]
-    write_parquet_atomic(path, rows_to_table(cached, TEXT_CACHE_SCHEMA))
+    write_parquet_atomic(path, rows_to_table(cached, TEXT_CACHE_SCHEMA), fault_point="text_cache.mid_part")
     return path
 
 

@@ -30,7 +30,7 @@ def _check_tar(tar_path: Path, rows: list[dict], problems: list[str], duplex: bo
     members: dict[str, dict[str, bytes]] = defaultdict(dict)
     first_offset: dict[str, int] = {}
     try:
-        with tarfile.open(tar_path) as tf:
+        with tarfile.open(tar_path, "r:") as tf:  # shards are plain tars: one reason, not one per compression
             for m in tf:
                 key, _, ext = m.name.partition(".")
                 first_offset.setdefault(key, m.offset)

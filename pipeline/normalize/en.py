@@ -122,7 +122,7 @@ def strip_markup(text: str) -> str:
 def normalize_en(text: str) -> str:
     """Written English -> what a speaker says. Idempotent on already-spoken text."""
     text = unicodedata.normalize("NFKC", text)
-    text = strip_markup(text)
+    text = strip_markup(text).replace("_", " ")  # snake_case and stray underscores: "0_" would hide its digit
     text = text.replace("’", "'").replace("“", '"').replace("”", '"').replace("—", ", ").replace("–", " to ")
     for abbr, full in _ABBREV.items():
         text = re.sub(rf"(?<!\w){re.escape(abbr)}", full, text)
@@ -142,4 +142,6 @@ def normalize_en(text: str) -> str:
     text = re.sub(r"(^|\s)[-–—:;,]+(?=\s|$)", " ", text)  # dashes and punctuation left stranded by removals
     text = re.sub(r"([,.!?;:])\1+", r"\1", text)
     text = re.sub(r"\s+", " ", text).strip()
-    return text.strip(" ,;:")
+    text = text.strip(" ,;:")
+    # a turn ends with a mark: strip_markup gives a line one, and the rules above may have eaten it ("e.g.")
+    return text + "." if text and text[-1] not in ".!?" else text

@@ -110,7 +110,11 @@ def run_once(cfg: RunConfig, stages: StageSelection | None = None, text_from: Pa
         return plan_once(ctx)
     total = planned_total(ctx, stages)
     layout = Layout(ctx.out_dir)
-    layout.make_dirs()
+    try:
+        layout.make_dirs()
+    except OSError as exc:  # /proc/x, a read-only disk, a file where a folder should be
+        raise ConfigError(f"output folder {ctx.out_dir}: cannot create it ({exc.strerror or exc}); choose another "
+                          f"--out (or out_dir in the config)") from None
     removed = layout.clean_unfinished()
     if removed:
         log.warning("removed %d unfinished file(s) left by an interrupted run", len(removed))

@@ -7,6 +7,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from pipeline.faults import inject, note
 from pipeline.schema import is_rejected, reject, rows_to_table, table_to_rows
 from pipeline.stages.base import Resources, RunContext, Stage
 
@@ -34,4 +35,7 @@ class QuotaStage(Stage):
                 reject(row, self.name, "target_reached", f"{row['language']}: target of kept conversations reached")
             else:
                 self.quota[row["language"]] = left - 1
+                if left == 1:  # the last place of the target: by construction in the last round
+                    note("quota.filled", row["conversation_id"])  # crash tests aim at this conversation
+                    inject("quota.filled", row["language"])
         return rows_to_table(rows)

@@ -16,6 +16,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from pipeline.faults import inject
 from pipeline.io.layout import Layout, write_parquet_atomic
 from pipeline.io.shard_writer import write_duplex_shard, write_shard
 from pipeline.schema import (
@@ -68,6 +69,8 @@ class ShardStage(Stage):
                           "outcome": "generated", "exchanges": r["num_exchanges"], "audio_s": 0.0} for r in kept]
             groups.clear()
         for (language, split), group in sorted(groups.items()):
+            for row in group:  # crash tests: the shard actor dies on this conversation (before its shard is written)
+                inject(self.name, row["conversation_id"])
             name = f"shard-{self.batch_name(group)}"
             # the duplex subset first: the main manifest part, written last, finishes both
             write_duplex_shard(self.layout, name, group, language, split)
@@ -81,7 +84,8 @@ class ShardStage(Stage):
                     "shard": shard_rel})
         if rejected:
             table = rows_to_table(rejects_rows(rejected), REJECTS_SCHEMA)
-            write_parquet_atomic(self.layout.rejects / f"part-{self.batch_name(rejected)}.parquet", table)
+            write_parquet_atomic(self.layout.rejects / f"part-{self.batch_name(rejected)}.parquet", table,
+                                 fault_point="shard.mid_rejects_part")
             outcomes += [{**usage(r), **work(r), "conversation_id": r["conversation_id"], "language": r["language"],
                           "outcome": "rejected", "reject_stage": r["reject_stage"], "reject_reason": r["reject_reason"],
                           "exchanges": 0, "audio_s": 0.0} for r in rejected]

@@ -100,6 +100,12 @@ def weights_folder(cfg, resolve_path) -> Path:
 
 def check(cfg, languages: list[str], resolve_path) -> tuple[Path | None, list[str]]:
     """The Coqui checkpoint folder this run uses, and why it cannot run (checked before Ray starts)."""
+    from importlib.util import find_spec
+
+    missing = [name for name in ("torch", "TTS", "trainer") if find_spec(name) is None]
+    if missing:  # looked up, not imported: a weights folder given by path would not notice until an actor starts
+        return None, [f"tts.backend {cfg.backend} needs Coqui TTS and torch ({', '.join(missing)} not installed): "
+                      f"install the gpu extra, pip install -e '.[gpu]'"]
     try:
         folder = weights_folder(cfg, resolve_path)
     except ConfigError as exc:

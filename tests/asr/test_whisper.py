@@ -1,6 +1,7 @@
 """Batched ASR helper: real Piper audio, real faster-whisper tiny.en; each clip gets its own transcript, in order."""
 
 import numpy as np
+import pytest
 
 from pipeline.asr.whisper import BatchedWhisperASR
 from pipeline.audio import resample
@@ -8,6 +9,8 @@ from pipeline.config import REPO_ROOT
 from pipeline.metrics import error_rate
 from pipeline.tts.piper import PiperBackend
 from pipeline.voices.pool import load_pool
+
+pytestmark = pytest.mark.integration  # real Piper and faster-whisper
 
 SENTENCES = [
     "Could you tell me how long it takes to walk to the train station?",

@@ -1,76 +1,225 @@
-"""verify-output on a real written dataset folder, then on copies damaged in specific ways."""
+"""verify-output on a real written dataset folder, then on copies damaged in one specific way each: every kind
+of problem verify-output knows (pipeline/io/verify_output.py) has its own damaged folder, and each asserts the
+exact message, and that it is the only problem found. Where a tar's content is damaged, the manifest's sha256
+and offsets are brought in line with the new tar first, so that the check under test, not the checksum, finds it."""
 
+import io
+import json
 import shutil
-import subprocess
 import sys
+import tarfile
 
 import pyarrow.parquet as pq
 import pytest
-from test_shard import conversation
+from proc import run as run_proc
+from rows import shard_conversation as conversation
 
 from pipeline.config import REPO_ROOT
-from pipeline.io.layout import Layout
+from pipeline.io.layout import Layout, file_sha256
+from pipeline.io.shard_writer import member_offsets
 from pipeline.io.verify_output import verify_output
-from pipeline.schema import rows_to_table
+from pipeline.schema import MANIFEST_SCHEMA, REJECTS_SCHEMA, rows_to_table
 from pipeline.stages.shard import ShardStage
 
+K1, K2, K3 = (f"en-{1:016x}_000", f"en-{1:016x}_001", f"en-{2:016x}_000")  # the first shard's samples
 
-@pytest.fixture()
-def dataset(tmp_path):
-    root = tmp_path / "ds"
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    root = tmp_path_factory.mktemp("sound") / "ds"
     stage = ShardStage(root, "rv", ["t"])
     stage(rows_to_table([conversation(1, 2), conversation(2, 1)]))
     stage(rows_to_table([conversation(3, 3), conversation(4, 1, rejected=True)]))
     return root
 
 
+def cli(folder):
+    return run_proc([sys.executable, "pipeline/main.py", "verify-output", str(folder)], cwd=REPO_ROOT,
+                    capture_output=True, text=True, timeout=120)
+
+
 def test_a_sound_folder_passes_and_the_cli_says_ok(dataset):
     assert verify_output(dataset) == []
-    res = subprocess.run([sys.executable, "pipeline/main.py", "verify-output", str(dataset)], cwd=REPO_ROOT,
-                         capture_output=True, text=True, timeout=120)
+    res = cli(dataset)
     assert res.returncode == 0 and "OK (2 shards, 6 samples, 1 rejects parts)" in res.stdout
 
 
-def damaged(dataset, tmp_path, how):
-    copy = tmp_path / f"copy-{how}"
-    shutil.copytree(dataset, copy)
-    layout = Layout(copy)
-    tar = layout.shards()[0]
-    if how == "truncated_tar":
-        tar.write_bytes(tar.read_bytes()[:3000])
-    elif how == "flipped_byte":
+# --- damage -------------------------------------------------------------------------------------------
+
+
+def first_shard(layout):
+    """The tar holding K1 and its manifest part (tar names are hashes, so find it by content)."""
+    for part in layout.manifest_parts():
+        rows = pq.read_table(part).to_pylist()
+        if K1 in {r["key"] for r in rows}:
+            return layout.root / rows[0]["shard"], part
+    raise AssertionError("no shard holds " + K1)
+
+
+def read_members(tar_path):
+    with tarfile.open(tar_path) as tf:
+        return [(m.name, tf.extractfile(m).read()) for m in tf]
+
+
+def write_members(tar_path, members):
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.USTAR_FORMAT) as tf:
+        for name, data in members:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tf.addfile(info, io.BytesIO(data))
+    tar_path.write_bytes(buf.getvalue())
+
+
+def rewrite_manifest(part, edit=None, resync_tar=None):
+    """Rewrite a manifest part: `edit(rows)` changes rows; `resync_tar` brings sha256 and offsets in line with it."""
+    rows = pq.read_table(part).to_pylist()
+    if resync_tar is not None:
+        digest = file_sha256(resync_tar)
+        try:
+            offsets = member_offsets(resync_tar)
+        except tarfile.TarError:
+            offsets = {}
+        for r in rows:
+            r["shard_sha256"] = digest
+            r["offset"] = offsets.get(r["key"], r["offset"])
+    if edit is not None:
+        rows = edit(rows)
+    pq.write_table(rows_to_table(rows, MANIFEST_SCHEMA), part)
+
+
+def edit_tar(tar, part, change):
+    write_members(tar, change(read_members(tar)))
+    rewrite_manifest(part, resync_tar=tar)
+
+
+def damage(root, how):
+    """Damage the folder `root` in one way; returns the exact message verify-output must print."""
+    layout = Layout(root)
+    tar, part = first_shard(layout)
+    rel, name = str(tar.relative_to(root)), tar.name
+    if how == "not_an_output":
+        shutil.rmtree(root / "data")
+        shutil.rmtree(root / "manifest")
+        return f"{root}: not a speechchat output folder (no data/ or manifest/)"
+    if how == "temp_file":
+        (root / "manifest" / "x.parquet.tmp").write_bytes(b"x")
+        return "leftover temp file manifest/x.parquet.tmp"
+    if how == "orphan_tar":
+        (tar.parent / "shard-rx-000000000000.tar").write_bytes(tar.read_bytes())
+        return f"{tar.parent.relative_to(root)}/shard-rx-000000000000.tar: no manifest part (unfinished shard)"
+    if how == "empty_manifest_part":
+        pq.write_table(MANIFEST_SCHEMA.empty_table(), root / "manifest" / "shard-rv-empty.parquet")
+        return "manifest/shard-rv-empty.parquet: empty manifest part"
+    if how == "path_escapes_the_output":
+        def escape(rows):
+            return [{**r, "shard": "../../outside/" + name} for r in rows]
+        rewrite_manifest(part, escape)
+        return f"manifest/{part.name}: shard path '../../outside/{name}' points outside the output"
+    if how == "missing_tar":
+        tar.unlink()
+        return f"manifest/{part.name}: shard {rel} is missing"
+    if how == "flipped_byte":
         data = bytearray(tar.read_bytes())
         data[-2000] ^= 0xFF
         tar.write_bytes(bytes(data))
-    elif how == "missing_tar":
-        tar.unlink()
-    elif how == "orphan_tar":
-        (tar.parent / "shard-rx-000000000000.tar").write_bytes(tar.read_bytes())
-    elif how == "temp_file":
-        (copy / "manifest" / "x.parquet.tmp").write_bytes(b"x")
-    elif how == "duplicate_manifest":
-        part = layout.manifest_parts()[0]
+        return f"{name}: sha256 differs from the manifest"
+    if how == "not_a_tar":
+        tar.write_bytes(b"this is not a tar archive at all\n" * 64)
+        rewrite_manifest(part, resync_tar=tar)
+        return f"{name}: does not open as a tar (invalid header)"
+    if how == "extra_sample":
+        extra = f"en-{9:016x}_000"
+        edit_tar(tar, part, lambda ms: ms + [(f"{extra}.{ext}", data) for n, data in ms if n.startswith(K1)
+                                             for ext in [n.split(".", 1)[1]]])
+        return f"{name}: sample {extra} is not in the manifest"
+    if how == "missing_sample":
+        edit_tar(tar, part, lambda ms: [(n, d) for n, d in ms if not n.startswith(K2)])
+        return f"{name}: manifest sample {K2} is missing from the tar"
+    if how == "wrong_member_set":
+        edit_tar(tar, part, lambda ms: [(n, d) for n, d in ms if n != f"{K2}.assistant.flac"])
+        return f"{name}: sample {K2} has parts ['json', 'user.flac'], expected ['assistant.flac', 'json', 'user.flac']"
+    if how == "json_names_another_key":
+        def rename(ms):
+            return [(n, json.dumps({**json.loads(d), "key": K3}).encode() if n == f"{K2}.json" else d) for n, d in ms]
+        edit_tar(tar, part, rename)
+        return f"{name}: sample {K2} JSON names key '{K3}'"
+    if how == "json_does_not_parse":
+        edit_tar(tar, part, lambda ms: [(n, b"{not json" if n == f"{K2}.json" else d) for n, d in ms])
+        return f"{name}: sample {K2} JSON does not parse"
+    if how == "audio_not_flac":
+        wav = b"RIFF\x24\x00\x00\x00WAVEfmt " + bytes(200)
+        edit_tar(tar, part, lambda ms: [(n, wav if n == f"{K2}.user.flac" else d) for n, d in ms])
+        return f"{name}: sample {K2} user.flac is not FLAC"
+    if how == "offset_mismatch":
+        rows = {r["key"]: r for r in pq.read_table(part).to_pylist()}
+        true = rows[K2]["offset"]
+
+        def shift(rows):
+            return [{**r, "offset": r["offset"] + 512} if r["key"] == K2 else r for r in rows]
+        rewrite_manifest(part, shift)
+        return f"{name}: sample {K2} offset {true + 512} in the manifest, {true} in the tar"
+    if how == "duplicate_key":
         shutil.copy(part, part.with_name("shard-dup.parquet"))
-    elif how == "kept_and_rejected":
-        manifest_id = pq.read_table(layout.manifest_parts()[0]).column("conversation_id")[0].as_py()
-        table = pq.read_table(layout.reject_parts()[0]).to_pylist()
-        table[0]["conversation_id"] = manifest_id
-        pq.write_table(rows_to_table(table, pq.read_schema(layout.reject_parts()[0])), layout.reject_parts()[0])
-    return copy
+        return f"key {K1} appears 2 times"  # every key of the part appears twice; the first is named
+    if how == "rejected_twice":
+        [rejects] = layout.reject_parts()
+        shutil.copy(rejects, rejects.with_name("part-rv-again.parquet"))
+        return f"conversation en-{4:016x} is rejected 2 times"
+    if how == "kept_and_rejected":
+        [rejects] = layout.reject_parts()
+        table = pq.read_table(rejects).to_pylist()
+        table[0]["conversation_id"] = f"en-{1:016x}"
+        pq.write_table(rows_to_table(table, REJECTS_SCHEMA), rejects)
+        return f"conversation en-{1:016x} is both kept and rejected"
+    raise AssertionError(how)
 
 
-@pytest.mark.parametrize("how, expected", [
-    ("truncated_tar", "sha256 differs from the manifest"),
-    ("flipped_byte", "sha256 differs from the manifest"),
-    ("missing_tar", "is missing"),
-    ("orphan_tar", "no manifest part (unfinished shard)"),
-    ("temp_file", "leftover temp file manifest/x.parquet.tmp"),
-    ("duplicate_manifest", "appears 2 times"),
-    ("kept_and_rejected", "is both kept and rejected"),
-])
-def test_damage_is_reported(dataset, tmp_path, how, expected):
-    problems = verify_output(damaged(dataset, tmp_path, how))
-    assert any(expected in p for p in problems), problems
-    res = subprocess.run([sys.executable, "pipeline/main.py", "verify-output", str(damaged(dataset, tmp_path / "cli", how))],
-                         cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
-    assert res.returncode == 1 and expected in res.stderr
+KINDS = ["not_an_output", "temp_file", "orphan_tar", "empty_manifest_part", "path_escapes_the_output", "missing_tar",
+         "flipped_byte", "not_a_tar", "extra_sample", "missing_sample", "wrong_member_set", "json_names_another_key",
+         "json_does_not_parse", "audio_not_flac", "offset_mismatch", "duplicate_key", "rejected_twice",
+         "kept_and_rejected"]
+
+
+@pytest.mark.parametrize("how", KINDS)
+def test_each_kind_of_damage_is_reported_with_its_own_message(dataset, tmp_path, how):
+    copy = tmp_path / "ds"
+    shutil.copytree(dataset, copy)
+    expected = damage(copy, how)
+    problems = verify_output(copy)
+    if how == "duplicate_key":  # each key of the copied part appears twice, and nothing else is wrong
+        assert expected in problems and all(p.endswith("appears 2 times") for p in problems), problems
+    else:
+        assert problems == [expected]
+
+
+@pytest.mark.parametrize("how", ["not_a_tar", "wrong_member_set", "path_escapes_the_output"])
+def test_the_cli_prints_the_problem_and_fails(dataset, tmp_path, how):
+    copy = tmp_path / "ds"
+    shutil.copytree(dataset, copy)
+    expected = damage(copy, how)
+    res = cli(copy)
+    assert res.returncode == 1 and f"{copy}: 1 problem(s)\n  {expected}\n" in res.stderr, res.stderr
+
+
+def test_the_catalogue_covers_every_message_verify_output_can_print():
+    """Every problem string in verify_output.py has a damaged folder above (a new check needs a new case)."""
+    import re
+
+    source = (REPO_ROOT / "pipeline/io/verify_output.py").read_text()
+    templates = re.findall(r'(?:problems\.append\(|problems \+= \[|return \[)f"([^"]+)"', source)
+    assert len(templates) >= 18, templates
+    covered = {
+        "not a speechchat output folder": "not_an_output", "leftover temp file": "temp_file",
+        "no manifest part (unfinished shard)": "orphan_tar", "empty manifest part": "empty_manifest_part",
+        "points outside the output": "path_escapes_the_output", "is missing": "missing_tar",
+        "sha256 differs": "flipped_byte", "does not open as a tar": "not_a_tar",
+        "is not in the manifest": "extra_sample", "is missing from the tar": "missing_sample",
+        "has parts": "wrong_member_set", "JSON names ": "json_names_another_key",
+        "JSON does not parse": "json_does_not_parse", "is not FLAC": "audio_not_flac",
+        "in the manifest, ": "offset_mismatch", "appears": "duplicate_key", "is rejected": "rejected_twice",
+        "is both kept and rejected": "kept_and_rejected",
+    }
+    for template in templates:
+        matched = [kind for phrase, kind in covered.items() if phrase in template]
+        assert matched and all(k in KINDS for k in matched), f"no damaged folder for: {template}"

@@ -24,10 +24,8 @@ def generate(base_url, rows, **cfg):
 
 def test_transient_faults_are_retried_until_an_answer(llm_base_url):
     with FaultProxy(llm_base_url, ["429", "500", "cut"]) as proxy:
-        started = time.monotonic()
         [row] = generate(proxy.base_url, [spec()], max_retries=4)
-    assert proxy.seen[:4] == ["429", "500", "cut", "pass"]
-    assert time.monotonic() - started >= 1.0  # Retry-After: 1 was honoured
+    assert proxy.seen[:4] == ["429", "500", "cut", "pass"]  # (the Retry-After wait is measured in test_retry_after.py)
     # the request got through: whatever the model wrote was parsed (kept, or judged on its content)
     assert row["reject_reason"] not in {"llm_http_error", "llm_unreachable", "llm_timeout"}, row["reject_details"]
     assert row["llm_requests"] >= 1 and row["completion_tokens"] > 0

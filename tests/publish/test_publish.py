@@ -16,6 +16,7 @@ import pytest
 import yaml
 from conftest import FAKE_HF_TOKEN, FAKE_OPENAI_KEY
 from hub_standin import HubStandIn
+from proc import run as run_proc
 from test_card import build_output, conversation, front_matter
 
 from pipeline.config import REPO_ROOT, dump_resolved, load_config
@@ -33,6 +34,10 @@ def hub(monkeypatch, tmp_path):
     import huggingface_hub.constants as hf_constants
 
     monkeypatch.setattr(hf_constants, "HF_HUB_DISABLE_XET", True)
+    # the session is offline (conftest); this Hub is the stand-in on 127.0.0.1, and the socket guard still
+    # refuses any other address
+    monkeypatch.setattr(hf_constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
     monkeypatch.setattr(hf_constants, "AGENT_HARNESSES_PATH", str(tmp_path / "hf-agent-harnesses.json"))
     with HubStandIn(FAKE_HF_TOKEN) as standin:
         monkeypatch.setattr(hf_constants, "ENDPOINT", standin.url)  # import-time constants: nothing leaves 127.0.0.1
@@ -140,13 +145,12 @@ def test_an_interrupted_publish_resumes_without_resending_uploaded_objects(tmp_p
 
 def test_the_script_entry_point_publishes_with_xet_switched_off_by_environment(tmp_path, hub):
     import os
-    import subprocess
     import sys
 
     root = make_folder(tmp_path / "speechchat-smoke")
-    env = {**{k: v for k, v in os.environ.items() if k != "PYTHONPATH"}, "HF_HUB_DISABLE_XET": "1",
+    env = {**{k: v for k, v in os.environ.items() if k != "PYTHONPATH"}, "HF_HUB_DISABLE_XET": "1", "HF_HUB_OFFLINE": "0",
            "HF_ENDPOINT": hub.url, "HF_TOKEN": FAKE_HF_TOKEN, "HF_HOME": str(tmp_path / "hf-home")}
-    res = subprocess.run([sys.executable, "pipeline/main.py", "publish", "--config", SMOKE, "--out", str(root),
+    res = run_proc([sys.executable, "pipeline/main.py", "publish", "--config", SMOKE, "--out", str(root),
                           "--repo", "acme/script"], cwd=REPO_ROOT, env=env, capture_output=True, text=True,
                          timeout=300, check=False)
     assert res.returncode == 0, res.stderr[-2000:]

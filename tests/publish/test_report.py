@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from proc import run as run_proc
 from test_card import build_output, tar_samples
 
 from pipeline.audio import decode_audio
@@ -88,7 +89,7 @@ def chromium(tmp_path, *args):
            "--disable-background-networking", "--disable-component-update", "--disable-sync",
            f"--user-data-dir={tmp_path / 'profile'}", *args]
     try:
-        return subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False).stdout
+        return run_proc(cmd, capture_output=True, text=True, timeout=120, check=False).stdout
     except subprocess.TimeoutExpired as exc:  # some builds linger after doing the work; callers check its result
         return exc.stdout.decode() if isinstance(exc.stdout, bytes) else (exc.stdout or "")
 

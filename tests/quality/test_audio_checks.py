@@ -8,6 +8,8 @@ import math
 import numpy as np
 import pytest
 
+pytestmark = pytest.mark.integration  # loads Piper, DNSMOS or Whisper
+
 from pipeline.audio import decode_audio, encode_flac, resample
 from pipeline.config import REPO_ROOT, VerifyConfig
 from pipeline.quality import audio_checks as ac

@@ -40,6 +40,7 @@ def joe():
     return [backend.synthesize(t, spk) for t in TEXTS]
 
 
+@pytest.mark.integration  # loads a model (Piper, Whisper, DNSMOS or Resemblyzer)
 def test_dnsmos_scores_speech_above_noise_with_one_model_load(joe, monkeypatch):
     import onnxruntime as ort
 
@@ -65,6 +66,7 @@ def test_dnsmos_scores_speech_above_noise_with_one_model_load(joe, monkeypatch):
         scorer.score(np.zeros(100, np.float32), 16000)
 
 
+@pytest.mark.integration  # loads a model (Piper, Whisper, DNSMOS or Resemblyzer)
 def test_dnsmos_scores_a_short_turn_on_one_window_close_to_all_windows(joe):
     """A turn under 9 s is looped by DNSMOS; its windows are shifted copies of one loop, so the scorer runs
     the model on the first window only. The score stays near speechmos's mean over all windows, and a
@@ -93,6 +95,7 @@ def test_dnsmos_scores_a_short_turn_on_one_window_close_to_all_windows(joe):
     assert len(runs) == int(np.floor(long_turn.size / 16000) - 9.01) + 1 >= 3
 
 
+@pytest.mark.integration  # loads a model (Piper, Whisper, DNSMOS or Resemblyzer)
 def test_speaker_embeddings_same_voice_high_other_voice_low(joe):
     from pipeline.quality.speaker_embed import SpeakerEmbedder, cosine
 
@@ -118,6 +121,7 @@ def conversation(cid, clips, speakers):
             "split": "train", "topic": "t", "scenario": "s", "persona": "p", "text_digest": "d"}
 
 
+@pytest.mark.integration  # loads a model (Piper, Whisper, DNSMOS or Resemblyzer)
 def test_verify_rejects_low_quality_audio_and_records_scores(joe):
     rng = np.random.default_rng(3)
     x, r = joe[1]
@@ -139,6 +143,7 @@ def test_verify_rejects_low_quality_audio_and_records_scores(joe):
     assert meta["user"]["speaker_similarity"] == -1.0  # speaker_consistency is off: not measured
 
 
+@pytest.mark.integration  # loads a model (Piper, Whisper, DNSMOS or Resemblyzer)
 def test_verify_speaker_consistency_against_turns_and_references(joe, tmp_path):
     from pipeline.voices.importers.importer import import_pool
 
@@ -169,6 +174,7 @@ def test_verify_speaker_consistency_against_turns_and_references(joe, tmp_path):
     assert len(stage.embedder._speakers) == 1  # reference embedding computed once per speaker
 
 
+@pytest.mark.integration  # loads a model (Piper, Whisper, DNSMOS or Resemblyzer)
 def test_verify_trims_trailing_audio_after_the_last_word(joe):
     x, r = joe[1]
     rng = np.random.default_rng(5)

@@ -1,19 +1,19 @@
 """The standalone planner: specs streamed to Parquet equal the Ray plan's specs; the CLI writes the file."""
 
 import os
-import subprocess
 import sys
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from proc import run as run_proc
 
 from pipeline.config import REPO_ROOT
 from pipeline.llm.prompts import Taxonomy
 from pipeline.run.plan_file import SPEC_COLUMNS, make_plan_stage, write_plan
 from pipeline.stages.plan import _pick, _Picker
-from tests.conftest import small_config
+from conftest import small_config
 
 
 def test_cached_picker_draws_exactly_what_rng_choice_draws():
@@ -53,13 +53,13 @@ def test_plan_rejects_a_negative_count(tmp_path):
 def test_plan_subcommand_writes_the_configured_count(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     out = tmp_path / "specs.parquet"
-    res = subprocess.run([sys.executable, "pipeline/main.py", "plan", "--config", "configs/smoke.yaml", "--out", str(out),
+    res = run_proc([sys.executable, "pipeline/main.py", "plan", "--config", "configs/smoke.yaml", "--out", str(out),
                           "plan.num_conversations=250"], cwd=REPO_ROOT, env=env, capture_output=True, text=True, check=False,
                          timeout=120)
     assert res.returncode == 0, res.stderr
     assert f"250 conversation specs -> {out}" in res.stdout
     assert pq.ParquetFile(out).metadata.num_rows == 250
-    bad = subprocess.run([sys.executable, "pipeline/main.py", "plan", "--config", "configs/smoke.yaml", "--out", str(out),
+    bad = run_proc([sys.executable, "pipeline/main.py", "plan", "--config", "configs/smoke.yaml", "--out", str(out),
                           "plan.num_conversations=oops"], cwd=REPO_ROOT, env=env, capture_output=True, text=True, check=False,
                          timeout=120)
     assert bad.returncode == 2 and "num_conversations" in bad.stderr

@@ -18,6 +18,8 @@ import tarfile
 import pyarrow.parquet as pq
 import pytest
 
+pytestmark = pytest.mark.integration  # loads Piper, DNSMOS or Whisper
+
 from pipeline.config import REPO_ROOT, VerifyConfig
 from pipeline.executor.ray_data import Loop
 from pipeline.io.layout import Layout

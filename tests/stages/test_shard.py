@@ -7,35 +7,13 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import webdataset as wds
+from rows import shard_conversation as conversation
 
-from pipeline.audio import decode_audio, encode_flac
+from pipeline.audio import decode_audio
 from pipeline.io.layout import Layout, file_sha256
 from pipeline.io.shard_writer import _Headers, member_offsets, write_tar
 from pipeline.schema import rows_to_table
 from pipeline.stages.shard import ShardStage
-
-
-def tone(freq, seconds, rate):
-    t = np.arange(int(seconds * rate)) / rate
-    return (0.3 * np.sin(2 * np.pi * freq * t)).astype(np.float32)
-
-
-def conversation(idx, exchanges, rejected=False):
-    turns = []
-    for t in range(2 * exchanges):
-        role, rate = ("user", 16000) if t % 2 == 0 else ("assistant", 22050)
-        audio = tone(200 + 50 * t + idx, 0.5 + 0.1 * t, rate)
-        turns.append({"role": role, "display_text": f"text {idx}.{t}", "spoken_text": f"text {idx} {t}",
-                      "speaker_id": f"spk{idx}" if role == "user" else "asst", "audio_flac": encode_flac(audio, rate),
-                      "sample_rate": rate, "duration_s": len(audio) / rate, "asr_text": f"text {idx} {t}",
-                      "error_rate": 0.0})
-    row = {"conversation_id": f"en-{idx:016x}", "plan_index": idx, "dataset": "t", "language": "en",
-           "split": "train", "topic": "topic", "scenario": "s", "persona": "p", "num_exchanges": exchanges,
-           "text_digest": "d", "llm_model": "llm", "tts_model": "tts", "asr_model": "asr",
-           "user_speaker_id": f"spk{idx}", "assistant_speaker_id": "asst", "turns": turns}
-    if rejected:
-        row.update(reject_stage="verify", reject_reason="asr_error_rate_above_threshold", reject_details="turn 1")
-    return row
 
 
 @pytest.fixture()

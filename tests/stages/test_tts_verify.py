@@ -1,24 +1,14 @@
 """Real Piper (en_US joe) and real faster-whisper tiny.en on a few short turns."""
 
 import pytest
+from rows import spoken_conversation as conversation
 
 from pipeline.audio import decode_audio
 from pipeline.config import REPO_ROOT, VerifyConfig
-from pipeline.schema import empty_turn, rows_to_table
+from pipeline.schema import rows_to_table
 from pipeline.stages.tts import TTSStage
 from pipeline.stages.verify import VerifyStage
 from pipeline.voices.pool import load_pool
-
-SPEAKER = "piper-en_US-joe-medium"
-
-
-def conversation(cid, pairs):
-    turns = []
-    for i, (display, spoken) in enumerate(pairs):
-        t = empty_turn("user" if i % 2 == 0 else "assistant", display)
-        t.update(spoken_text=spoken, speaker_id=SPEAKER)
-        turns.append(t)
-    return {"conversation_id": cid, "language": "en", "num_exchanges": len(pairs) // 2, "turns": turns}
 
 
 @pytest.fixture(scope="module")
@@ -28,6 +18,7 @@ def spoken():
     return TTSStage("piper", None, pool)(rows_to_table([good])).to_pylist()[0]
 
 
+@pytest.mark.integration  # loads a model (Piper, Whisper, DNSMOS, XTTS or Resemblyzer)
 def test_tts_writes_flac_at_the_contract_rates(spoken):
     user, assistant = spoken["turns"]
     u, u_rate = decode_audio(user["audio_flac"])
@@ -40,6 +31,7 @@ def test_tts_writes_flac_at_the_contract_rates(spoken):
     assert spoken["tts_model"].startswith("piper-tts ")
 
 
+@pytest.mark.integration  # loads a model (Piper, Whisper, DNSMOS or Resemblyzer)
 @pytest.mark.parametrize("asr_batch_size", [1, 4])  # per-turn calls, and a conversation's turns decoded together
 def test_verify_keeps_good_audio_and_rejects_audio_of_the_wrong_text(spoken, asr_batch_size):
     wrong = {**spoken, "conversation_id": "en-wrong", "turns": [dict(t) for t in spoken["turns"]]}
@@ -57,6 +49,7 @@ def test_verify_keeps_good_audio_and_rejects_audio_of_the_wrong_text(spoken, asr
     assert bad["turns"][1]["audio_flac"] is None  # rejected rows drop their audio
 
 
+@pytest.mark.integration  # loads a model (Piper, Whisper, DNSMOS or Resemblyzer)
 def test_verify_rejects_too_short_audio(spoken):
     short = {**spoken, "conversation_id": "en-short", "turns": [dict(t) for t in spoken["turns"]]}
     short["turns"][0]["duration_s"] = 0.05
@@ -64,6 +57,7 @@ def test_verify_rejects_too_short_audio(spoken):
     assert out["reject_reason"] == "audio_too_short"
 
 
+@pytest.mark.integration  # loads a model (Piper, Whisper, DNSMOS or Resemblyzer)
 def test_verify_sends_a_failing_turn_back_to_tts_while_rounds_are_left(spoken):
     from pipeline.schema import awaits_synthesis, has_pending_turns
 
@@ -79,6 +73,7 @@ def test_verify_sends_a_failing_turn_back_to_tts_while_rounds_are_left(spoken):
     assert miss["value"] > 0.2 and miss["limit"] == 0.2
 
 
+@pytest.mark.integration  # loads a model (Piper, Whisper, DNSMOS or Resemblyzer)
 def test_piper_without_sampling_noise_is_reproducible():
     from pipeline.tts.piper import PiperBackend
 

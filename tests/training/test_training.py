@@ -75,6 +75,7 @@ def loader(root, **kw):
     return SpeechChatLoader(cfg)
 
 
+@pytest.mark.integration  # loads a model (Piper, Whisper, DNSMOS or Resemblyzer)
 def test_batches_are_shaped_and_paired(dataset):
     root, keys = dataset
     samples = {s["__key__"]: s for shard in find_shards(root) for s in _raw(shard)}
@@ -107,6 +108,7 @@ def test_batches_are_shaped_and_paired(dataset):
     assert sorted(seen) == sorted(keys)
 
 
+@pytest.mark.integration  # loads a model (Piper, Whisper, DNSMOS or Resemblyzer)
 @pytest.mark.parametrize("nodes", [2, 3])  # 4 consumers deal whole shards; 6 consumers > 4 shards split by key
 def test_every_sample_once_per_epoch_across_workers_and_nodes(dataset, nodes):
     root, keys = dataset
@@ -120,6 +122,7 @@ def test_every_sample_once_per_epoch_across_workers_and_nodes(dataset, nodes):
         assert set(counts) == set(keys) and set(counts.values()) == {1}, counts
 
 
+@pytest.mark.integration  # loads a model (Piper, Whisper, DNSMOS or Resemblyzer)
 def test_pooling_budget_makes_fewer_or_equal_batches(dataset):
     root, _ = dataset
     pooled = sum(1 for _ in loader(root, token_budget=600, max_batch_size=64, pool_threshold=0.9))
@@ -127,6 +130,7 @@ def test_pooling_budget_makes_fewer_or_equal_batches(dataset):
     assert pooled < raw
 
 
+@pytest.mark.integration  # loads a model (Piper, Whisper, DNSMOS or Resemblyzer)
 def test_inspect_reports_durations_and_pooled_tokens(dataset, capsys):
     root, keys = dataset
     assert main(["inspect", str(root), "--json", "--tokenizer", whisper_tokenizer()]) == 0

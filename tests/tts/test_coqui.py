@@ -117,6 +117,7 @@ def test_bad_tts_device_settings_are_config_errors(overrides, message):
     assert message in str(err.value) and "tts" in str(err.value)
 
 
+@pytest.mark.integration  # builds a tiny Coqui model (torch)
 def test_gpu_share_reaches_the_tts_actors(tmp_path, tiny_vits, stage_plan):
     """tts.num_gpus goes to map_batches as num_gpus (0.25 = 4 actors per GPU). A recording stand-in for
     the Ray dataset replaces execution here (no GPU, and the plan is what is checked)."""
@@ -185,6 +186,7 @@ def test_two_thousand_vits_speakers_through_the_pipeline(tmp_path, tiny_vits, ra
     assert "NOT transcribed back" in card
 
 
+@pytest.mark.integration  # builds a tiny Coqui model (torch)
 def test_vits_speakers_by_index_and_name_differ_and_bad_rows_are_reported(tiny_vits):
     from pipeline.tts.vits import VitsBackend
 
@@ -245,6 +247,7 @@ def faulty_stage(tiny_vits, tmp_path, bad, mode, max_attempts=3):
     return stage
 
 
+@pytest.mark.integration  # builds a tiny Coqui model (torch)
 @pytest.mark.parametrize("mode", ["raise", "nan", "runaway", "empty"])
 def test_a_failed_turn_is_resynthesised_with_a_new_seed_and_kept(tiny_vits, tmp_path, mode):
     stage = faulty_stage(tiny_vits, tmp_path, bad={1}, mode=mode)
@@ -256,6 +259,7 @@ def test_a_failed_turn_is_resynthesised_with_a_new_seed_and_kept(tiny_vits, tmp_
     assert all(t["audio_flac"][:4] == b"fLaC" for t in row["turns"])
 
 
+@pytest.mark.integration  # builds a tiny Coqui model (torch)
 def test_a_turn_failing_every_attempt_rejects_the_conversation_with_each_reason(tiny_vits, tmp_path):
     stage = faulty_stage(tiny_vits, tmp_path, bad={2, 3, 4}, mode="nan")  # turn 0 fine; turn 1 always NaN
     row = stage(rows_to_table([conversation("en-00000000000000a2", ["u", "a"], ["good morning", "hello to you"])]))
@@ -271,6 +275,7 @@ def test_a_turn_failing_every_attempt_rejects_the_conversation_with_each_reason(
     assert ok.to_pylist()[0]["reject_reason"] is None
 
 
+@pytest.mark.integration  # builds a tiny Coqui model (torch)
 def test_a_speaker_of_another_backend_is_rejected_not_crashed(tiny_vits, tmp_path):
     from pipeline.stages.tts import TTSStage
 
@@ -312,6 +317,7 @@ def xtts_backend(model: Path, pool_file: Path, state: Path):
                        pool_file=pool_file, latent_dir=state / "xtts_latents", chunk_gap_s=0.1)
 
 
+@pytest.mark.integration  # builds a tiny Coqui model (torch)
 def test_xtts_latents_are_cached_in_memory_then_on_disk(tiny_xtts, xtts_pool, tmp_path):
     from pipeline.stages.tts import TTSStage
 
@@ -343,6 +349,7 @@ def test_xtts_latents_are_cached_in_memory_then_on_disk(tiny_xtts, xtts_pool, tm
     assert not torch.equal(gpt3, gpt)
 
 
+@pytest.mark.integration  # builds a tiny Coqui model (torch)
 def test_virtual_voices_mix_latents_deterministically(tiny_xtts, xtts_pool, tmp_path):
     pool = {s.speaker_id: s for s in load_pool(xtts_pool)}
     one = xtts_backend(tiny_xtts, xtts_pool, tmp_path / "s1")
@@ -362,6 +369,7 @@ def test_virtual_voices_mix_latents_deterministically(tiny_xtts, xtts_pool, tmp_
     assert torch.allclose(ep, mean / mean.norm(dim=1, keepdim=True), atol=1e-6)
 
 
+@pytest.mark.integration  # builds a tiny Coqui model (torch)
 def test_xtts_text_is_split_within_the_language_limits(tiny_xtts, xtts_pool, tmp_path):
     backend = xtts_backend(tiny_xtts, xtts_pool, tmp_path / "s")
     spoken: list[tuple[str, str]] = []
@@ -392,6 +400,7 @@ def test_xtts_text_is_split_within_the_language_limits(tiny_xtts, xtts_pool, tmp
         backend.synthesize("hola", pool["xa"], language="xx", seed=1)
 
 
+@pytest.mark.integration  # builds a tiny Coqui model (torch)
 def test_xtts_reference_clips_are_read_without_ffmpeg(tiny_xtts, xtts_pool, tmp_path, monkeypatch):
     """GPU images often lack FFmpeg, which torchaudio.load (torchcodec) needs: the backend reads references
     with soundfile. The stereo 24 kHz FLAC comes back as coqui's reader would give it (mono mean, resampled)."""

@@ -58,6 +58,7 @@ def reasons(report):
     return {r["file"]: r["reason"] for r in report["rejections"]}
 
 
+@pytest.mark.integration  # loads a model (Piper, Whisper, DNSMOS, XTTS or Resemblyzer)
 def test_clip_rules_name_the_reason(tmp_path, speech):
     x, r = speech[0]
     cases = {"corrupt.wav": None, "silent.wav": (np.zeros(4 * r, np.float32), r), "clip.wav": (clipped(x), r),
@@ -80,6 +81,7 @@ def test_clip_rules_name_the_reason(tmp_path, speech):
     assert out.ndim == 1 and duration == pytest.approx(len(x) / r, abs=1e-3) and out.size == round(len(x) * 24000 / r)
 
 
+@pytest.mark.integration  # loads a model (Piper, Whisper, DNSMOS or Resemblyzer)
 def test_vctk_import_through_the_cli(tmp_path, speech, capsys):
     (x, r), (y, _), _ = speech
     src = tmp_path / "VCTK-Corpus-0.92"
@@ -125,6 +127,7 @@ def test_vctk_import_through_the_cli(tmp_path, speech, capsys):
     assert sorted(p.name for p in (tmp_path / "pools/vctk").rglob("*.flac")) == ["p225_001_mic1.flac", "p227_001_mic1.flac"]
 
 
+@pytest.mark.integration  # loads a model (Piper, Whisper, DNSMOS, XTTS or Resemblyzer)
 def test_libritts_r_layout_gender_and_clip_limit(tmp_path, speech):
     (x, r), (y, _), (z, _) = speech
     split = tmp_path / "LibriTTS_R/train-clean-100"
@@ -145,6 +148,7 @@ def test_libritts_r_layout_gender_and_clip_limit(tmp_path, speech):
     assert report["clips_seen"] == 4  # the third clip of speaker 19 is never opened (limit of 2 reached)
 
 
+@pytest.mark.integration  # loads a model (Piper, Whisper, DNSMOS, XTTS or Resemblyzer)
 def test_aishell3_defaults_to_chinese_and_apache(tmp_path, speech):
     (x, r), (y, _), _ = speech
     root = tmp_path / "data_aishell3"
@@ -164,6 +168,7 @@ def test_aishell3_defaults_to_chinese_and_apache(tmp_path, speech):
     assert reasons(report) == {"train/wav/SSB0005/SSB00050002.wav": "unreadable"}
 
 
+@pytest.mark.integration  # loads a model (Piper, Whisper, DNSMOS, XTTS or Resemblyzer)
 def test_commonvoice_mp3_hashed_ids_and_hostile_paths(tmp_path, speech):
     (x, r), (y, _), _ = speech
     lang = tmp_path / "cv-corpus/en"
@@ -187,6 +192,7 @@ def test_commonvoice_mp3_hashed_ids_and_hostile_paths(tmp_path, speech):
     assert report["clips_seen"] == 3 and report["speakers_dropped"] == {"cv-other": "no_valid_clips"}
 
 
+@pytest.mark.integration  # loads a model (Piper, Whisper, DNSMOS or Resemblyzer)
 def test_folder_layouts_dnsmos_threshold_and_required_language(tmp_path, speech, capsys):
     (x, r), (y, _), (z, _) = speech
     src = tmp_path / "mine"

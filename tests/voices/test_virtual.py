@@ -108,6 +108,7 @@ def test_too_few_sources_to_mix_is_a_clear_error():
     assert "need at least 2 source speakers of one language and gender" in str(err.value)
 
 
+@pytest.mark.integration  # loads a model (Piper, Whisper, DNSMOS, XTTS or Resemblyzer)
 def test_synthesize_command_with_real_xtts_and_resemblyzer(tmp_path, capsys):
     """The real path: a tiny randomly initialised XTTS renders every candidate and Resemblyzer embeds it. Random
     weights say nothing, so Resemblyzer's voice-activity detector finds no speech: every candidate must end as a
