@@ -126,8 +126,8 @@ class DedupConfig(Section):
     num_perm: int = Field(128, ge=16, le=1024, description="MinHash permutations (signature length); more is more "
                                                            "precise and costs memory and time linearly")
     seed: int = Field(1, description="MinHash seed; signatures made with another seed cannot be compared")
-    word_ngram: int = Field(3, ge=1, le=10, description="English shingles: word n-grams of the spoken text")
-    char_ngram: int = Field(4, ge=1, le=10, description="Chinese shingles: character n-grams of the spoken text")
+    word_ngram: int = Field(2, ge=1, le=10, description="English shingles: word n-grams of the spoken text")
+    char_ngram: int = Field(2, ge=1, le=10, description="Chinese shingles: character n-grams of the spoken text")
     source_records: bool = Field(True, description="rewrite path: also check the source records before the LLM "
                                                    "is paid for them")
     repeated_turns: bool = Field(True, description="reject a conversation in which a turn repeats an earlier turn "

@@ -55,7 +55,8 @@ _EN_DIGIT_WORD = r"(?:zero|oh|one|two|three|four|five|six|seven|eight|nine|doubl
 # seven or more spoken digits in a row ("five five five, zero one two three"): a phone or ID number
 _EN_SPOKEN_DIGITS = re.compile(rf"\b{_EN_DIGIT_WORD}(?:[\s,.-]+{_EN_DIGIT_WORD}){{6,}}\b", re.I)
 _ZH_SPOKEN_DIGITS = re.compile(r"[零〇一幺二两三四五六七八九](?:[，,、\s-]?[零〇一幺二两三四五六七八九]){6,}")
-_DIGIT_RUN = re.compile(r"(?<![\w.])\+?\d(?:[ .-]?\d){6,22}(?![\w]|\.\d)|(?<!\d)\d{17}[\dXx](?!\w)")
+# ASCII look-arounds: Chinese characters are word characters, and "卡号是6222..." must still match
+_DIGIT_RUN = re.compile(r"(?<![0-9A-Za-z.])\+?\d(?:[ .-]?\d){6,22}(?![0-9A-Za-z]|\.\d)|(?<!\d)\d{17}[\dXx](?![0-9A-Za-z])")
 
 _EMAIL = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+")
 _EN_SPOKEN_EMAIL = re.compile(r"\b[a-z0-9]+(?: (?:dot|underscore) [a-z0-9]+)* at [a-z0-9]+(?: dot [a-z0-9]+)*"
