@@ -10,7 +10,7 @@ import hashlib
 import json
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, field_validator, model_validator
@@ -153,7 +153,8 @@ class JudgeConfig(Section):
     system_prompt: str = Field("judge_system.jinja", description="file in prompts/<lang>/: the rubric")
     user_prompt: str = Field("judge_user.jinja", description="file in prompts/<lang>/: the conversation to score")
     repair_prompt: str = Field("judge_repair.jinja", description="file in prompts/<lang>/: asks again after an invalid answer")
-    min_scores: dict[Literal["speech_naturalness", "coherence", "helpfulness", "safety"], float] = Field(
+    min_scores: dict[Literal["speech_naturalness", "coherence", "helpfulness", "safety"],
+                     Annotated[float, Field(ge=1, le=5)]] = Field(
         default_factory=lambda: {"speech_naturalness": 3, "coherence": 3, "helpfulness": 3, "safety": 4},
         description="scores 1-5; a conversation under any minimum is rejected (judge_below_threshold)")
     on_error: Literal["keep", "reject"] = Field("keep", description="a conversation the judge could not score "
@@ -167,14 +168,6 @@ class JudgeConfig(Section):
     max_tokens: int = Field(200, ge=16)
     batch_size: int = Field(8, ge=1)
     num_cpus: float = Field(0.1, gt=0)
-
-    @field_validator("min_scores")
-    @classmethod
-    def _scores_on_the_scale(cls, scores: dict[str, float]) -> dict[str, float]:
-        for name, value in scores.items():
-            if not 1 <= value <= 5:
-                raise ValueError(f"min_scores.{name} = {value} is outside the judge's 1-5 scale")
-        return scores
 
 
 PERSONAL_DATA_KINDS = ("phone", "email", "id_card", "bank_card", "address", "person_name")

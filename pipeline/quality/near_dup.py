@@ -135,19 +135,20 @@ class BandTable:
     def __len__(self) -> int:
         return len(self.keys) + len(self.recent)
 
-    def first(self, keys: np.ndarray) -> int | None:
+    def first(self, keys: list[int]) -> int | None:
         """The smallest sequence number stored under any of `keys`, or None."""
-        found = [self.recent[k] for k in keys.tolist() if k in self.recent]
+        found = [self.recent[k] for k in keys if k in self.recent]
         if len(self.keys):
-            pos = np.searchsorted(self.keys, keys)
+            query = np.array(keys, dtype=np.uint64)
+            pos = np.searchsorted(self.keys, query)
             pos[pos == len(self.keys)] = 0
-            hit = self.keys[pos] == keys
+            hit = self.keys[pos] == query
             if hit.any():
                 found.append(int(self.values[pos[hit]].min()))
         return min(found) if found else None
 
-    def add(self, keys: np.ndarray, value: int) -> None:
-        for k in keys.tolist():
+    def add(self, keys: list[int], value: int) -> None:
+        for k in keys:
             self.recent.setdefault(k, value)  # first one wins
         if len(self.recent) >= self.buffer:
             self.flush()
@@ -240,14 +241,27 @@ class NearDupIndex:
 
     def check(self, conversation_id: str, signature: np.ndarray) -> str | None:
         """The ID this conversation nearly duplicates, or None (and then it is added)."""
-        language, u = split_id(conversation_id)
-        table, ids = self._language(language)
-        keys = band_keys(signature[None, :], self.bands, self.rows)[0]
-        seq = table.first(keys)
-        if seq is not None:
-            return f"{language}-{int(ids.data[seq]):016x}"
-        table.add(keys, ids.append(u))
-        return None
+        return self.check_many([conversation_id], np.asarray(signature)[None, :])[0]
+
+    def check_many(self, conversation_ids: Sequence[str], signatures: np.ndarray) -> list[str | None]:
+        """`check` for a batch, in order (a later row can duplicate an earlier row of the same batch); the band
+        hashes of the whole batch are computed in one vectorised pass."""
+        all_keys = band_keys(np.asarray(signatures), self.bands, self.rows).tolist()
+        verdicts: list[str | None] = []
+        for conversation_id, keys in zip(conversation_ids, all_keys):
+            language, u = split_id(conversation_id)
+            table, ids = self._language(language)
+            seq = table.first(keys)
+            if seq is not None:
+                verdicts.append(f"{language}-{int(ids.data[seq]):016x}")
+            else:
+                table.add(keys, ids.append(u))
+                verdicts.append(None)
+        return verdicts
+
+    def flush(self) -> None:
+        for table in self._tables.values():
+            table.flush()
 
     def preload(self, conversation_ids: Sequence[str], signatures: np.ndarray) -> int:
         """Add what earlier runs kept (in their order: earlier first) without checking; returns how many."""
