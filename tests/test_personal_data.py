@@ -23,7 +23,7 @@ from pipeline.quality.personal_data import PLACEHOLDERS, find_personal_data, scr
     ("en", "Take the Northern Line to King's Cross, it is about three stops.", []),
     ("zh", "你好，我叫张伟，手机号是13812345678。", [("person_name", "张伟"), ("phone", "13812345678")]),
     ("zh", "我的身份证号是11010519491231002X。", [("id_card", "11010519491231002X")]),
-    ("zh", "身份证号11010519491231002Y不对，校验位错了。", []),
+    ("zh", "身份证号110105194912310021不对，校验位错了。", []),
     ("zh", "我家住在北京市朝阳区建国路八十八号。", [("address", "北京市朝阳区建国路八十八号")]),
     ("zh", "他的电话是一三八一二三四五六七八。", [("phone", "一三八一二三四五六七八")]),
     ("zh", "卡号是6222 0000 0000 0009，邮箱zhangwei@163.com。", [("bank_card", "6222 0000 0000 0009"),
