@@ -147,12 +147,14 @@ class JudgeConfig(Section):
     base_url: str | None = Field(None, description="OpenAI-compatible server of the judge; null: the generation "
                                                    "LLM's (the embedded llama.cpp server when llm.base_url is null)")
     model: str | None = Field(None, description="judge model name; null: llm.model")
-    api_key_env: str = Field("OPENAI_API_KEY", description="name of the env var holding the judge's API key (never the key)")
+    api_key_env: str = Field("OPENAI_API_KEY",
+                             description="name of the env var holding the judge's API key (never the key)")
     response_format: Literal["json_object_schema", "json_schema", "none"] | None = Field(
         None, description="how the answer is constrained; null: as llm.response_format")
     system_prompt: str = Field("judge_system.jinja", description="file in prompts/<lang>/: the rubric")
     user_prompt: str = Field("judge_user.jinja", description="file in prompts/<lang>/: the conversation to score")
-    repair_prompt: str = Field("judge_repair.jinja", description="file in prompts/<lang>/: asks again after an invalid answer")
+    repair_prompt: str = Field("judge_repair.jinja",
+                               description="file in prompts/<lang>/: asks again after an invalid answer")
     min_scores: dict[Literal["speech_naturalness", "coherence", "helpfulness", "safety"],
                      Annotated[float, Field(ge=1, le=5)]] = Field(
         default_factory=lambda: {"speech_naturalness": 3, "coherence": 3, "helpfulness": 3, "safety": 4},

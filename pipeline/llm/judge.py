@@ -64,8 +64,8 @@ def judge_messages(prompts: JudgePrompts, turns: list[dict[str, Any]], language:
 
 def repair_messages(prompts: JudgePrompts, messages: list[dict[str, str]], answer: str,
                     error: JudgeAnswerError) -> list[dict[str, str]]:
-    return messages[:2] + [{"role": "assistant", "content": (answer or "")[:2000]},
-                           {"role": "user", "content": prompts.repair.render(error=error.reason.replace("_", " ")).strip()}]
+    again = prompts.repair.render(error=error.reason.replace("_", " ")).strip()
+    return messages[:2] + [{"role": "assistant", "content": (answer or "")[:2000]}, {"role": "user", "content": again}]
 
 
 def judge_schema() -> dict[str, Any]:
@@ -100,7 +100,8 @@ def parse_judgement(content: str) -> dict[str, int]:
         judgement = _Judgement.model_validate(data)
     except ValidationError as exc:
         err = exc.errors()[0]
-        raise JudgeAnswerError("judge_wrong_shape", f"{'.'.join(map(str, err['loc'])) or 'answer'}: {err['msg']}") from None
+        where = ".".join(map(str, err["loc"])) or "answer"
+        raise JudgeAnswerError("judge_wrong_shape", f"{where}: {err['msg']}") from None
     return {c: getattr(judgement, c) for c in CRITERIA}
 
 

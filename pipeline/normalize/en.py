@@ -57,7 +57,8 @@ _CONTRACTIONS = {
     "hes": "he's", "shes": "she's", "itll": "it'll", "couldve": "could've", "wouldve": "would've",
     "shouldve": "should've", "lets go": "let's go",
 }
-_CONTRACTION = re.compile(r"\b(" + "|".join(sorted(map(re.escape, _CONTRACTIONS), key=len, reverse=True)) + r")\b", re.I)
+_CONTRACTION = re.compile(r"\b(" + "|".join(sorted(map(re.escape, _CONTRACTIONS), key=len, reverse=True)) + r")\b",
+                          re.I)
 
 
 def fix_contractions(text: str) -> str:

@@ -86,7 +86,8 @@ def openings(conversations: Sequence[Conversation], language: str, words: int, t
 
     def table(counts: Counter) -> list[list[Any]]:
         total = sum(counts.values()) or 1
-        return [[text, n, round(n / total, 4)] for text, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:top]]
+        ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:top]
+        return [[text, n, round(n / total, 4)] for text, n in ranked]
 
     return {"words": words, "user_first_turn": table(user), "assistant_turns": table(assistant)}
 

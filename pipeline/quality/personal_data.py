@@ -56,12 +56,14 @@ _EN_DIGIT_WORD = r"(?:zero|oh|one|two|three|four|five|six|seven|eight|nine|doubl
 _EN_SPOKEN_DIGITS = re.compile(rf"\b{_EN_DIGIT_WORD}(?:[\s,.-]+{_EN_DIGIT_WORD}){{6,}}\b", re.I)
 _ZH_SPOKEN_DIGITS = re.compile(r"[零〇一幺二两三四五六七八九](?:[，,、\s-]?[零〇一幺二两三四五六七八九]){6,}")
 # ASCII look-arounds: Chinese characters are word characters, and "卡号是6222..." must still match
-_DIGIT_RUN = re.compile(r"(?<![0-9A-Za-z.])\+?\d(?:[ .-]?\d){6,22}(?![0-9A-Za-z]|\.\d)|(?<!\d)\d{17}[\dXx](?![0-9A-Za-z])")
+_DIGIT_RUN = re.compile(r"(?<![0-9A-Za-z.])\+?\d(?:[ .-]?\d){6,22}(?![0-9A-Za-z]|\.\d)"
+                        r"|(?<!\d)\d{17}[\dXx](?![0-9A-Za-z])")
 
 _EMAIL = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+")
 _EN_SPOKEN_EMAIL = re.compile(r"\b[a-z0-9]+(?: (?:dot|underscore) [a-z0-9]+)* at [a-z0-9]+(?: dot [a-z0-9]+)*"
                               r" dot (?:com|org|net|edu|gov|io|co|uk|cn|de|fr)\b", re.I)
-_ZH_SPOKEN_EMAIL = re.compile(r"[A-Za-z0-9._]+\s*(?:艾特|at)\s*[A-Za-z0-9]+\s*(?:点|dot)\s*(?:com|org|net|cn|edu)", re.I)
+_ZH_SPOKEN_EMAIL = re.compile(r"[A-Za-z0-9._]+\s*(?:艾特|at)\s*[A-Za-z0-9]+\s*(?:点|dot)\s*(?:com|org|net|cn|edu)",
+                              re.I)
 # phone shapes that phonenumbers' validity check rejects because the range is reserved for fiction or unassigned
 _PHONE_SHAPES = {
     "en": re.compile(r"(?<![\w-])(?:\+?1[ .-]?)?\(?\d{3}\)?[ .-]\d{3}[ .-]\d{4}(?![\w-])|(?<![\w-])555-\d{4}(?![\w-])"
@@ -108,10 +110,14 @@ _NOT_SURNAME = frozenset("Street Road Avenue Lane Drive Park Station Airport Uni
                          "Monday Tuesday Wednesday Thursday Friday Saturday Sunday January February March April "
                          "June July August September October November December Christmas Day".split())
 
-_ZH_SURNAMES = ("欧阳 司马 诸葛 上官 东方 皇甫 令狐 慕容 "
-                "王 李 张 刘 陈 杨 黄 赵 吴 周 徐 孙 马 朱 胡 郭 何 高 林 罗 郑 梁 谢 宋 唐 许 韩 冯 邓 曹 彭 曾 肖 田 董 "
-                "袁 潘 于 蒋 蔡 余 杜 叶 程 苏 魏 吕 丁 任 沈 姚 卢 姜 崔 钟 谭 陆 汪 范 金 石 廖 贾 夏 韦 付 方 白 邹 孟 "
-                "熊 秦 邱 江 尹 薛 闫 段 雷 侯 龙 史 陶 黎 贺 顾 毛 郝 龚 邵 万 钱 严 覃 武 戴 莫 孔 向 汤").split()
+_ZH_SURNAMES = (
+    "欧阳 司马 诸葛 上官 东方 皇甫 令狐 慕容 王 李 张 刘 陈 杨 黄 赵 吴 "
+    "周 徐 孙 马 朱 胡 郭 何 高 林 罗 郑 梁 谢 宋 唐 许 韩 冯 邓 曹 "
+    "彭 曾 肖 田 董 袁 潘 于 蒋 蔡 余 杜 叶 程 苏 魏 吕 丁 任 沈 姚 "
+    "卢 姜 崔 钟 谭 陆 汪 范 金 石 廖 贾 夏 韦 付 方 白 邹 孟 熊 秦 "
+    "邱 江 尹 薛 闫 段 雷 侯 龙 史 陶 黎 贺 顾 毛 郝 龚 邵 万 钱 严 "
+    "覃 武 戴 莫 孔 向 汤"
+).split()
 _ZH_NOT_GIVEN = "的了是在和与今年我你他她们说想要去就也都很吗呢吧啊呀哦个位家里这那有没从给对会能可先老小"
 _ZH_GIVEN = rf"(?:(?![{_ZH_NOT_GIVEN}])[\u4e00-\u9fff]){{1,2}}"
 _ZH_SURNAME = "(?:" + "|".join(_ZH_SURNAMES) + ")"

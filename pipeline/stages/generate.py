@@ -101,7 +101,8 @@ _META_TEXT = re.compile(r"as an ai (language )?model|ignore (all |any )?(the )?(
                         re.I)
 # pieces of the JSON envelope leaking into a turn: {"user": ..., ]}, etc.
 # ... and of a JSON list of strings inside one turn: "Sure.', 'I was wondering ..." (a list seam)
-_JSON_DEBRIS = re.compile(r"""[{\[]\s*['"](?:user|assistant|exchanges)['"]|['"](?:user|assistant|exchanges)['"]\s*:|[\]}]\s*[,}\]]"""
+_JSON_DEBRIS = re.compile(r"""[{\[]\s*['"](?:user|assistant|exchanges)['"]|['"](?:user|assistant|exchanges)['"]\s*:"""
+                          r"""|[\]}]\s*[,}\]]"""
                           r"""|[.!?,。！？，]\s*['"]\s*,\s*['"]\s*\S""")
 # a turn that names a role instead of speaking ("The user.", "Assistant:"), or narrates ("The user asks ...")
 _ROLE_AS_TEXT = re.compile(r"^(?:the\s+)?(?:user|assistant|human|ai|bot|customer|speaker)\s*[.!?:]?$|"
