@@ -41,26 +41,32 @@ SETTINGS = ShingleSettings()
 
 
 def conversations(n: int, seed: int = 0) -> tuple[list[list[str]], np.ndarray]:
-    """n conversations; copy_of[i] = index of the conversation i lightly edits, or -1."""
+    """n conversations; copy_of[i] = index of the conversation i lightly edits (one changed word), or -1."""
     rng = np.random.default_rng(seed)
-    vocab = [f"w{i}" for i in range(20000)]
+    vocab = np.array([f"w{i}" for i in range(20000)])
     ranks = np.arange(1, len(vocab) + 1)
-    p = (1 / ranks) / (1 / ranks).sum()
+    lengths = rng.integers(12, 31, size=(n, 4))
+    # every word of every turn in one weighted draw (a draw per turn spends its time rebuilding the CDF)
+    words = vocab[rng.choice(len(vocab), size=int(lengths.sum()), p=(1 / ranks) / (1 / ranks).sum())].tolist()
     out: list[list[str]] = []
     copy_of = np.full(n, -1, dtype=np.int64)
+    pos = 0
     for i in range(n):
+        fresh = []
+        for length in lengths[i]:
+            fresh.append(" ".join(words[pos:pos + length]))
+            pos += length
         if i > 100 and rng.random() < 0.05:
             src = int(rng.integers(0, i))
             turns = list(out[src])
             t = int(rng.integers(0, len(turns)))
-            words = turns[t].split()
-            words[int(rng.integers(0, len(words)))] = vocab[int(rng.integers(0, len(vocab)))]  # one changed word
-            turns[t] = " ".join(words)
+            turn = turns[t].split()
+            turn[int(rng.integers(0, len(turn)))] = str(vocab[int(rng.integers(0, len(vocab)))])
+            turns[t] = " ".join(turn)
             copy_of[i] = src if copy_of[src] < 0 else copy_of[src]
             out.append(turns)
-            continue
-        out.append([" ".join(vocab[j] for j in rng.choice(len(vocab), size=int(rng.integers(12, 31)), p=p))
-                    for _ in range(4)])
+        else:
+            out.append(fresh)
     return out, copy_of
 
 
