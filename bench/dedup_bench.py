@@ -82,8 +82,9 @@ def peak_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def worker(kind: str, n: int, cache: Path) -> dict:
-    convs, copy_of = conversations(n)
+def worker(kind: str, n: int, total: int, cache: Path) -> dict:
+    convs, copy_of = conversations(total)  # the same conversations in every worker; this one takes the first n
+    convs, copy_of = convs[:n], copy_of[:n]
     if kind == "signatures":
         signer = Signer(SETTINGS)
         start = time.perf_counter()
@@ -92,18 +93,17 @@ def worker(kind: str, n: int, cache: Path) -> dict:
         np.save(cache, sigs)
         return {"seconds": seconds, "per_s": n / seconds}
     if kind == "exact":
-        del copy_of
+        keys = [" ".join(t for text in turns for t in tokens(text, "en")).encode() for turns in convs]
+        del convs, copy_of
         base = rss_mb()
         start = time.perf_counter()
         seen: set[int] = set()
         dups = 0
-        for turns in convs:
-            h = int.from_bytes(hashlib.blake2b(" ".join(t for text in turns for t in tokens(text, "en")).encode(),
-                                               digest_size=8).digest(), "little")
+        for key in keys:
+            h = int.from_bytes(hashlib.blake2b(key, digest_size=8).digest(), "little")
             dups += h in seen
             seen.add(h)
         seconds = time.perf_counter() - start
-        del convs
         return {"seconds": seconds, "per_s": n / seconds, "rss_mb": rss_mb() - base, "found": dups}
     sigs = np.load(cache)[:n]
     del convs
@@ -141,8 +141,9 @@ def worker(kind: str, n: int, cache: Path) -> dict:
             "false_positives": int((flagged & ~planted).sum()), "planted": int(planted.sum()), **extra}
 
 
-def run(kind: str, n: int, cache: Path) -> dict:
-    out = subprocess.run([sys.executable, __file__, "--worker", kind, "--n", str(n), "--cache", str(cache)],
+def run(kind: str, n: int, total: int, cache: Path) -> dict:
+    out = subprocess.run([sys.executable, __file__, "--worker", kind, "--n", str(n), "--total", str(total),
+                          "--cache", str(cache)],
                          capture_output=True, text=True, timeout=3600, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -152,39 +153,53 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=200_000, help="conversations for the signatures and our index")
     parser.add_argument("--baseline-n", type=int, default=50_000, help="conversations for datasketch's MinHashLSH")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
+    parser.add_argument("--total", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--cache", type=Path, default=Path("/tmp/speechchat-dedup-bench-signatures.npy"))
     args = parser.parse_args()
     if args.worker:
-        print(json.dumps(worker(args.worker, args.n, args.cache)))
+        print(json.dumps(worker(args.worker, args.n, args.total or args.n, args.cache)))
         return
     started = time.time()
-    sig = run("signatures", args.n, args.cache)
-    ours = run("ours", args.n, args.cache)
-    ours_small = run("ours", args.baseline_n, args.cache)
-    theirs = run("datasketch", args.baseline_n, args.cache)
-    exact = run("exact", args.n, args.cache)
+    n, small = args.n, args.baseline_n
+    sig = run("signatures", n, n, args.cache)
+    # memory per conversation is the slope between two sizes: fixed costs (imports, the bounded buffer of recent
+    # inserts, allocator slack) cancel out
+    ours = {m: run("ours", m, n, args.cache) for m in (small, n)}
+    theirs = {m: run("datasketch", m, n, args.cache) for m in (small // 2, small)}
+    exact = {m: run("exact", m, n, args.cache) for m in (small, n)}
+
+    def per_million_mb(results: dict) -> float:
+        (a, ra), (b, rb) = sorted(results.items())
+        return (rb["rss_mb"] - ra["rss_mb"]) / (b - a) * 1_000_000
+
     per_m = 1_000_000
+    mem_ours, mem_theirs, mem_exact = per_million_mb(ours), per_million_mb(theirs), per_million_mb(exact)
+    big, ds = ours[n], theirs[small]
     print(f"# dedup bench, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime(started))}, {os.cpu_count()} CPUs, "
-          f"load average {os.getloadavg()[0]:.1f}; n={args.n:,} (datasketch baseline n={args.baseline_n:,})")
-    print(f"index: threshold {THRESHOLD}, {SETTINGS.num_perm} permutations, {ours['bands']} bands x {ours['rows']} rows")
-    print("| what | conversations/s | per 1M conversations | memory per 1M (extrapolated) | recall / false pos. |")
-    print("|---|---|---|---|---|")
-    print(f"| signatures (shingles + MinHash, 1 core) | {sig['per_s']:,.0f} | {per_m / sig['per_s'] / 60:.1f} min | - | - |")
-    for name, r, n in (("NearDupIndex (band table)", ours, args.n), ("NearDupIndex (band table)", ours_small, args.baseline_n),
-                       ("datasketch MinHashLSH, dict storage", theirs, args.baseline_n)):
-        mem = r["rss_mb"] * per_m / n
-        print(f"| {name}, n={n:,} | {r['per_s']:,.0f} | {per_m / r['per_s']:.0f} s | {mem:,.0f} MB RSS"
-              + (f" ({r['array_bytes_per_conversation']:.0f} B/conv. in arrays)" if "array_bytes_per_conversation" in r else "")
-              + f" | {r['recall']:.3f} / {r['false_positives']} of {r['planted']} planted |")
-    print(f"| exact dedup (set of 64-bit hashes), n={args.n:,} | {exact['per_s']:,.0f} | {per_m / exact['per_s']:.0f} s | "
-          f"{exact['rss_mb'] * per_m / args.n:,.0f} MB RSS | exact copies only: {exact['found']} |")
-    whole = 1 / (1 / sig["per_s"] + 1 / ours["per_s"])
-    print(f"\nours vs datasketch MinHashLSH at n={args.baseline_n:,}: memory {theirs['rss_mb'] / max(ours_small['rss_mb'], 1e-9):.1f}x "
-          f"less, checks {ours_small['per_s'] / theirs['per_s']:.2f}x as fast")
-    print(f"dedup step (signature + index) on one core: {whole:,.0f} conversations/s = {per_m / whole / 60:.1f} min per 1M; "
-          f"vs exact-hash dedup {exact['per_s'] / whole:.1f}x slower")
-    print(f"7M conversations in one actor: ~{ours['rss_mb'] * 7 * per_m / args.n / 1024:.1f} GB index, "
-          f"~{7 * per_m / whole / 3600:.1f} h of one core (signatures can be computed in parallel before the actor)")
+          f"load average {os.getloadavg()[0]:.1f} at the end; n={n:,}, baseline n={small:,}")
+    print(f"index: threshold {THRESHOLD}, {SETTINGS.num_perm} permutations, {big['bands']} bands x {big['rows']} rows; "
+          f"memory per 1M = RSS slope between the two sizes, extrapolated linearly")
+    print("| what | n | conversations/s | time per 1M | memory per 1M | recall / false positives |")
+    print("|---|---|---|---|---|---|")
+    print(f"| signatures (shingles + MinHash, 1 core) | {n:,} | {sig['per_s']:,.0f} | {per_m / sig['per_s'] / 60:.1f} min "
+          f"| - | - |")
+    for m, r in ours.items():
+        print(f"| NearDupIndex (band table) | {m:,} | {r['per_s']:,.0f} | {per_m / r['per_s']:.0f} s | "
+              f"{mem_ours:,.0f} MB ({r['array_bytes_per_conversation']:.0f} B/conv. in arrays) | "
+              f"{r['recall']:.3f} / {r['false_positives']} ({r['planted']} planted) |")
+    for m, r in theirs.items():
+        print(f"| datasketch MinHashLSH, dict storage (baseline) | {m:,} | {r['per_s']:,.0f} | {per_m / r['per_s']:.0f} s "
+              f"| {mem_theirs:,.0f} MB | {r['recall']:.3f} / {r['false_positives']} ({r['planted']} planted) |")
+    for m, r in exact.items():
+        print(f"| exact dedup, set of 64-bit hashes (floor) | {m:,} | {r['per_s']:,.0f} | {per_m / r['per_s']:.0f} s | "
+              f"{mem_exact:,.0f} MB | exact copies only: {r['found']} found |")
+    whole = 1 / (1 / sig["per_s"] + 1 / big["per_s"])
+    print(f"\nratios, same run: index memory datasketch/ours {mem_theirs / mem_ours:.1f}x; index checks ours/datasketch "
+          f"{ours[small]['per_s'] / ds['per_s']:.2f}x (both at n={small:,}); exact-hash/ours checks "
+          f"{exact[n]['per_s'] / big['per_s']:.2f}x")
+    print(f"dedup step (signature + check) on one core: {whole:,.0f} conversations/s = {per_m / whole / 60:.1f} min per 1M")
+    print(f"7M conversations in one index actor: ~{mem_ours * 7 / 1024:.1f} GB, checks ~{7 * per_m / big['per_s'] / 60:.0f} "
+          f"min; signatures ~{7 * per_m / sig['per_s'] / 3600:.1f} core-hours (stateless: any number of tasks)")
 
 
 if __name__ == "__main__":
