@@ -25,7 +25,7 @@ def test_self_bleu_separates_copies_from_varied_text():
     assert self_bleu(SAME, "en") == pytest.approx(100.0)
     assert self_bleu(VARIED, "en") < 20
     assert self_bleu(SAME[:1], "en") is None
-    zh = [[("user", "今天天气怎么样"), ("assistant", "今天是晴天")], [("user", "今天天气怎么样"), ("assistant", "今天是晴天")]]
+    zh = [[("user", "今天天气怎么样"), ("assistant", "今天是晴天")]] * 2
     assert self_bleu(zh, "zh") == pytest.approx(100.0)
 
 
