@@ -138,3 +138,23 @@ def test_compact_index_agrees_with_datasketch_minhashlsh():
 ])
 def test_repeated_turns(turns, language, expected):
     assert repeated_turn(turns, language, min_tokens=4) == expected
+
+
+@pytest.mark.parametrize("buffer", [1, 2, 10**6])
+def test_band_table_answers_the_earliest_of_several(buffer):
+    table = BandTable(buffer=buffer)
+    table.add([1, 2], 0)
+    table.add([3, 4], 1)
+    assert table.first([4, 1]) == 0 and table.first([3]) == 1 and table.first([5]) is None
+    table.add([1, 9], 7)  # a key already held keeps its first value
+    table.flush()
+    assert table.first([1]) == 0 and table.first([9]) == 7
+
+
+def test_band_keys_depend_on_the_order_of_values_in_a_band():
+    sig = np.arange(128, dtype=np.uint32)[None, :]
+    swapped = sig.copy()
+    swapped[0, [0, 1]] = swapped[0, [1, 0]]  # two values of band 0 trade places
+    a, b = band_keys(sig, 16, 8)[0], band_keys(swapped, 16, 8)[0]
+    assert a[0] != b[0] and (a[1:] == b[1:]).all()
+    assert len(set(band_keys(np.zeros((1, 128), dtype=np.uint32), 16, 8)[0].tolist())) == 16  # bands differ
