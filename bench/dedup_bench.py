@@ -177,29 +177,32 @@ def main() -> None:
     big, ds = ours[n], theirs[small]
     print(f"# dedup bench, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime(started))}, {os.cpu_count()} CPUs, "
           f"load average {os.getloadavg()[0]:.1f} at the end; n={n:,}, baseline n={small:,}")
-    print(f"index: threshold {THRESHOLD}, {SETTINGS.num_perm} permutations, {big['bands']} bands x {big['rows']} rows; "
-          f"memory per 1M = RSS slope between the two sizes, extrapolated linearly")
+    print(f"index: threshold {THRESHOLD}, {SETTINGS.num_perm} permutations, {big['bands']} bands x {big['rows']} "
+          "rows; memory per 1M = RSS slope between the two sizes, extrapolated linearly")
     print("| what | n | conversations/s | time per 1M | memory per 1M | recall / false positives |")
     print("|---|---|---|---|---|---|")
-    print(f"| signatures (shingles + MinHash, 1 core) | {n:,} | {sig['per_s']:,.0f} | {per_m / sig['per_s'] / 60:.1f} min "
-          f"| - | - |")
+    print(f"| signatures (shingles + MinHash, 1 core) | {n:,} | {sig['per_s']:,.0f} | "
+          f"{per_m / sig['per_s'] / 60:.1f} min | - | - |")
     for m, r in ours.items():
         print(f"| NearDupIndex (band table) | {m:,} | {r['per_s']:,.0f} | {per_m / r['per_s']:.0f} s | "
               f"{mem_ours:,.0f} MB ({r['array_bytes_per_conversation']:.0f} B/conv. in arrays) | "
               f"{r['recall']:.3f} / {r['false_positives']} ({r['planted']} planted) |")
     for m, r in theirs.items():
-        print(f"| datasketch MinHashLSH, dict storage (baseline) | {m:,} | {r['per_s']:,.0f} | {per_m / r['per_s']:.0f} s "
-              f"| {mem_theirs:,.0f} MB | {r['recall']:.3f} / {r['false_positives']} ({r['planted']} planted) |")
+        print(f"| datasketch MinHashLSH, dict storage (baseline) | {m:,} | {r['per_s']:,.0f} | "
+              f"{per_m / r['per_s']:.0f} s | {mem_theirs:,.0f} MB | {r['recall']:.3f} / {r['false_positives']} "
+              f"({r['planted']} planted) |")
     for m, r in exact.items():
-        print(f"| exact dedup, set of 64-bit hashes (floor) | {m:,} | {r['per_s']:,.0f} | {per_m / r['per_s']:.0f} s | "
-              f"{mem_exact:,.0f} MB | exact copies only: {r['found']} found |")
+        print(f"| exact dedup, set of 64-bit hashes (floor) | {m:,} | {r['per_s']:,.0f} | {per_m / r['per_s']:.0f} s "
+              f"| {mem_exact:,.0f} MB | exact copies only: {r['found']} found |")
     whole = 1 / (1 / sig["per_s"] + 1 / big["per_s"])
-    print(f"\nratios, same run: index memory datasketch/ours {mem_theirs / mem_ours:.1f}x; index checks ours/datasketch "
-          f"{ours[small]['per_s'] / ds['per_s']:.2f}x (both at n={small:,}); exact-hash/ours checks "
+    print(f"\nratios, same run: index memory datasketch/ours {mem_theirs / mem_ours:.1f}x; index checks "
+          f"ours/datasketch {ours[small]['per_s'] / ds['per_s']:.2f}x (both at n={small:,}); exact-hash/ours checks "
           f"{exact[n]['per_s'] / big['per_s']:.2f}x")
-    print(f"dedup step (signature + check) on one core: {whole:,.0f} conversations/s = {per_m / whole / 60:.1f} min per 1M")
-    print(f"7M conversations in one index actor: ~{mem_ours * 7 / 1024:.1f} GB, checks ~{7 * per_m / big['per_s'] / 60:.0f} "
-          f"min; signatures ~{7 * per_m / sig['per_s'] / 3600:.1f} core-hours (stateless: any number of tasks)")
+    print(f"dedup step (signature + check) on one core: {whole:,.0f} conversations/s = "
+          f"{per_m / whole / 60:.1f} min per 1M")
+    print(f"7M conversations in one index actor: ~{mem_ours * 7 / 1024:.1f} GB, checks "
+          f"~{7 * per_m / big['per_s'] / 60:.0f} min; signatures ~{7 * per_m / sig['per_s'] / 3600:.1f} core-hours "
+          "(stateless: any number of tasks)")
 
 
 if __name__ == "__main__":
