@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -344,13 +344,3 @@ def repeated_turn(texts: Sequence[str], language: str, min_tokens: int) -> tuple
         seen[toks] = i
     return None
 
-
-def iter_chunks(items: Iterable, size: int):
-    chunk: list = []
-    for item in items:
-        chunk.append(item)
-        if len(chunk) == size:
-            yield chunk
-            chunk = []
-    if chunk:
-        yield chunk
