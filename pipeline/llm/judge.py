@@ -48,7 +48,7 @@ class JudgePrompts:
 
     @classmethod
     def load(cls, prompts_dir: Path, language: str, system: str = "judge_system.jinja",
-             user: str = "judge_user.jinja", repair: str = "judge_repair.jinja") -> "JudgePrompts":
+             user: str = "judge_user.jinja", repair: str = "judge_repair.jinja") -> JudgePrompts:
         env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(prompts_dir / language)),
                                  undefined=jinja2.StrictUndefined, keep_trailing_newline=False)
         return cls(*(env.get_template(name) for name in (system, user, repair)))
