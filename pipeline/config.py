@@ -148,7 +148,8 @@ class DedupConfig(Section):
     storage: Literal["memory", "redis"] = Field("memory", description="memory: one actor holds the index; redis: "
                                                 "datasketch's Redis storage, shared by several actors")
     redis_host: str = Field("127.0.0.1", description="storage redis: the Redis server")
-    redis_port: int = Field(6379, ge=1, le=65535)
+    redis_port: int = Field(6379, ge=1, le=65535, description="storage redis: its port")
+    batch_size: int = Field(16, ge=1, description="conversations per call of the near-duplicate actor")
 
 
 class JudgeConfig(Section):

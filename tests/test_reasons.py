@@ -18,6 +18,7 @@ def raised_codes() -> set[str]:
 def row_stage_names() -> set[str]:
     """Stages whose unexpected errors are recorded as `<name>_error` (RowStage.guarded)."""
     from pipeline.stages.base import RowStage
+    from pipeline.stages.personal_data import PersonalDataStage  # noqa: F401
     from pipeline.stages.text import TextStage  # noqa: F401 - imported so that the subclasses exist
     from pipeline.stages.tts import TTSStage  # noqa: F401
     from pipeline.stages.verify import VerifyStage  # noqa: F401

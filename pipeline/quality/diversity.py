@@ -16,9 +16,12 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pipeline.quality.near_dup import tokens
+
+if TYPE_CHECKING:
+    from pipeline.config import DiversityConfig
 
 Conversation = Sequence[tuple[str, str]]  # (role, text) per turn
 
@@ -110,4 +113,16 @@ def diversity(conversations: Sequence[Conversation], language: str, *, bleu_samp
             out["topic_coverage"] = coverage(topics, taxonomy.topics, top)
         if scenarios is not None:
             out["scenario_coverage"] = coverage(scenarios, taxonomy.scenarios, top)
+    return out
+
+
+def conversation_diversity(kept: Any, language: str, cfg: DiversityConfig, taxonomy: Any = None) -> dict[str, Any]:
+    """`diversity` for one language of an output: `kept` is its `pipeline.io.kept_text.KeptText` (the sample and
+    the counts over every kept conversation); coverage is left out for rewritten datasets, whose topics are
+    their first lines, not taxonomy items."""
+    planned = taxonomy is not None and set(kept.domains) != {"source"}
+    out = diversity(kept.conversations, language, bleu_sample=cfg.self_bleu_sample,
+                    opening_words=cfg.opening_words.get(language, 3), topics=kept.topics if planned else None,
+                    scenarios=kept.scenarios if planned else None, taxonomy=taxonomy if planned else None, top=cfg.top)
+    out["kept_conversations"] = kept.kept
     return out

@@ -21,8 +21,12 @@ import re
 import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from pipeline.config import DedupConfig
 
 ID_FORMAT = re.compile(r"^([a-z]{2,3})-([0-9a-f]{16})$")  # pipeline conversation IDs: <language>-<64-bit hash>
 _HAN_CHARS = "\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
@@ -315,6 +319,9 @@ class RedisNearDupIndex:
         lsh.insert(conversation_id.encode(), minhash, check_duplication=False)
         return None
 
+    def check_many(self, conversation_ids: Sequence[str], signatures: np.ndarray) -> list[str | None]:
+        return [self.check(cid, sig) for cid, sig in zip(conversation_ids, np.asarray(signatures))]
+
     def preload(self, conversation_ids: Sequence[str], signatures: np.ndarray) -> int:
         added = 0
         by_language: dict[str, list[int]] = {}
@@ -329,6 +336,32 @@ class RedisNearDupIndex:
                         session.insert(key, self._minhash(signatures[i]), check_duplication=False)
                         added += 1
         return added
+
+
+def settings_of(cfg: DedupConfig) -> ShingleSettings:
+    return ShingleSettings(num_perm=cfg.num_perm, seed=cfg.seed, word_ngram=cfg.word_ngram, char_ngram=cfg.char_ngram)
+
+
+def make_index(cfg: DedupConfig, basename: str) -> NearDupIndex | RedisNearDupIndex:
+    """The index `dedup.storage` asks for: in this process, or datasketch's Redis storage (`basename` keeps
+    datasets apart on a shared server)."""
+    if cfg.storage == "redis":
+        return RedisNearDupIndex(cfg.threshold, settings_of(cfg), cfg.redis_host, cfg.redis_port, basename)
+    return NearDupIndex(cfg.threshold, settings_of(cfg))
+
+
+def redis_problem(cfg: DedupConfig) -> str | None:
+    """Why the Redis server of `dedup.storage: redis` cannot be used, or None."""
+    try:
+        import redis
+    except ImportError:
+        return "dedup.storage is redis but the redis package is not installed: pip install redis"
+    try:
+        redis.Redis(host=cfg.redis_host, port=cfg.redis_port, socket_connect_timeout=5).ping()
+    except Exception as exc:  # noqa: BLE001 - any failure to reach it is the same answer
+        return (f"dedup.storage is redis but {cfg.redis_host}:{cfg.redis_port} does not answer ({type(exc).__name__}); "
+                "start redis-server there or set dedup.storage: memory")
+    return None
 
 
 def repeated_turn(texts: Sequence[str], language: str, min_tokens: int) -> tuple[int, int] | None:

@@ -16,8 +16,11 @@ from typing import Any
 
 import pyarrow as pa
 
+from pipeline.faults import inject
 from pipeline.io.layout import Layout, write_parquet_atomic
+from pipeline.io.near_dup_state import write_signatures
 from pipeline.io.shard_writer import write_shard
+from pipeline.quality.near_dup import settings_of
 from pipeline.schema import (
     OUTCOME_SCHEMA,
     REJECTS_SCHEMA,
@@ -36,14 +39,17 @@ class ShardStage(Stage):
 
     name = "shard"
 
-    def __init__(self, out_dir: Path, run_id: str, license_tags: list[str], write_samples: bool = True):
+    def __init__(self, out_dir: Path, run_id: str, license_tags: list[str], write_samples: bool = True,
+                 signature_settings: str = ""):
         super().__init__()
         self.layout, self.run_id, self.license_tags = Layout(out_dir), run_id, list(license_tags)
         self.write_samples = write_samples
+        self.signature_settings = signature_settings  # the near-duplicate signatures' ShingleSettings tag
 
     @classmethod
     def build(cls, ctx: RunContext) -> ShardStage:
-        stage = cls(ctx.out_dir, ctx.run_id, ctx.cfg.license_tags, write_samples=ctx.write_samples)
+        stage = cls(ctx.out_dir, ctx.run_id, ctx.cfg.license_tags, write_samples=ctx.write_samples,
+                    signature_settings=settings_of(ctx.cfg.dedup).tag())
         stage.resources = Resources(num_cpus=ctx.cfg.shard.num_cpus, actors=1, single=True)
         stage.batch_size = ctx.cfg.shard.conversations_per_shard
         return stage
@@ -54,16 +60,21 @@ class ShardStage(Stage):
 
     def process_batch(self, batch: pa.Table) -> pa.Table:
         rows = table_to_rows(batch)
+        for row in rows:
+            inject(self.name, row["conversation_id"])
         kept, rejected = [r for r in rows if not is_rejected(r)], [r for r in rows if is_rejected(r)]
         groups: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
         for row in kept:
             groups[(row["language"], row["split"])].append(row)
         outcomes = []
         if not self.write_samples:
+            # the next run's near-duplicate index knows them (written before anything says they are done)
+            write_signatures(self.layout, f"text-{self.batch_name(kept)}", kept, self.signature_settings)
             outcomes += [{**usage(r), "conversation_id": r["conversation_id"], "language": r["language"],
                           "outcome": "generated", "exchanges": r["num_exchanges"], "audio_s": 0.0} for r in kept]
             groups.clear()
         for (language, split), group in sorted(groups.items()):
+            write_signatures(self.layout, f"shard-{self.batch_name(group)}", group, self.signature_settings)
             shard_rel, _ = write_shard(self.layout, f"shard-{self.batch_name(group)}", group, language, split,
                                        self.license_tags)
             for row in group:

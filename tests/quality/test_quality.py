@@ -131,7 +131,7 @@ def test_verify_rejects_low_quality_audio_and_records_scores(joe):
     assert (rejected["reject_stage"], rejected["reject_reason"]) == ("verify", "audio_quality_below_threshold")
     assert "turn 1 (assistant) OVRL 1." in rejected["reject_details"] and "turn 0" not in rejected["reject_details"]
     meta = json.loads(conversation_samples(kept, [])[0]["json"])
-    assert meta["schema_version"] == 2
+    assert meta["schema_version"] == 3
     assert meta["user"]["dnsmos_ovrl"] == kept["turns"][0]["dnsmos_ovrl"] > 2.5
     assert meta["user"]["speaker_similarity"] == -1.0  # speaker_consistency is off: not measured
 
