@@ -78,7 +78,7 @@ def repair_messages(prompts: JudgePrompts, messages: list[dict[str, str]], answe
 def judge_schema() -> dict[str, Any]:
     score = {"type": "integer", "minimum": MIN_SCORE, "maximum": MAX_SCORE}
     return {"type": "object",
-            "properties": {**{c: score for c in CRITERIA}, "reason": {"type": "string", "maxLength": 400}},
+            "properties": {**{c: score for c in CRITERIA}, "reason": {"type": "string", "maxLength": 160}},
             "required": [*CRITERIA, "reason"], "additionalProperties": False}
 
 
