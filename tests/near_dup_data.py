@@ -1,10 +1,13 @@
 """Source records for the near-duplicate tests: 20 distinct instruction/answer pairs per language, and 10 light
-edits of 10 of them (one changed word, punctuation, case), placed after their originals in a 30-record file."""
+edits of 10 of them (one changed word, punctuation, case), placed after their originals in a 30-record file;
+and conversation rows for the stage tests."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
+
+from pipeline.schema import empty_turn
 
 EN = [
     ("How long should I boil an egg for a soft yolk?",
@@ -126,3 +129,19 @@ def records(language: str) -> tuple[list[dict], list[int], dict[int, int]]:
 def write_jsonl(path: Path, rows: list[dict]) -> Path:
     path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
     return path
+
+
+# two unrelated conversations for the stage and run tests
+HOUSEPLANT = ["I would like a houseplant that survives a dark flat, what do you suggest?",
+              "A snake plant copes with little light and needs water only every few weeks."]
+BREAD = ["My bread keeps coming out dense and heavy, what am I doing wrong?",
+         "The dough probably did not rise long enough; give it a warm spot and more time."]
+
+
+def conversation(n: int, texts: list[str], language: str = "en") -> dict:
+    turns = [empty_turn("user" if i % 2 == 0 else "assistant", t) for i, t in enumerate(texts)]
+    for t in turns:
+        t["spoken_text"] = t["display_text"]
+    return {"conversation_id": f"{language}-{n:016x}", "plan_index": n, "language": language, "split": "train",
+            "topic": "t", "domain": "d", "scenario": "s", "persona": "p", "num_exchanges": len(turns) // 2,
+            "seed": n, "text_digest": "x", "dataset": "ds", "turns": turns}

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from pipeline.faults import inject
 from pipeline.ids import is_done
 from pipeline.io.layout import Layout
 from pipeline.schema import is_rejected, reject, rows_to_table, table_to_rows
@@ -50,6 +51,7 @@ class QuotaStage(Stage):
                 continue  # a retried batch: already written and counted
             left = self.quota.get(row["language"], 0)
             if left <= 0:
+                inject("quota_full", row["conversation_id"])  # the crash tests kill the actor right here
                 reject(row, self.name, "target_reached", f"{row['language']}: target of kept conversations reached")
             else:
                 self.quota[row["language"]] = left - 1

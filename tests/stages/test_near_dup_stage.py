@@ -4,29 +4,15 @@ inside the sequential read (the 30-record files of tests/near_dup_data.py)."""
 
 import numpy as np
 import pytest
-from near_dup_data import records, write_jsonl
+from near_dup_data import BREAD, HOUSEPLANT, conversation, records, write_jsonl
 
 from pipeline.config import DedupConfig
 from pipeline.io.layout import Layout, write_parquet_atomic
 from pipeline.io.near_dup_state import read_signatures, signature_parts
-from pipeline.schema import REJECTS_SCHEMA, empty_turn, rejects_rows, rows_to_table
+from pipeline.schema import REJECTS_SCHEMA, rejects_rows, rows_to_table
 from pipeline.stages.near_dup import NearDupStage
 from pipeline.stages.shard import ShardStage
 from pipeline.stages.source import SourcePlanStage
-
-HOUSEPLANT = ["I would like a houseplant that survives a dark flat, what do you suggest?",
-              "A snake plant copes with little light and needs water only every few weeks."]
-BREAD = ["My bread keeps coming out dense and heavy, what am I doing wrong?",
-         "The dough probably did not rise long enough; give it a warm spot and more time."]
-
-
-def conversation(n: int, texts: list[str], language: str = "en") -> dict:
-    turns = [empty_turn("user" if i % 2 == 0 else "assistant", t) for i, t in enumerate(texts)]
-    for t in turns:
-        t["spoken_text"] = t["display_text"]
-    return {"conversation_id": f"{language}-{n:016x}", "plan_index": n, "language": language, "split": "train",
-            "topic": "t", "domain": "d", "scenario": "s", "persona": "p", "num_exchanges": len(turns) // 2,
-            "seed": n, "text_digest": "x", "dataset": "ds", "turns": turns}
 
 
 def run_stage(stage, rows):
