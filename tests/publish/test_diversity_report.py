@@ -5,8 +5,8 @@ import re
 import shutil
 
 import numpy as np
-from test_diversity import SAME, VARIED
 from test_report import chromium, images
+from text_data import SAME, VARIED
 
 from pipeline.config import REPO_ROOT
 from pipeline.llm.prompts import Taxonomy

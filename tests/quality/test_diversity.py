@@ -1,17 +1,10 @@
 """Diversity figures on small hand-made samples whose answers are known."""
 
 import pytest
+from text_data import SAME, VARIED
 
 from pipeline.llm.prompts import Taxonomy
 from pipeline.quality.diversity import coverage, distinct_n, diversity, openings, self_bleu
-
-SAME = [[("user", "How do I bake bread?"), ("assistant", "Sure! Mix flour, water and yeast.")]] * 4
-VARIED = [
-    [("user", "How do I bake bread?"), ("assistant", "Sure! Mix flour, water and yeast.")],
-    [("user", "Where can I park near the market?"), ("assistant", "Sure! Try the car park behind the church.")],
-    [("user", "What should I wear to a wedding?"), ("assistant", "A light suit or a summer dress works well.")],
-    [("user", "How do I keep herbs fresh?"), ("assistant", "Stand them in a glass of water in the fridge.")],
-]
 
 
 def test_distinct_n():

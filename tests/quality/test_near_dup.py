@@ -3,7 +3,7 @@ the compact band table against datasketch's own MinHashLSH, repeated turns."""
 
 import numpy as np
 import pytest
-from near_dup_data import records
+from text_data import records
 
 from pipeline.quality.near_dup import (
     LSH_WEIGHTS,

@@ -7,7 +7,7 @@ import subprocess
 import time
 
 import pytest
-from near_dup_data import records
+from text_data import records
 
 from pipeline.quality.near_dup import NearDupIndex, RedisNearDupIndex, ShingleSettings, Signer
 

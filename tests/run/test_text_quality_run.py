@@ -10,7 +10,7 @@ import pytest
 import webdataset as wds
 from conftest import small_config
 from fault_proxy import FaultProxy
-from near_dup_data import BREAD, HOUSEPLANT, records, write_jsonl
+from text_data import BREAD, HOUSEPLANT, records, write_jsonl
 
 from pipeline.config import REPO_ROOT
 from pipeline.ids import conversation_id

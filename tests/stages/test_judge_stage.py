@@ -7,7 +7,7 @@ import time
 
 import pytest
 from fault_proxy import FaultProxy
-from near_dup_data import BREAD, HOUSEPLANT, conversation
+from text_data import BREAD, HOUSEPLANT, conversation
 
 from pipeline.config import REPO_ROOT, JudgeConfig
 from pipeline.llm.judge import CRITERIA, NOT_SCORED

@@ -1,10 +1,10 @@
 """The near-duplicate stage on batches (no Ray): first seen wins with the copied ID in the rejects row, repeated
 turns, the signatures the shard stage keeps under state/ preloaded by the next run, and the source-record check
-inside the sequential read (the 30-record files of tests/near_dup_data.py)."""
+inside the sequential read (the 30-record files of tests/text_data.py)."""
 
 import numpy as np
 import pytest
-from near_dup_data import BREAD, HOUSEPLANT, conversation, records, write_jsonl
+from text_data import BREAD, HOUSEPLANT, conversation, records, write_jsonl
 
 from pipeline.config import DedupConfig
 from pipeline.io.layout import Layout, write_parquet_atomic

@@ -1,7 +1,7 @@
 """The personal-data stage on batches (no Ray): placeholders in the display text that the text stage then speaks,
 a `reject` policy as a structured `personal_data` rejection that never names the value, counts on the row."""
 
-from near_dup_data import conversation
+from text_data import conversation
 
 from pipeline.config import PersonalDataConfig, TextConfig
 from pipeline.quality.personal_data import PLACEHOLDERS

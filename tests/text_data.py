@@ -1,6 +1,6 @@
 """Source records for the near-duplicate tests: 20 distinct instruction/answer pairs per language, and 10 light
 edits of 10 of them (one changed word, punctuation, case), placed after their originals in a 30-record file;
-and conversation rows for the stage tests."""
+conversation rows for the stage tests; samples for the diversity figures."""
 
 from __future__ import annotations
 
@@ -145,3 +145,13 @@ def conversation(n: int, texts: list[str], language: str = "en") -> dict:
     return {"conversation_id": f"{language}-{n:016x}", "plan_index": n, "language": language, "split": "train",
             "topic": "t", "domain": "d", "scenario": "s", "persona": "p", "num_exchanges": len(turns) // 2,
             "seed": n, "text_digest": "x", "dataset": "ds", "turns": turns}
+
+
+# diversity samples whose figures are known: one exchange four times, and four different ones
+SAME = [[("user", "How do I bake bread?"), ("assistant", "Sure! Mix flour, water and yeast.")]] * 4
+VARIED = [
+    [("user", "How do I bake bread?"), ("assistant", "Sure! Mix flour, water and yeast.")],
+    [("user", "Where can I park near the market?"), ("assistant", "Sure! Try the car park behind the church.")],
+    [("user", "What should I wear to a wedding?"), ("assistant", "A light suit or a summer dress works well.")],
+    [("user", "How do I keep herbs fresh?"), ("assistant", "Stand them in a glass of water in the fridge.")],
+]
