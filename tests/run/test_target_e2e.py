@@ -27,7 +27,7 @@ TARGET = 3
 def test_exactly_the_target_is_kept_with_a_shard_actor_crash_in_the_last_round(tmp_path, llm_base_url):
     out, marker = tmp_path / "ds", tmp_path / "crashed"
     settings = [f"target.conversations={TARGET}", "target.max_plan_factor=4", "plan.exchanges.en.min=1",
-                "plan.exchanges.en.max=1", "llm.max_tokens=200", "llm.max_retries=0", "llm.repair_attempts=1",
+                "plan.exchanges.en.max=1", "llm.batch_size=1", "llm.max_tokens=200", "llm.max_retries=0", "llm.repair_attempts=1",
                 "tts.piper_noise_scale=0", "tts.piper_noise_w_scale=0", "tts.batch_size=1", "verify.batch_size=1",
                 "shard.conversations_per_shard=1"]
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SPEECHCHAT_", "RAY_ADDRESS"))}
