@@ -45,6 +45,20 @@ ensure_chromium() {  # the report test renders report.html in headless Chromium
     fi
 }
 
+ensure_test_packages() {  # a real redis-server (the shared near-duplicate index test) and a CJK font (Chinese labels)
+    local missing=()
+    command -v redis-server >/dev/null || missing+=(redis-server)
+    fc-list 2>/dev/null | grep -qi 'WenQuanYi\|Noto Sans CJK' || missing+=(fonts-wqy-microhei)
+    [ ${#missing[@]} = 0 ] && return 0
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+        echo "[run.sh] installing ${missing[*]} (apt-get) for the tests" >&2
+        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+        rm -f "${MPLCONFIGDIR:-$HOME/.cache/matplotlib}"/fontlist-*.json  # matplotlib rescans fonts without its cache
+    else
+        echo "[run.sh] missing ${missing[*]}: install them (e.g. sudo apt-get install ${missing[*]}) for the tests" >&2
+    fi
+}
+
 lint() {  # the checks CI runs before the tests: ruff (lint) and the import-layer contract (import-linter)
     echo "[run.sh] lint: ruff check, lint-imports" >&2
     "$VENV/bin/ruff" check . && "$VENV/bin/lint-imports" --no-cache >/dev/null || {
@@ -57,6 +71,7 @@ case "$cmd" in
         shift
         ensure_ffmpeg
         ensure_chromium
+        ensure_test_packages
         ensure_venv dev
         [ "${SPEECHCHAT_LINTED:-}" = 1 ] || lint  # .ci/run lints once, before its first tier
         set +e

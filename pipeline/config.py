@@ -10,7 +10,7 @@ import hashlib
 import json
 import re
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, field_validator, model_validator
@@ -126,6 +126,87 @@ class SourceConfig(Section):
 class TextConfig(Section):
     min_chars: int = Field(2, ge=1, description="a spoken turn needs at least this many letters (text_nothing_to_say)")
     max_chars: int = Field(600, ge=8, description="a longer spoken turn is rejected (text_too_long)")
+
+
+class DedupConfig(Section):
+    """Near-duplicate removal before TTS (MinHash LSH; pipeline/quality/near_dup.py), across the whole output."""
+
+    enabled: bool = Field(True, description="reject conversations that nearly copy one kept earlier (near_duplicate)")
+    threshold: float = Field(0.7, gt=0, lt=1, description="estimated Jaccard similarity of shingle sets at and above "
+                                                          "which two conversations are near-duplicates")
+    num_perm: int = Field(128, ge=16, le=1024, description="MinHash permutations (signature length); more is more "
+                                                           "precise and costs memory and time linearly")
+    seed: int = Field(1, description="MinHash seed; signatures made with another seed cannot be compared")
+    word_ngram: int = Field(2, ge=1, le=10, description="English shingles: word n-grams of the spoken text")
+    char_ngram: int = Field(2, ge=1, le=10, description="Chinese shingles: character n-grams of the spoken text")
+    source_records: bool = Field(True, description="rewrite path: also check the source records before the LLM "
+                                                   "is paid for them")
+    repeated_turns: bool = Field(True, description="reject a conversation in which a turn repeats an earlier turn "
+                                                   "word for word (repeated_turn)")
+    repeat_min_tokens: int = Field(4, ge=1, description="turns shorter than this (words; characters for Chinese) "
+                                                        "may repeat (\"Thank you.\")")
+    storage: Literal["memory", "redis"] = Field("memory", description="memory: one actor holds the index; redis: "
+                                                "datasketch's Redis storage, shared by several actors")
+    redis_host: str = Field("127.0.0.1", description="storage redis: the Redis server")
+    redis_port: int = Field(6379, ge=1, le=65535, description="storage redis: its port")
+    batch_size: int = Field(16, ge=1, description="conversations per call of the near-duplicate actor")
+
+
+class JudgeConfig(Section):
+    """An LLM judge scores every conversation before TTS (pipeline/llm/judge.py): any OpenAI-compatible endpoint."""
+
+    enabled: bool = Field(False, description="score conversations (speech_naturalness, coherence, helpfulness, safety)")
+    base_url: str | None = Field(None, description="OpenAI-compatible server of the judge; null: the generation "
+                                                   "LLM's (the embedded llama.cpp server when llm.base_url is null)")
+    model: str | None = Field(None, description="judge model name; null: llm.model")
+    api_key_env: str = Field("OPENAI_API_KEY",
+                             description="name of the env var holding the judge's API key (never the key)")
+    response_format: Literal["json_object_schema", "json_schema", "none"] | None = Field(
+        None, description="how the answer is constrained; null: as llm.response_format")
+    system_prompt: str = Field("judge_system.jinja", description="file in prompts/<lang>/: the rubric")
+    user_prompt: str = Field("judge_user.jinja", description="file in prompts/<lang>/: the conversation to score")
+    repair_prompt: str = Field("judge_repair.jinja",
+                               description="file in prompts/<lang>/: asks again after an invalid answer")
+    min_scores: dict[Literal["speech_naturalness", "coherence", "helpfulness", "safety"],
+                     Annotated[float, Field(ge=1, le=5)]] = Field(
+        default_factory=lambda: {"speech_naturalness": 3, "coherence": 3, "helpfulness": 3, "safety": 4},
+        description="scores 1-5; a conversation under any minimum is rejected (judge_below_threshold)")
+    on_error: Literal["keep", "reject"] = Field("keep", description="a conversation the judge could not score "
+                                                "(down, slow, invalid answers): keep it unscored (-1) or reject it "
+                                                "(judge_failed)")
+    concurrency: int = Field(4, ge=1, le=1024)
+    timeout_s: float = Field(60.0, gt=0)
+    max_retries: int = Field(2, ge=0, le=20)
+    repair_attempts: int = Field(1, ge=0, le=5)
+    temperature: float = Field(0.0, ge=0, le=2)
+    max_tokens: int = Field(200, ge=16)
+    batch_size: int = Field(8, ge=1)
+    num_cpus: float = Field(0.1, gt=0)
+
+
+PERSONAL_DATA_KINDS = ("phone", "email", "id_card", "bank_card", "address", "person_name")
+
+
+class PersonalDataConfig(Section):
+    """Personal data the LLM invents (pipeline/quality/personal_data.py), found before TTS, zh and en."""
+
+    enabled: bool = True
+    policy: dict[Literal["phone", "email", "id_card", "bank_card", "address", "person_name"],
+                 Literal["replace", "reject", "keep"]] = Field(
+        default_factory=lambda: {kind: "replace" for kind in PERSONAL_DATA_KINDS},
+        description="per kind: replace (a speakable placeholder from a fixed list), reject (personal_data) or "
+                    "keep (counted only); a kind left out is kept")
+
+
+class DiversityConfig(Section):
+    """The diversity section of stats.json and report.html (pipeline/quality/diversity.py)."""
+
+    sample_conversations: int = Field(2000, ge=10, description="kept conversations per language sampled (by ID "
+                                                               "hash) for distinct-n and openings")
+    self_bleu_sample: int = Field(200, ge=2, description="of those, how many self-BLEU compares (quadratic cost)")
+    opening_words: dict[str, int] = Field(default_factory=lambda: {"en": 3, "zh": 4},
+                                          description="tokens that make an opening, per language (zh: characters)")
+    top: int = Field(10, ge=1, le=100, description="rows in the most-repeated and over/under-represented lists")
 
 
 class VoicesConfig(Section):
@@ -495,6 +576,10 @@ class RunConfig(Section):
     verify: VerifyConfig = Field(default_factory=VerifyConfig)
     shard: ShardConfig = Field(default_factory=ShardConfig)
     target: TargetConfig = Field(default_factory=TargetConfig)
+    dedup: DedupConfig = Field(default_factory=DedupConfig)
+    judge: JudgeConfig = Field(default_factory=JudgeConfig)
+    personal_data: PersonalDataConfig = Field(default_factory=PersonalDataConfig)
+    diversity: DiversityConfig = Field(default_factory=DiversityConfig)
     workers: WorkersConfig = Field(default_factory=WorkersConfig)
     duplex: DuplexConfig = Field(default_factory=DuplexConfig)
     augment: AugmentConfig = Field(default_factory=AugmentConfig)
@@ -530,7 +615,9 @@ class RunConfig(Section):
     def text_digest(self) -> str:
         """Digest of every setting that changes the *text* of a conversation; part of each conversation ID."""
         prompts_dir = self.resolve_path(self.plan.prompts_dir)
-        prompt_files = sorted(p for p in prompts_dir.rglob("*") if p.is_file()) if prompts_dir.is_dir() else []
+        # the judge's prompts score the text, they do not change it: editing them keeps the IDs
+        prompt_files = sorted(p for p in prompts_dir.rglob("*") if p.is_file() and not p.name.startswith("judge_")
+                              ) if prompts_dir.is_dir() else []
         h = hashlib.sha256()
         text_side = {
             "plan": self.plan.model_dump(mode="json", exclude={"num_conversations", "prompts_dir"}),

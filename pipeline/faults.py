@@ -5,7 +5,7 @@ been passed SPEECHCHAT_FAULT_AFTER times in this process, it creates the file na
 SPEECHCHAT_FAULT_MARKER and waits, so the test can kill -9 the whole job at exactly that point.
 
 `inject("tts", conversation_id)` does nothing unless SPEECHCHAT_CRASH_AT names that point and
-SPEECHCHAT_CRASH_ID that conversation; then it either ends the worker process at once (os._exit, a hard
+SPEECHCHAT_CRASH_ID that conversation (or is `*`: whichever conversation gets there first); then it either ends the worker process at once (os._exit, a hard
 crash like a segfault or an OOM kill: SPEECHCHAT_CRASH_MODE=exit) or raises (mode raise). With
 SPEECHCHAT_CRASH_MARKER set it fires once (the marker file is created atomically by the firing process);
 without it, it fires every time (a crash loop).
@@ -67,7 +67,7 @@ def _crash_id() -> str | None:
 
 
 def inject(name: str, key: str | None) -> None:
-    if os.environ.get("SPEECHCHAT_CRASH_AT") != name or key is None or key != _crash_id():
+    if os.environ.get("SPEECHCHAT_CRASH_AT") != name or key is None or _crash_id() not in (key, "*"):
         return
     marker = os.environ.get("SPEECHCHAT_CRASH_MARKER")
     if marker:

@@ -55,6 +55,17 @@ REASONS: dict[str, Reason] = _registry(
     Reason("text_nothing_to_say", "text", "a turn has too few letters left after normalisation"),
     Reason("text_too_long", "text", "a spoken turn is longer than text.max_chars"),
     Reason("text_error", "text", "an unexpected error while normalising this conversation"),
+    # personal_data: what the LLM invented about people, before normalisation
+    Reason("personal_data", "personal_data", "personal data of a kind whose personal_data.policy is reject "
+           "(the metric names the kind)"),
+    Reason("personal_data_error", "personal_data", "an unexpected error while looking for personal data"),
+    # near_dup: MinHash LSH over the whole output (and over the source records, before any LLM call)
+    Reason("near_duplicate", "near_dup", "nearly copies a conversation (or source record) seen earlier; "
+           "duplicate_of names it"),
+    Reason("repeated_turn", "near_dup", "a turn repeats an earlier turn of the same conversation word for word"),
+    # judge: an LLM scores the text (judge.enabled)
+    Reason("judge_below_threshold", "judge", "a judge score is under judge.min_scores (the metric names it)"),
+    Reason("judge_failed", "judge", "the judge gave no usable scores after its retries (judge.on_error: reject)"),
     # voices
     Reason("voices_no_speaker_for_language", "voices", "the pool has no voice for the conversation's language"),
     Reason("voices_error", "voices", "an unexpected error while assigning voices"),
@@ -113,13 +124,13 @@ class Failure:
 class Rejected(Exception):
     """Raised by a stage to drop one conversation: a registered reason code, a short human-readable sentence,
     and the structured failures behind it (the first is the primary one; a check that fails several turns
-    lists each)."""
+    lists each). `duplicate_of` names the conversation a duplicate copies (the rejects table's column)."""
 
     def __init__(self, reason: str, details: str = "", *, turn: int | None = None, role: str | None = None,
                  metric: str | None = None, value: float | None = None, limit: float | None = None,
-                 failures: list[Failure] | tuple[Failure, ...] = ()):
+                 failures: list[Failure] | tuple[Failure, ...] = (), duplicate_of: str | None = None):
         super().__init__(f"{reason}: {details}" if details else reason)
-        self.reason, self.details = reason, details
+        self.reason, self.details, self.duplicate_of = reason, details, duplicate_of
         primary = [Failure(turn, role, metric, value, limit)] if any(
             v is not None for v in (turn, role, metric, value, limit)) else []
         self.failures: list[Failure] = primary + list(failures)

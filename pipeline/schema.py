@@ -82,6 +82,10 @@ class Conversation(TypedDict):
     asr_model: str | None
     source_messages: list[dict[str, str]] | None  # a source dialogue to rewrite (source.kind: dataset)
     turns: list[Turn] | None
+    personal_data: list[dict[str, Any]] | None  # {kind, found, replaced} per kind found (personal_data stage)
+    near_dup_signature: list[int] | None  # MinHash of the spoken text (near_dup stage; kept under state/ by shard)
+    judge_scores: dict[str, int] | None  # JUDGE_CRITERIA -> 1-5, -1 each when the judge could not score
+    judge_model: str | None
     reject_stage: str | None
     reject_reason: str | None  # a code of pipeline.reasons.REASONS
     reject_details: str | None
@@ -91,11 +95,18 @@ class Conversation(TypedDict):
     backchannels: list[dict[str, Any]] | None  # duplex: {role, text, audio_flac, sample_rate} in each side's voice
     duplex_json: str | None   # duplex: the timeline (pipeline.render.duplex), JSON
     duplex_flac: bytes | None  # duplex: stereo 16 kHz FLAC, channel 0 user, channel 1 assistant
+    reject_duplicate_of: str | None  # near_duplicate: the conversation this one copies
 
 
 FAILURE_TYPE = pa.struct([("turn", pa.int32()), ("role", pa.string()), ("metric", pa.string()),
                           ("value", pa.float64()), ("limit", pa.float64()), ("reason", pa.string()),
                           ("attempt", pa.int32()), ("seed", pa.int64())])
+
+# what the judge scores (pipeline/llm/judge.py asks for exactly these, 1-5)
+JUDGE_CRITERIA = ("speech_naturalness", "coherence", "helpfulness", "safety")
+JUDGE_TYPE = pa.struct([(c, pa.int32()) for c in JUDGE_CRITERIA])
+# personal data found in one conversation, per kind (pipeline/quality/personal_data.py KINDS)
+PERSONAL_DATA_TYPE = pa.list_(pa.struct([("kind", pa.string()), ("found", pa.int32()), ("replaced", pa.int32())]))
 
 TURN_TYPE = pa.struct([
     ("role", pa.string()), ("display_text", pa.string()), ("spoken_text", pa.string()), ("speaker_id", pa.string()),
@@ -122,8 +133,10 @@ CONVERSATION_SCHEMA = pa.schema([
     ("tts_model", pa.string()), ("asr_model", pa.string()),
     ("source_messages", pa.list_(pa.struct([("role", pa.string()), ("content", pa.string())]))),
     ("turns", pa.list_(TURN_TYPE)),
+    ("personal_data", PERSONAL_DATA_TYPE), ("near_dup_signature", pa.list_(pa.uint32())),
+    ("judge_scores", JUDGE_TYPE), ("judge_model", pa.string()),
     ("reject_stage", pa.string()), ("reject_reason", pa.string()), ("reject_details", pa.string()),
-    ("reject_failures", pa.list_(FAILURE_TYPE)),
+    ("reject_failures", pa.list_(FAILURE_TYPE)), ("reject_duplicate_of", pa.string()),
     ("tts_busy_s", pa.float64()), ("verify_busy_s", pa.float64()),
     ("backchannels", pa.list_(BACKCHANNEL_TYPE)), ("duplex_json", pa.string()), ("duplex_flac", pa.binary()),
 ])
@@ -164,7 +177,15 @@ MANIFEST_SCHEMA = pa.schema([
     ("user_speaker_similarity", pa.float64()), ("assistant_speaker_similarity", pa.float64()),
     # added with sample schema 3: syntheses per side (TTS retries and re-syntheses; 1 = first try)
     ("user_synthesis_attempts", pa.int32()), ("assistant_synthesis_attempts", pa.int32()),
+    # also sample schema 3: the judge's scores (null: no judge; -1: it could not score) and the personal
+    # data found in the conversation (both per conversation, repeated on each of its exchanges)
+    *[(f"judge_{c}", pa.int32()) for c in JUDGE_CRITERIA], ("personal_data", PERSONAL_DATA_TYPE),
 ])
+
+# state/near_dup/<shard name>.parquet: the MinHash signature of every conversation a run kept (or generated, in a
+# text-only run), preloaded by the next run's near-duplicate index
+SIGNATURE_SCHEMA = pa.schema([("conversation_id", pa.string()), ("settings", pa.string()),
+                              ("signature", pa.list_(pa.uint32()))])
 
 # rejects/part-*.parquet: one row per rejected conversation. turn..limit are the primary failure, `failures`
 # every measured one (columns added after schema 2's first parts; readers promote missing ones to null)
@@ -173,6 +194,7 @@ REJECTS_SCHEMA = pa.schema([
     ("reason", pa.string()), ("details", pa.string()), ("topic", pa.string()),
     ("turn", pa.int32()), ("role", pa.string()), ("metric", pa.string()), ("value", pa.float64()),
     ("limit", pa.float64()), ("failures", pa.list_(FAILURE_TYPE)),
+    ("duplicate_of", pa.string()),  # near_duplicate: the conversation (or source record) it copies
 ])
 
 # what the shard stage returns to the driver: one small row per conversation (no audio)
@@ -250,11 +272,12 @@ def resynthesis_counts(row: dict[str, Any]) -> dict[str, int]:
 
 
 def reject(row: dict[str, Any], stage: str, reason: str, details: str = "",
-           failures: list[Failure] | tuple[Failure, ...] = ()) -> dict[str, Any]:
+           failures: list[Failure] | tuple[Failure, ...] = (), duplicate_of: str | None = None) -> dict[str, Any]:
     """Mark a conversation rejected (first reason wins) and drop its audio to keep the stream light."""
     if not is_rejected(row):
         row["reject_stage"], row["reject_reason"], row["reject_details"] = stage, reason, details[:2000]
         row["reject_failures"] = [f.as_row() for f in failures] or None
+        row["reject_duplicate_of"] = duplicate_of
     for turn in row.get("turns") or []:
         turn["audio_flac"] = turn["clean_audio_flac"] = None
     row["backchannels"] = row["duplex_flac"] = None
@@ -275,14 +298,15 @@ def rejects_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         out.append({"conversation_id": r["conversation_id"], "language": r["language"], "stage": r["reject_stage"],
                     "reason": r["reject_reason"], "details": r["reject_details"] or "", "topic": r["topic"],
                     **{k: primary.get(k) for k in ("turn", "role", "metric", "value", "limit")},
-                    "failures": failures or None})
+                    "failures": failures or None, "duplicate_of": r.get("reject_duplicate_of")})
     return out
 
 
 # --- the sample contract: one WebDataset sample per exchange -------------------------------------------
 
 SAMPLE_SCHEMA_VERSION = 3  # 2: per-side dnsmos_* and speaker_similarity; 3: per-side audio checks,
-# synthesis_attempts and augmentation, the optional {key}.user_clean.flac
+# synthesis_attempts and augmentation, the optional {key}.user_clean.flac; judge, personal_data_replaced,
+# models.judge
 
 # user-side augmentation (pipeline.render.augment); on a side that was not augmented: seed -1, no kinds, -1 scores
 AUGMENTATION_FIELDS: list[tuple[str, Any, str]] = [
@@ -341,7 +365,12 @@ SAMPLE_FIELDS: list[tuple[str, Any, str]] = [
     ("user", SIDE_FIELDS, "the user turn"),
     ("assistant", SIDE_FIELDS, "the assistant turn"),
     ("models", [("llm", "string", "text model"), ("tts", "string", "speech model, version and voice"),
-                ("asr", "string", "verification model, version and compute type")], "models used"),
+                ("asr", "string", "verification model, version and compute type"),
+                ("judge", "string", "the judge model that scored the text (empty: no judge)")], "models used"),
+    ("judge", [(c, "int64", f"judge score for {c.replace('_', ' ')} (1-5); -1 if not scored")
+               for c in JUDGE_CRITERIA], "the LLM judge's scores of the conversation's text (judge.enabled)"),
+    ("personal_data_replaced", ("list", "string"),
+     "kinds of personal data the pipeline replaced by placeholders in this conversation (phone, email, ...)"),
     ("config_digest", "string", "digest of the text-side config and prompts"),
     ("licenses", ("list", "string"), "licence tags of the models and corpora used"),
 ]
@@ -386,6 +415,11 @@ def augmentation_json(recipe_json: str | None) -> dict[str, Any]:
             "recipe": recipe_json or ""}
 
 
+def judge_json(scores: dict[str, int | None] | None) -> dict[str, int]:
+    """The sample JSON's `judge`: every criterion, -1 where there is no score (no nulls: see side_json)."""
+    return {c: int(scores[c]) if scores and scores.get(c) is not None else -1 for c in JUDGE_CRITERIA}
+
+
 def conversation_samples(row: dict[str, Any], license_tags: list[str],
                          keep_clean: bool = False) -> list[dict[str, Any]]:
     """One WebDataset sample per exchange: {key}.json, {key}.user.flac, {key}.assistant.flac (and, for an
@@ -411,7 +445,10 @@ def conversation_samples(row: dict[str, Any], license_tags: list[str],
             "history": "\n".join(history),
             "user": side_json(user),
             "assistant": side_json(assistant),
-            "models": {"llm": row["llm_model"] or "", "tts": row["tts_model"] or "", "asr": row["asr_model"] or ""},
+            "models": {"llm": row["llm_model"] or "", "tts": row["tts_model"] or "", "asr": row["asr_model"] or "",
+                       "judge": row.get("judge_model") or ""},
+            "judge": judge_json(row.get("judge_scores")),
+            "personal_data_replaced": sorted(p["kind"] for p in row.get("personal_data") or [] if p["replaced"]),
             "config_digest": row["text_digest"],
             "licenses": list(license_tags),
         }
@@ -444,6 +481,8 @@ def manifest_rows(rows: list[dict[str, Any]], language: str, split: str, shard: 
                 "assistant_speaker_similarity": assistant.get("speaker_similarity"),
                 "user_synthesis_attempts": user.get("synthesis_attempts"),
                 "assistant_synthesis_attempts": assistant.get("synthesis_attempts"),
+                **{f"judge_{c}": (row.get("judge_scores") or {}).get(c) for c in JUDGE_CRITERIA},
+                "personal_data": row.get("personal_data"),
             })
     return manifest
 

@@ -20,6 +20,7 @@ class FaultProxy:
         self.upstream = upstream.rstrip("/")  # e.g. http://127.0.0.1:1234/v1
         self.script, self.hang_s = list(script), hang_s
         self.seen: list[str] = []
+        self.requests: list[dict] = []  # the JSON body of every POST, in arrival order (what the LLM was asked)
         self.lock = threading.Lock()
         proxy = self
 
@@ -48,6 +49,8 @@ class FaultProxy:
                 with proxy.lock:
                     fault = proxy.script.pop(0) if proxy.script else "pass"
                     proxy.seen.append(fault)
+                    if body:
+                        proxy.requests.append(json.loads(body))
                 if fault == "429":
                     return self._reply(429, b'{"error": "rate limited"}', {"Retry-After": "1"})
                 if fault == "500":

@@ -75,13 +75,27 @@ class Seen:
     at: float = 0.0  # time.monotonic() when the request arrived
 
 
+def passes_validation(record: dict[str, Any]) -> bool:
+    """Whether today's parser accepts a recorded answer (the recorded `valid` was the parser's word at recording
+    time; a new check, e.g. for meta text, may refuse answers it accepted)."""
+    from pipeline.config import LLMConfig
+    from pipeline.llm.parse import Rejected, parse_conversation
+
+    try:
+        parse_conversation(record["content"], record["num_exchanges"], LLMConfig(), record.get("language", "en"))
+    except (Rejected, KeyError, TypeError):
+        return False
+    return True
+
+
 class LLMStub:
     """`with LLMStub() as base_url:` - an OpenAI-compatible replay server on 127.0.0.1 (port chosen by the OS)."""
 
     def __init__(self, bank: Path | list[dict[str, Any]] = BANK, *, valid_only: bool = False, exact_only: bool = False,
                  fallback_only: bool = False, script: list[str] | None = None, retry_after: float | None = 1.0,
                  hang_s: float = 3.0, delay_s: float = 0.0, port: int = 0):
-        self.records = load_bank(bank) if isinstance(bank, Path) else list(bank)
+        self.records = [{**r, "valid": passes_validation(r)}
+                        for r in (load_bank(bank) if isinstance(bank, Path) else list(bank))]
         self.by_key = {r["key"]: r for r in self.records}
         unknown = sorted(set(script or []) - FAULTS)
         if unknown:

@@ -23,6 +23,7 @@ def row_stage_names() -> set[str]:
     from pipeline.stages.augment import AugmentStage  # noqa: F401
     from pipeline.stages.base import RowStage
     from pipeline.stages.duplex import DuplexStage  # noqa: F401
+    from pipeline.stages.personal_data import PersonalDataStage  # noqa: F401
     from pipeline.stages.text import TextStage  # noqa: F401 - imported so that the subclasses exist
     from pipeline.stages.tts import TTSStage  # noqa: F401
     from pipeline.stages.verify import VerifyStage  # noqa: F401

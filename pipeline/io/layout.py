@@ -101,7 +101,25 @@ class Layout:
 
     def done_ids(self) -> np.ndarray:
         """64-bit hashes of every conversation already kept or rejected, sorted (8 bytes each)."""
-        parts = self.manifest_parts() + self.reject_parts()
+        return self._ids(self.manifest_parts() + self.reject_parts())
+
+    def rejected_ids(self) -> np.ndarray:
+        """64-bit hashes of every conversation rejected so far, sorted."""
+        return self._ids(self.reject_parts())
+
+    def kept_per_language(self) -> tuple[np.ndarray, dict[str, int]]:
+        """(sorted 64-bit hashes of the kept conversations, kept conversations per language), from the manifest."""
+        ids: dict[str, str] = {}
+        for p in self.manifest_parts():
+            table = pq.read_table(p, columns=["conversation_id", "language"])
+            ids.update(zip(table.column(0).to_pylist(), table.column(1).to_pylist()))
+        per_language: dict[str, int] = {}
+        for language in ids.values():
+            per_language[language] = per_language.get(language, 0) + 1
+        return ids_to_u64(ids), per_language
+
+    @staticmethod
+    def _ids(parts: list[Path]) -> np.ndarray:
         return ids_to_u64(c for p in parts for c in pq.read_table(p, columns=["conversation_id"]).column(0).to_pylist())
 
 

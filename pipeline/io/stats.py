@@ -11,6 +11,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from pipeline.io.layout import Layout, atomic_write
+from pipeline.schema import JUDGE_CRITERIA
 
 
 def _read_all(parts: list, columns: list[str] | None = None) -> pa.Table | None:
@@ -55,8 +56,11 @@ def compute_stats(layout: Layout) -> dict[str, Any]:
             "assistant_exchanges": dict(Counter(manifest.column("assistant_speaker_id").to_pylist()).most_common()),
             "user_balance": usage_balance(user_counts),
         }
+        stats["judge"] = judge_stats(firsts)
     if rejects is not None and rejects.num_rows:
         stats["rejections"] = dict(Counter(rejects.column("reason").to_pylist()).most_common())
+    stats["personal_data"] = personal_data_stats(
+        manifest.filter(pc.equal(manifest.column("exchange_index"), 0)) if manifest is not None else None, rejects)
     stats["totals"] = {
         "conversations_kept": sum(v["conversations"] for v in stats["languages"].values()),
         "exchanges": sum(v["exchanges"] for v in stats["languages"].values()),
@@ -66,6 +70,49 @@ def compute_stats(layout: Layout) -> dict[str, Any]:
                                       for k in ("user_conversations", "assistant_exchanges")))),
     }
     return stats
+
+
+def judge_stats(firsts: pa.Table) -> dict[str, Any]:
+    """Per language: conversations scored, not scored (-1: the judge failed), the mean and histogram per criterion."""
+    if f"judge_{JUDGE_CRITERIA[0]}" not in firsts.column_names:
+        return {}
+    out: dict[str, Any] = {}
+    languages = firsts.column("language").to_pylist()
+    columns = {c: firsts.column(f"judge_{c}").to_pylist() for c in JUDGE_CRITERIA}
+    for lang in sorted(set(languages)):
+        rows = [i for i, row_lang in enumerate(languages) if row_lang == lang]
+        judged = [i for i in rows if columns[JUDGE_CRITERIA[0]][i] is not None]
+        if not judged:
+            continue
+        scored = [i for i in judged if all(columns[c][i] is not None and columns[c][i] > 0 for c in JUDGE_CRITERIA)]
+        out[lang] = {
+            "scored": len(scored), "not_scored": len(judged) - len(scored),
+            "mean": {c: round(sum(columns[c][i] for i in scored) / len(scored), 3) if scored else None
+                     for c in JUDGE_CRITERIA},
+            "histogram": {c: {str(k): v for k, v in sorted(Counter(columns[c][i] for i in scored).items())}
+                          for c in JUDGE_CRITERIA},
+        }
+    return out
+
+
+def personal_data_stats(firsts: pa.Table | None, rejects: pa.Table | None) -> dict[str, Any]:
+    """Personal data per kind: found and replaced in kept conversations, and conversations rejected for it."""
+    found: Counter = Counter()
+    replaced: Counter = Counter()
+    conversations = 0
+    if firsts is not None and "personal_data" in firsts.column_names:
+        for items in firsts.column("personal_data").to_pylist():
+            conversations += bool(items)
+            for item in items or []:
+                found[item["kind"]] += item["found"]
+                replaced[item["kind"]] += item["replaced"]
+    rejected: Counter = Counter()
+    if rejects is not None and rejects.num_rows and "metric" in rejects.column_names:
+        for reason, metric in zip(rejects.column("reason").to_pylist(), rejects.column("metric").to_pylist()):
+            if reason == "personal_data":
+                rejected[metric or "?"] += 1
+    return {"found_in_kept": dict(sorted(found.items())), "replaced_in_kept": dict(sorted(replaced.items())),
+            "kept_conversations_with_findings": conversations, "rejected_conversations": dict(sorted(rejected.items()))}
 
 
 def usage_balance(counts: Counter) -> dict[str, Any]:

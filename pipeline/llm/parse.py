@@ -14,6 +14,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from pipeline.config import LLMConfig
+from pipeline.normalize.en import fix_contractions
 from pipeline.normalize.langid import wrong_language
 from pipeline.reasons import Rejected
 from pipeline.schema import empty_turn
@@ -36,7 +37,17 @@ _META_TEXT = re.compile(r"as an ai (language )?model|ignore (all |any )?(the )?(
                         r"system prompt|\bjson (object|format)\b|作为(一个)?(人工智能|AI)(语言)?模型|忽略(之前|以上)(的)?(所有)?指令",
                         re.I)
 # pieces of the JSON envelope leaking into a turn: {"user": ..., ]}, etc.
-_JSON_DEBRIS = re.compile(r"""[{\[]\s*['"](?:user|assistant|exchanges)['"]|['"](?:user|assistant|exchanges)['"]\s*:|[\]}]\s*[,}\]]""")
+# ... and of a JSON list of strings inside one turn: "Sure.', 'I was wondering ..." (a list seam)
+_JSON_DEBRIS = re.compile(r"""[{\[]\s*['"](?:user|assistant|exchanges)['"]|['"](?:user|assistant|exchanges)['"]\s*:"""
+                          r"""|[\]}]\s*[,}\]]"""
+                          r"""|[.!?,。！？，]\s*['"]\s*,\s*['"]\s*\S""")
+# a turn that names a role instead of speaking ("The user.", "Assistant:"), or narrates ("The user asks ...")
+_ROLE_AS_TEXT = re.compile(r"^(?:the\s+)?(?:user|assistant|human|ai|bot|customer|speaker)\s*[.!?:]?$|"
+                           r"^the\s+(?:user|assistant)\s+(?:says|asks|replies|responds|wants|answers)\b|"
+                           r"^(?:用户|助手|语音助手)[。！？.:：]?$", re.I)
+# stray punctuation or a role label before the first word (". Sure", "Assistant: Sure"): dropped, not rejected
+_LEADING_DEBRIS = re.compile(r"""^(?:[.,;:!?)\]}。，；：！？、]+\s*|['"]\s*,\s*['"]?\s*|"""
+                             r"(?:user|assistant|用户|助手)\s*[:：]\s*)+", re.I)
 
 
 def parse_conversation(content: str, num_exchanges: int, cfg: LLMConfig, language: str) -> list[dict[str, Any]]:
@@ -60,7 +71,9 @@ def parse_conversation(content: str, num_exchanges: int, cfg: LLMConfig, languag
             if _CONTROL.search(text):
                 raise Rejected("llm_control_characters", f"exchange {i} {role}", turn=2 * i + (role == "assistant"),
                                role=role)
-            text = " ".join(text.split())
+            text = _LEADING_DEBRIS.sub("", " ".join(text.split()))
+            if language == "en":
+                text = fix_contractions(text)
             where = f"exchange {i} {role}"
             at = {"turn": 2 * i + (role == "assistant"), "role": role}
             if len(text) < cfg.min_turn_chars:
@@ -74,7 +87,7 @@ def parse_conversation(content: str, num_exchanges: int, cfg: LLMConfig, languag
                 raise Rejected("llm_turn_not_prose", f"{where}: mostly digits or symbols: {text[:80]!r}", **at)
             if _JSON_DEBRIS.search(text):
                 raise Rejected("llm_json_in_text", f"{where}: {text[:80]!r}", **at)
-            if _META_TEXT.search(text):
+            if _META_TEXT.search(text) or _ROLE_AS_TEXT.search(text):
                 raise Rejected("llm_meta_text", f"{where}: {text[:80]!r}", **at)
             turns.append(empty_turn(role, text))
     problem = wrong_language([t["display_text"] for t in turns], language)

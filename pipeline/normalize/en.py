@@ -45,6 +45,32 @@ _ABBREV = {"Dr.": "Doctor", "Mr.": "Mister", "Mrs.": "Missus", "Ms.": "Miss", "S
            "i.e.": "that is", "etc.": "et cetera", "vs.": "versus", "approx.": "approximately"}
 
 
+# Contractions an LLM writes without the apostrophe ("dont"): TTS says them oddly and ASR writes them back with
+# it, which scored as a word error. Only forms that are not words themselves (no "its", "were", "ill", "lets").
+_CONTRACTIONS = {
+    "dont": "don't", "doesnt": "doesn't", "didnt": "didn't", "cant": "can't", "couldnt": "couldn't",
+    "shouldnt": "shouldn't", "wouldnt": "wouldn't", "isnt": "isn't", "arent": "aren't", "wasnt": "wasn't",
+    "werent": "weren't", "havent": "haven't", "hasnt": "hasn't", "hadnt": "hadn't", "wont": "won't",
+    "mustnt": "mustn't", "neednt": "needn't", "im": "I'm", "ive": "I've", "youre": "you're", "youve": "you've",
+    "youll": "you'll", "theyre": "they're", "theyve": "they've", "theyll": "they'll", "weve": "we've",
+    "thats": "that's", "whats": "what's", "theres": "there's", "heres": "here's", "wheres": "where's",
+    "hes": "he's", "shes": "she's", "itll": "it'll", "couldve": "could've", "wouldve": "would've",
+    "shouldve": "should've", "lets go": "let's go",
+}
+_CONTRACTION = re.compile(r"\b(" + "|".join(sorted(map(re.escape, _CONTRACTIONS), key=len, reverse=True)) + r")\b",
+                          re.I)
+
+
+def fix_contractions(text: str) -> str:
+    """"dont" -> "don't", keeping the case of the first letter (and all capitals)."""
+    def fix(m: re.Match) -> str:
+        word, fixed = m.group(1), _CONTRACTIONS[m.group(1).lower()]
+        if word.isupper() and len(word) > 1:
+            return fixed.upper()
+        return fixed[0].upper() + fixed[1:] if word[0].isupper() else fixed
+    return _CONTRACTION.sub(fix, text)
+
+
 def _words(n: str | int, to: str = "cardinal") -> str:
     return num2words(int(str(n).replace(",", "")), to=to, lang="en").replace("-", " ").replace(",", "")
 
@@ -124,6 +150,7 @@ def normalize_en(text: str) -> str:
     text = unicodedata.normalize("NFKC", text)
     text = strip_markup(text).replace("_", " ")  # snake_case and stray underscores: "0_" would hide its digit
     text = text.replace("’", "'").replace("“", '"').replace("”", '"').replace("—", ", ").replace("–", " to ")
+    text = fix_contractions(text)
     for abbr, full in _ABBREV.items():
         text = re.sub(rf"(?<!\w){re.escape(abbr)}", full, text)
     text = _MONEY.sub(_money, text)

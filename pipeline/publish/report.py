@@ -258,6 +258,34 @@ def _summary(stats: dict[str, Any]) -> str:
     return "\n".join(parts)
 
 
+def text_checks_section(stats: dict[str, Any]) -> str:
+    """Personal data found per kind and the judge's scores per language (stats.json's `personal_data`, `judge`)."""
+    parts = ['<h2 id="text-checks">Text checks</h2>']
+    pdata = stats.get("personal_data") or {}
+    kinds = sorted(set(pdata.get("found_in_kept") or {}) | set(pdata.get("rejected_conversations") or {}))
+    if kinds:
+        parts.append(_table(["personal data", "found in kept conversations", "replaced by placeholders",
+                             "conversations rejected"],
+                            [[k, int((pdata.get("found_in_kept") or {}).get(k, 0)),
+                              int((pdata.get("replaced_in_kept") or {}).get(k, 0)),
+                              int((pdata.get("rejected_conversations") or {}).get(k, 0))] for k in kinds]))
+    else:
+        parts.append("<p>No personal data found in the kept conversations.</p>")
+    judge = stats.get("judge") or {}
+    if judge:
+        criteria = list(next(iter(judge.values()))["mean"])
+        parts.append(_table(["language", "scored", "not scored", *[f"mean {c.replace('_', ' ')}" for c in criteria]],
+                            [[lang, int(j["scored"]), int(j["not_scored"]),
+                              *[float(j["mean"][c]) if j["mean"][c] is not None else "-" for c in criteria]]
+                             for lang, j in sorted(judge.items())]))
+    rejections = stats.get("rejections") or {}
+    dup = {k: int(rejections[k]) for k in ("near_duplicate", "repeated_turn", "judge_below_threshold", "judge_failed",
+                                           "personal_data") if k in rejections}
+    if dup:
+        parts.append(_table(["text-check rejection", "conversations"], [[k, v] for k, v in dup.items()]))
+    return "\n".join(parts)
+
+
 def report_html(root: Path, stats: dict[str, Any]) -> str:
     layout = Layout(root)
     manifest, rejects = _read_parts(layout.manifest_parts()), _read_parts(layout.reject_parts())
@@ -284,13 +312,20 @@ def report_html(root: Path, stats: dict[str, Any]) -> str:
                          "<h2>Speakers</h2>", plot_speakers(manifest)]
         sections.append("<h2>Rejections</h2>")
         sections.append(plot_rejections(rejects) if not rejects.empty else "<p>No conversations were rejected.</p>")
+        chinese_labels = False
         for column in ("domain", "topic"):
             content = _content(stats, manifest, column)
             if any(content.values()):
                 sections += [f"<h2>{column.capitalize()}s</h2>", plot_content(content, column)]
-                if len(fonts) == 1 and any(CJK_TEXT.search(str(v)) for c in content.values() for v in c):
-                    sections.append('<p class="muted">Chinese labels need a CJK font for matplotlib '
-                                    "(e.g. Debian's fonts-noto-cjk); none is installed here.</p>")
+                chinese_labels |= any(CJK_TEXT.search(str(v)) for c in content.values() for v in c)
+        sections.append(text_checks_section(stats))
+        from pipeline.publish.diversity_report import diversity_section  # it draws with this module's helpers
+
+        sections.append(diversity_section(stats.get("diversity")))
+        chinese_labels |= "zh" in (stats.get("diversity") or {})
+        if len(fonts) == 1 and chinese_labels:
+            sections.append('<p class="muted">Chinese labels need a CJK font for matplotlib '
+                            "(e.g. Debian's fonts-wqy-microhei or fonts-noto-cjk); none is installed here.</p>")
     if not manifest.empty:
         sections += [f"<h2>Listen ({min(MAX_AUDIO_SAMPLES, len(manifest))} random samples)</h2>",
                      audio_examples(root, manifest)]

@@ -1,4 +1,5 @@
-"""Audio quality and voice identity scores shared by the speaker importers and the verify stage."""
+"""Quality checks: audio quality and voice identity scores (the speaker importers, the verify stage) and text
+quality before TTS (near-duplicates, personal data, diversity: docs/quality.md)."""
 
 from __future__ import annotations
 

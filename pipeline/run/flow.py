@@ -1,9 +1,15 @@
 """The flow: which stages a run executes, in order, for a config and a `--stages` selection.
 
     plan | source -> generate -> text cache (write) [+ text cache (read): an interrupted run's unspoken text]
-    [text cache (read), for --stages tts,verify,shard] -> text -> voices -> tts -> verify
-    [-> augment (augment.enabled)] [-> duplex (duplex.enabled)] -> duplicate IDs -> quota (exact-count mode) -> shard
-(augment and duplex come before the quota, so a conversation they reject never counts towards the target)
+    [text cache (read), for --stages tts,verify,shard]
+    -> personal data -> text -> near-duplicates -> judge            (the text checks: also in a text-only run)
+    -> voices -> tts -> verify                                       (audio)
+    [-> augment (augment.enabled)] [-> duplex (duplex.enabled)]
+    -> duplicate IDs -> quota (exact-count mode) -> shard
+
+The text checks run after the text cache, which keeps what the LLM wrote: audio remade from it goes through
+them again (their settings may have changed; the judge is then asked again). Augment and duplex come before
+the quota, so a conversation they reject never counts towards the target.
 """
 
 from __future__ import annotations
@@ -18,6 +24,9 @@ from pipeline.stages.base import RunContext, Stage
 from pipeline.stages.dedup import DuplicateIdStage
 from pipeline.stages.duplex import DuplexStage
 from pipeline.stages.generate import GenerateStage, VLLMGenerateStage
+from pipeline.stages.judge import JudgeStage
+from pipeline.stages.near_dup import NearDupStage
+from pipeline.stages.personal_data import PersonalDataStage
 from pipeline.stages.plan import PlanStage
 from pipeline.stages.quota import QuotaStage
 from pipeline.stages.shard import ShardStage
@@ -44,10 +53,18 @@ def stage_classes(cfg: RunConfig, selection: StageSelection) -> list[type[Stage]
         classes.append(TextCacheWriteStage)
     else:
         classes.append(TextCacheReadStage)
+    classes += text_check_classes(cfg)
     if selection.audio:
-        classes += [TextStage, VoiceStage, TTSStage] + [VerifyStage] * cfg.verify.enabled
+        classes += [VoiceStage, TTSStage] + [VerifyStage] * cfg.verify.enabled
         classes += [AugmentStage] * cfg.augment.enabled + [DuplexStage] * cfg.duplex.enabled
     return classes + [DuplicateIdStage, QuotaStage, ShardStage]
+
+
+def text_check_classes(cfg: RunConfig) -> list[type[Stage]]:
+    """What looks at the text before any audio: personal data (on the display text), the spoken form,
+    near-duplicates (on the spoken text), the judge (last: it is paid per conversation)."""
+    return ([PersonalDataStage] * cfg.personal_data.enabled + [TextStage] + [NearDupStage] * cfg.dedup.enabled
+            + [JudgeStage] * cfg.judge.enabled)
 
 
 def build_stages(ctx: RunContext, selection: StageSelection, resume_cached: bool = False) -> list[Stage]:

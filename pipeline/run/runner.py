@@ -134,7 +134,9 @@ def run_once(cfg: RunConfig, stages: StageSelection | None = None, text_from: Pa
 
     summary = RunSummary(planned=total)
     started = time.monotonic()
-    start_server = stages.generate and cfg.llm.backend == "openai" and cfg.llm.base_url is None
+    # the embedded llama.cpp server writes the text, and judges it unless the judge has a server of its own
+    judge_embedded = cfg.judge.enabled and cfg.judge.base_url is None
+    start_server = (stages.generate or judge_embedded) and cfg.llm.backend == "openai" and cfg.llm.base_url is None
     server = (LlamaCppServer(ctx.gguf, cfg.llm.model, layout.state / "llm_server.log", n_ctx=cfg.llm.server_ctx,
                              threads=cfg.llm.server_threads, start_timeout_s=cfg.llm.server_start_timeout_s)
               if start_server else nullcontext(cfg.llm.base_url))
@@ -148,6 +150,7 @@ def run_once(cfg: RunConfig, stages: StageSelection | None = None, text_from: Pa
                 summary.add(outcome)
     summary.skipped = total - summary.kept - summary.generated - sum(summary.rejected.values())
     stats = compute_stats(layout)
+    stats["diversity"] = text_diversity(cfg, layout, ctx.prompts_dir)
     stats["last_run"] = {"run_id": ctx.run_id, "wall_s": round(time.monotonic() - started, 1),
                          "stages": stages.describe(),
                          # verify.enabled=false keeps audio unverified: said so here and in the dataset card
@@ -161,14 +164,36 @@ def run_once(cfg: RunConfig, stages: StageSelection | None = None, text_from: Pa
         fh.write(json.dumps({"run_id": ctx.run_id, "text_digest": cfg.text_digest(), **stats["last_run"]}) + "\n")
     if layout.manifest_parts():  # the dataset card (README.md) and report.html describe the whole folder
         from pipeline.publish.card import card_resolution, write_card
-        from pipeline.publish.report import write_report
 
         write_card(layout.root, cfg.model_dump(mode="json"), stats, speakers=ctx.pool or None)
-        write_report(layout.root, stats)
         for warning in card_resolution(layout.root, cfg.model_dump(mode="json"), ctx.pool or None).warnings:
             log.warning("licence: %s", warning)
+    if layout.manifest_parts() or stats["diversity"] or layout.reject_parts():  # a text-only run has a report too
+        from pipeline.publish.report import write_report
+
+        write_report(layout.root, stats)
     print_summary(stats, ctx.out_dir)
     return stats
+
+
+def text_diversity(cfg: RunConfig, layout: Layout, prompts_dir: Path) -> dict[str, Any]:
+    """stats.json's `diversity`: per language, over a sample of the kept text (the shards; in a text-only output,
+    the text cache less what was rejected), against the taxonomy the plan draws from."""
+    from pipeline.io.kept_text import sample_kept_conversations
+    from pipeline.llm.prompts import Taxonomy
+    from pipeline.quality.diversity import conversation_diversity
+
+    d = cfg.diversity
+    out: dict[str, Any] = {}
+    for language, conversations in sorted(sample_kept_conversations(layout, d.sample_conversations).items()):
+        path = prompts_dir / language / "taxonomy.yaml"
+        try:
+            taxonomy = Taxonomy.load(path) if path.is_file() else None
+        except (OSError, ValueError) as exc:
+            log.warning("diversity: no coverage for %s (%s)", language, exc)
+            taxonomy = None
+        out[language] = conversation_diversity(conversations, language, d, taxonomy)
+    return out
 
 
 def plan_once(ctx: RunContext) -> dict[str, Any]:

@@ -12,11 +12,12 @@ AUDIO_STAGES = {"tts", "verify", "shard"}
 
 @dataclass(frozen=True)
 class StageSelection:
-    """Which part of the flow runs. Audio stages run as one unit (audio is not persisted between them);
-    text normalisation and voice assignment run with them (they are cheap and deterministic)."""
+    """Which part of the flow runs. Audio stages run as one unit (audio is not persisted between them); voice
+    assignment runs with them, and the text checks (spoken-form text, personal data, near-duplicates, judge) run in
+    every run that has text: after generation and before audio."""
 
     generate: bool = True     # plan + LLM; False: conversations come from a text cache
-    audio: bool = True        # text, voices, tts, verify, shard; False: a text-only run
+    audio: bool = True        # voices, tts, verify, shard; False: a text-only run
     plan_only: bool = False   # `--stages plan`: write the plan's specs, run nothing else
 
     @classmethod
@@ -37,8 +38,8 @@ class StageSelection:
         if not (selection.generate or selection.audio):
             given = sorted(names - {"plan"})
             raise ConfigError(f"--stages {','.join(sorted(names))}: nothing to run on its own: {' and '.join(given)} "
-                              f"(spoken-form text and voice assignment) run with tts,verify,shard, just before "
-                              f"synthesis; name tts,verify,shard for audio, generate for text only, or plan for the "
+                              f"(spoken-form text with the other text checks, and voice assignment) run with "
+                              f"tts,verify,shard, just before synthesis, and the text checks also with generate; name tts,verify,shard for audio, generate for text only, or plan for the "
                               f"plan alone")
         return selection
 

@@ -129,7 +129,7 @@ class RowStage(Stage):
             inject(self.name, row.get("conversation_id"))
             return fn(*args)
         except Rejected as exc:
-            reject(row, self.name, exc.reason, exc.details, exc.failures)
+            reject(row, self.name, exc.reason, exc.details, exc.failures, exc.duplicate_of)
         except Exception as exc:  # one bad conversation must not kill the job; the reason is recorded
             log.warning("%s: conversation %s failed: %s", self.name, row.get("conversation_id"), exc, exc_info=True)
             reject(row, self.name, f"{self.name}_error", f"{type(exc).__name__}: {exc}")

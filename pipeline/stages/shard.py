@@ -18,7 +18,9 @@ import pyarrow as pa
 
 from pipeline.faults import inject
 from pipeline.io.layout import Layout, write_parquet_atomic
+from pipeline.io.near_dup_state import write_signatures
 from pipeline.io.shard_writer import write_duplex_shard, write_shard
+from pipeline.quality.near_dup import settings_of
 from pipeline.schema import (
     OUTCOME_SCHEMA,
     REJECTS_SCHEMA,
@@ -39,16 +41,18 @@ class ShardStage(Stage):
     name = "shard"
 
     def __init__(self, out_dir: Path, run_id: str, license_tags: list[str], write_samples: bool = True,
-                 keep_clean: bool = False):
+                 keep_clean: bool = False, signature_settings: str = ""):
         super().__init__()
         self.layout, self.run_id, self.license_tags = Layout(out_dir), run_id, list(license_tags)
         self.write_samples = write_samples
         self.keep_clean = keep_clean  # augment.keep_clean: augmented samples also hold user_clean.flac
+        self.signature_settings = signature_settings  # the near-duplicate signatures' ShingleSettings tag
 
     @classmethod
     def build(cls, ctx: RunContext) -> ShardStage:
         stage = cls(ctx.out_dir, ctx.run_id, ctx.cfg.license_tags, write_samples=ctx.write_samples,
-                    keep_clean=ctx.cfg.augment.enabled and ctx.cfg.augment.keep_clean)
+                    keep_clean=ctx.cfg.augment.enabled and ctx.cfg.augment.keep_clean,
+                    signature_settings=settings_of(ctx.cfg.dedup).tag())
         stage.resources = Resources(num_cpus=ctx.cfg.shard.num_cpus, actors=1, single=True)
         stage.batch_size = ctx.cfg.shard.conversations_per_shard
         return stage
@@ -59,19 +63,22 @@ class ShardStage(Stage):
 
     def process_batch(self, batch: pa.Table) -> pa.Table:
         rows = table_to_rows(batch)
+        for row in rows:
+            inject(self.name, row["conversation_id"])
         kept, rejected = [r for r in rows if not is_rejected(r)], [r for r in rows if is_rejected(r)]
         groups: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
         for row in kept:
             groups[(row["language"], row["split"])].append(row)
         outcomes = []
         if not self.write_samples:
+            # the next run's near-duplicate index knows them (written before anything says they are done)
+            write_signatures(self.layout, f"text-{self.batch_name(kept)}", kept, self.signature_settings)
             outcomes += [{**usage(r), "conversation_id": r["conversation_id"], "language": r["language"],
                           "outcome": "generated", "exchanges": r["num_exchanges"], "audio_s": 0.0} for r in kept]
             groups.clear()
         for (language, split), group in sorted(groups.items()):
-            for row in group:  # crash tests: the shard actor dies on this conversation (before its shard is written)
-                inject(self.name, row["conversation_id"])
             name = f"shard-{self.batch_name(group)}"
+            write_signatures(self.layout, name, group, self.signature_settings)
             # the duplex subset first: the main manifest part, written last, finishes both
             write_duplex_shard(self.layout, name, group, language, split)
             shard_rel, _ = write_shard(self.layout, name, group, language, split, self.license_tags,

@@ -3,6 +3,11 @@
 How Ke-SpeechChat was made: an instruct model rewrote text instructions into spoken style, and records
 unsuitable for speech (code, tables, math notation, very long answers) were dropped. Each record becomes
 one conversation; a record that cannot be used is a rejection with a reason, never a crash.
+
+A record that nearly copies an earlier record of the source (a changed word, punctuation, case) is rejected as
+`near_duplicate` before the LLM is paid for it (`dedup.source_records`). The check runs inside the one
+sequential read of the records, in file order, so the first of two near-copies always wins; every record is
+read on every run (finished ones are skipped after the check), so a rerun gives the same answers.
 """
 
 from __future__ import annotations
@@ -17,8 +22,10 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from pipeline.config import DedupConfig
 from pipeline.ids import conversation_id, is_done, split_for
 from pipeline.io.source_reader import SourceError, iter_records, source_files
+from pipeline.quality.near_dup import NearDupIndex, Signer, settings_of
 from pipeline.reasons import Rejected
 from pipeline.schema import reject, rows_to_table
 from pipeline.stages.base import ReadStage, ReadTask, RunContext
@@ -115,6 +122,7 @@ class SourcePlanStage(ReadStage):
     path: Path | None = None   # what is read (source.path)
     limit: int | None = None   # source.limit
     block_rows: int = 8        # records per block (the LLM's batch size)
+    near_dup: DedupConfig | None = None  # check the records for near-copies of earlier ones (None: off)
 
     def __post_init__(self) -> None:
         self._ready = False
@@ -135,14 +143,43 @@ class SourcePlanStage(ReadStage):
                    splits=dict(cfg.shard.splits), fmt=src.format, max_exchanges=src.max_exchanges,
                    max_answer_chars=src.max_answer_chars,
                    done_ids=ctx.done_ids if ctx.plan_skip is None else ctx.plan_skip, path=path, limit=src.limit,
-                   block_rows=cfg.llm.batch_size)
+                   block_rows=cfg.llm.batch_size,
+                   near_dup=cfg.dedup if cfg.dedup.enabled and cfg.dedup.source_records else None)
 
     def read_tasks(self, parallelism: int) -> list[ReadTask]:
-        """One sequential read of every record (the record number is part of the conversation ID)."""
-        return [ReadTask(_record_blocks(self.path, self.limit, max(1, self.block_rows)), input_files=(str(self.path),))]
+        """One sequential read of every record (the record number is part of the conversation ID; the near-copy
+        check needs the records in order)."""
+        return [ReadTask(_record_blocks(self.path, self.limit, max(1, self.block_rows), self.copies_finder()),
+                         input_files=(str(self.path),))]
 
-    def row(self, index: int, record_text: str) -> dict[str, Any] | None:
-        conv_id = conversation_id(self.dataset, self.language, f"{self.source_name}:{index}", self.text_digest)
+    def conversation_id(self, index: int) -> str:
+        return conversation_id(self.dataset, self.language, f"{self.source_name}:{index}", self.text_digest)
+
+    def copies_finder(self):
+        """A function (source index, record) -> the ID of the earlier record it nearly copies, or None, with its
+        own index over the records it has seen (made in the read task: one per read). Records that cannot
+        become speech are neither checked nor remembered."""
+        if self.near_dup is None:
+            return None
+        cfg = self.near_dup
+
+        def finder():
+            index, signer = NearDupIndex(cfg.threshold, settings_of(cfg)), Signer(settings_of(cfg))
+
+            def copies(source_index: int, record: Any) -> str | None:
+                try:
+                    pairs = exchanges_of(to_messages(record, self.fmt), self.max_exchanges)
+                except Rejected:
+                    return None
+                if unsuitable_for_speech(pairs, self.max_answer_chars):
+                    return None
+                signature = signer.signature([m["content"] for m in pairs], self.language)
+                return index.check(self.conversation_id(source_index), signature)
+            return copies
+        return finder
+
+    def row(self, index: int, record_text: str, duplicate_of: str | None = None) -> dict[str, Any] | None:
+        conv_id = self.conversation_id(index)
         if is_done(self.done_ids, conv_id):
             return None
         row: dict[str, Any] = {"conversation_id": conv_id, "plan_index": index, "dataset": self.dataset,
@@ -158,22 +195,34 @@ class SourcePlanStage(ReadStage):
             problem = unsuitable_for_speech(pairs, self.max_answer_chars)
             if problem:
                 raise Rejected(*problem)
+            if duplicate_of is not None:
+                raise Rejected("near_duplicate", f"source record {index} nearly copies an earlier record "
+                               f"({duplicate_of}); caught before any LLM call", duplicate_of=duplicate_of)
         except Rejected as exc:
-            reject(row, "source", exc.reason, exc.details, exc.failures)
+            reject(row, "near_dup" if exc.reason == "near_duplicate" else "source", exc.reason, exc.details,
+                   exc.failures, exc.duplicate_of)
         return row
 
     def process_batch(self, batch: pa.Table) -> pa.Table:
-        rows = [self.row(i, r) for i, r in zip(batch.column("source_index").to_pylist(), batch.column("record").to_pylist())]
+        copies = (batch.column("duplicate_of").to_pylist() if "duplicate_of" in batch.column_names
+                  else [None] * batch.num_rows)
+        rows = [self.row(i, r, d) for i, r, d in zip(batch.column("source_index").to_pylist(),
+                                                      batch.column("record").to_pylist(), copies)]
         return rows_to_table([r for r in rows if r is not None])
 
 
-def _record_blocks(path: Path, limit: int | None, block_rows: int):
-    """(source_index, record as JSON text) in blocks; a line that is not JSON becomes "!<why>"."""
+def _record_blocks(path: Path, limit: int | None, block_rows: int, copies_finder=None):
+    """(source_index, record as JSON text, ID of the earlier record it nearly copies) in blocks; a line that is
+    not JSON becomes "!<why>". `copies_finder()` makes the near-copy check (None: no check)."""
     def read() -> Iterator[pa.Table]:
-        buf: list[tuple[int, str]] = []
+        copies = copies_finder() if copies_finder is not None else None
+        buf: list[tuple[int, str, str | None]] = []
         for index, record in iter_records(path, limit):
-            text = f"!{record}" if isinstance(record, SourceError) else json.dumps(record, ensure_ascii=False, default=str)
-            buf.append((index, text))
+            if isinstance(record, SourceError):
+                buf.append((index, f"!{record}", None))
+            else:
+                buf.append((index, json.dumps(record, ensure_ascii=False, default=str),
+                            copies(index, record) if copies is not None else None))
             if len(buf) >= block_rows:
                 yield _block(buf)
                 buf = []
@@ -182,6 +231,7 @@ def _record_blocks(path: Path, limit: int | None, block_rows: int):
     return read
 
 
-def _block(rows: list[tuple[int, str]]) -> pa.Table:
+def _block(rows: list[tuple[int, str, str | None]]) -> pa.Table:
     return pa.table({"source_index": pa.array([r[0] for r in rows], pa.int64()),
-                     "record": pa.array([r[1] for r in rows], pa.string())})
+                     "record": pa.array([r[1] for r in rows], pa.string()),
+                     "duplicate_of": pa.array([r[2] for r in rows], pa.string())})

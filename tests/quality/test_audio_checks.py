@@ -8,13 +8,13 @@ import math
 import numpy as np
 import pytest
 
-pytestmark = pytest.mark.integration  # loads Piper, DNSMOS or Whisper
-
 from pipeline.audio import decode_audio, encode_flac, resample
 from pipeline.config import REPO_ROOT, VerifyConfig
 from pipeline.quality import audio_checks as ac
 from pipeline.tts.faults import FaultyTTS, TTSFaultPlan
 from pipeline.voices.pool import load_pool
+
+pytestmark = pytest.mark.integration  # loads Piper, DNSMOS or Whisper
 
 TEXTS = [
     "Could you tell me how long it takes to walk to the train station from here?",

@@ -7,13 +7,13 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from conftest import small_config
 from proc import run as run_proc
 
 from pipeline.config import REPO_ROOT
 from pipeline.llm.prompts import Taxonomy
 from pipeline.run.plan_file import SPEC_COLUMNS, make_plan_stage, write_plan
 from pipeline.stages.plan import _pick, _Picker
-from conftest import small_config
 
 
 def test_cached_picker_draws_exactly_what_rng_choice_draws():

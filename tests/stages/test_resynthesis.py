@@ -18,8 +18,6 @@ import tarfile
 import pyarrow.parquet as pq
 import pytest
 
-pytestmark = pytest.mark.integration  # loads Piper, DNSMOS or Whisper
-
 from pipeline.config import REPO_ROOT, VerifyConfig
 from pipeline.executor.ray_data import Loop
 from pipeline.io.layout import Layout
@@ -29,6 +27,8 @@ from pipeline.stages.tts import TTSStage, turn_seed
 from pipeline.stages.verify import VerifyStage
 from pipeline.tts.faults import ENV, FaultyTTS, TTSFaultPlan
 from pipeline.voices.pool import load_pool
+
+pytestmark = pytest.mark.integration  # loads Piper, DNSMOS or Whisper
 
 SPEAKER = "piper-en_US-joe-medium"
 TEXTS = ["Where is the station?", "It is two streets away, next to the bank.",
