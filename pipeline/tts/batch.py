@@ -1,0 +1,68 @@
+"""The batch side of the TTS backend interface: many turns per call, one result (audio or the error) per turn.
+
+The TTS stage hands its backend every pending turn of a Ray batch, across conversations and speakers,
+sorted by text length and cut into chunks of `tts.max_batch_turns`; a backend that batches (XTTS-v2, VITS)
+decodes a chunk in one forward, one that does not (Piper) loops with `synthesize_each`. A failure is
+returned in that turn's slot, never raised, so one bad turn costs only itself (and its retry).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+Synthesis = tuple[np.ndarray, int]  # float32 mono samples in [-1, 1], sample rate
+BatchResult = list[Synthesis | Exception]
+
+
+@dataclass(frozen=True)
+class SynthesisRequest:
+    """One turn (or piece) to speak. `max_seconds`: audio longer than this fails the duration check anyway,
+    so a backend may stop generating there (XTTS caps the item's audio codes just past it)."""
+
+    text: str
+    speaker: Any  # the pool's Speaker record
+    language: str = "en"
+    seed: int = 0
+    max_seconds: float | None = None
+
+
+def synthesize_each(backend, requests: Sequence[SynthesisRequest]) -> BatchResult:
+    """The default batch method: one `synthesize` call per request, each failure kept in its slot."""
+    out: BatchResult = []
+    for r in requests:
+        try:
+            out.append(backend.synthesize(r.text, r.speaker, language=r.language, seed=r.seed))
+        except Exception as exc:  # noqa: BLE001 - returned to the caller, which retries or rejects that turn
+            out.append(exc)
+    return out
+
+
+def length_batches(lengths: Sequence[int], max_batch: int) -> list[list[int]]:
+    """Indices of `lengths` sorted by length (stable), cut into consecutive groups of at most `max_batch`, so
+    each group pads to a length close to its items'."""
+    if max_batch < 1:
+        raise ValueError(f"max_batch must be >= 1, got {max_batch}")
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+    return [order[i:i + max_batch] for i in range(0, len(order), max_batch)]
+
+
+def call_batched(backend, requests: Sequence[SynthesisRequest], max_batch: int) -> BatchResult:
+    """The backend's `synthesize_batch` over length-sorted chunks of at most `max_batch` requests, results in the
+    requests' order; a backend without a batch method is called turn by turn."""
+    batch = getattr(backend, "synthesize_batch", None)
+    out: BatchResult = [RuntimeError("not synthesised")] * len(requests)
+    for group in length_batches([len(r.text) for r in requests], max_batch):
+        chunk = [requests[i] for i in group]
+        try:
+            results = batch(chunk) if batch is not None else synthesize_each(backend, chunk)
+        except Exception as exc:  # noqa: BLE001 - a backend bug must not lose the chunk: each turn records it
+            results = [exc] * len(chunk)
+        for i, result in zip(group, results):
+            out[i] = result
+    return out
