@@ -156,6 +156,14 @@ class TTSConfig(Section):
     cpu_threads: int | None = Field(None, ge=1, description="CPU threads of each TTS actor's model (ONNX Runtime, "
                                                             "torch); null: num_cpus rounded, at least 1")
     batch_size: int = Field(2, ge=1)
+    max_batch_turns: int = Field(8, ge=1, le=1024, description="turns (or sentence pieces of long turns) per forward of a "
+                                                              "batching backend (xtts, vits): the stage sorts a Ray "
+                                                              "batch's turns by length and hands them over this many at "
+                                                              "a time; 1 = one at a time. 32-64 on a GPU, with "
+                                                              "tts.batch_size large enough to fill it. Piper speaks "
+                                                              "turn by turn")
+    xtts_sampling: bool = Field(True, description="xtts: sample the GPT's audio codes (temperature/top-k/top-p of the "
+                                                  "model's config, seeded per turn and attempt); false decodes greedily")
     user_sample_rate: Literal[16000] = 16000
 
     @model_validator(mode="after")

@@ -201,9 +201,9 @@ class BatchedXttsGPT:
     # --- decoding ------------------------------------------------------------------------------------------
     @torch.inference_mode()
     def decode(self, items: list[GptItem], sampling: Sampling, static: bool = False,
-               make_step=None) -> list[GptResult]:
-        """Decode all items together. Static mode runs `make_step(width)` (default: `self.make_step`), e.g. a
-        compiled or graph-captured fixed-shape step, and never compacts."""
+               fixed_step=None) -> list[GptResult]:
+        """Decode all items together. Static mode never compacts and runs `fixed_step` (default
+        `self.fixed_step`; e.g. torch.compile of it, or a `CudaGraphStep`) with the same shapes at every step."""
         if not items:
             return []
         device, n = self.device, len(items)
@@ -238,7 +238,8 @@ class BatchedXttsGPT:
         hidden = self._layers(emb, kv, slice(0, width), width, mask[:, None])[:, -1]
         out = {k: [None] * n for k in ("codes", "latents", "generated", "stopped", "failed")}
         sync_every = self.sync_every or (1 if device.type == "cpu" else 8)
-        fixed_step = (make_step or self.make_step)(width) if static else None
+        if static:
+            fixed_step = fixed_step or self.fixed_step
         position = 0  # audio position of the token that produced `hidden` (0: start_audio)
         while True:
             logits = self.gpt.mel_head(hidden)
@@ -249,8 +250,9 @@ class BatchedXttsGPT:
             if position >= max_limit or (position % sync_every == 0 and bool(state["done"].all())):
                 break
             tokens = state["codes"][:, position - 1]
-            if fixed_step is not None:
-                hidden = fixed_step(tokens, torch.tensor([width + position - 1], device=device), kv, state["keys_valid"])
+            if static:
+                where = torch.tensor([position, width + position - 1], device=device)
+                hidden = fixed_step(tokens, where[:1], where[1:], kv, state["keys_valid"])
                 continue
             if position % sync_every == 0:
                 kv = self._compact(state, kv, out)
@@ -277,16 +279,13 @@ class BatchedXttsGPT:
         x = (self.gpt.mel_embedding(tokens) + self.gpt.mel_pos_embedding.emb.weight[position])[:, None]
         return self._layers(x, kv, slice(column, column + 1), column + 1, keys_valid[:, None, None, :column + 1])[:, 0]
 
-    def make_step(self, width: int, compile_mode: str | None = None):
-        """A fixed-shape step (tokens, column tensor [1], kv, keys_valid) -> states: writes at a tensor position and
-        attends to the whole cache under the mask, so one graph serves every step; optionally torch.compile'd."""
-
-        def fixed_step(tokens, column, kv, keys_valid):
-            keys_valid.index_fill_(1, column, True)
-            x = (self.gpt.mel_embedding(tokens) + self.gpt.mel_pos_embedding.emb(column - (width - 1)))[:, None]
-            return self._layers(x, kv, column, kv.shape[4], keys_valid[:, None, None, :])[:, 0]
-
-        return torch.compile(fixed_step, mode=compile_mode, dynamic=False) if compile_mode else fixed_step
+    def fixed_step(self, tokens: torch.Tensor, position: torch.Tensor, column: torch.Tensor, kv: torch.Tensor,
+                   keys_valid: torch.Tensor) -> torch.Tensor:
+        """`step` with every shape fixed: audio position and cache column as 1-element tensors, writes by index,
+        attention over the whole cache under the mask. One graph serves every step of a decoding."""
+        keys_valid.index_fill_(1, column, True)
+        x = (self.gpt.mel_embedding(tokens) + self.gpt.mel_pos_embedding.emb(position))[:, None]
+        return self._layers(x, kv, column, kv.shape[4], keys_valid[:, None, None, :])[:, 0]
 
     def _advance(self, state: dict, hidden: torch.Tensor, logits: torch.Tensor, position: int,
                  sampling: Sampling) -> None:
@@ -308,7 +307,8 @@ class BatchedXttsGPT:
         """Copy the finished `rows`' results to `out` (CPU), indexed by original item."""
         if rows.numel() == 0:
             return
-        picked = {k: state[k].index_select(0, rows).cpu() for k in ("codes", "latents", "generated", "stopped", "failed")}
+        keys = ("codes", "latents", "generated", "stopped", "failed")
+        picked = {k: state[k].index_select(0, rows).cpu() for k in keys}
         for j, item in enumerate(state["rows"].index_select(0, rows).tolist()):
             for k in picked:
                 out[k][item] = picked[k][j].clone() if k in ("codes", "latents") else picked[k][j]
@@ -327,6 +327,42 @@ class BatchedXttsGPT:
             state[k] = state[k].index_select(0, keep)
         self.stats.compactions += 1
         return kv.index_select(2, keep)
+
+
+class CudaGraphStep:
+    """`BatchedXttsGPT.fixed_step` captured as a CUDA graph and replayed: one launch per step instead of ~15 per
+    layer. The graph is bound to the cache it was captured with, so it is re-captured when a decoding
+    allocates a new one (once per `decode` call). Pass as `decode(..., static=True, fixed_step=CudaGraphStep(gpt))`."""
+
+    def __init__(self, decoder: BatchedXttsGPT, warmup: int = 2):
+        self.decoder, self.warmup = decoder, warmup
+        self.graph = None
+        self.bound = None
+        self.captures = 0
+
+    def __call__(self, tokens, position, column, kv, keys_valid):
+        key = (kv.data_ptr(), tuple(kv.shape), keys_valid.data_ptr())
+        if self.bound != key:
+            self._capture(tokens, position, column, kv, keys_valid)
+            self.bound = key
+        self.tokens.copy_(tokens)
+        self.position.copy_(position)
+        self.column.copy_(column)
+        self.graph.replay()
+        return self.out  # overwritten by the next replay: the caller consumes it first
+
+    def _capture(self, tokens, position, column, kv, keys_valid):
+        self.tokens, self.position, self.column = tokens.clone(), position.clone(), column.clone()
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):  # warm-up writes the same column the first replay writes
+            for _ in range(self.warmup):
+                self.decoder.fixed_step(self.tokens, self.position, self.column, kv, keys_valid)
+        torch.cuda.current_stream().wait_stream(side)
+        self.graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self.graph):
+            self.out = self.decoder.fixed_step(self.tokens, self.position, self.column, kv, keys_valid)
+        self.captures += 1
 
 
 # --- the vocoder ---------------------------------------------------------------------------------------------
