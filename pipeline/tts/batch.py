@@ -66,3 +66,58 @@ def call_batched(backend, requests: Sequence[SynthesisRequest], max_batch: int) 
         for i, result in zip(group, results):
             out[i] = result
     return out
+
+
+@dataclass
+class TurnJob:
+    """One turn to speak: `group` is what fails together (a conversation), `key` identifies the turn in it."""
+
+    group: Any
+    key: Any
+    text: str
+    speaker: Any
+    language: str
+    seed_for: Any  # attempt (1-based) -> seed
+
+
+@dataclass
+class TurnOutcome:
+    samples: np.ndarray | None = None
+    rate: int = 0
+    attempts: int = 0
+    failures: list[str] | None = None  # "attempt N (seed S): what went wrong", one per failed attempt
+
+
+def speak_turns(backend, jobs: Sequence[TurnJob], check, max_attempts: int, max_batch: int,
+                max_seconds=None, log=None) -> dict[tuple[Any, Any], TurnOutcome]:
+    """Speak every job in rounds: round n synthesises, in length-sorted chunks of `max_batch`, every turn still
+    without good audio, at its n-th seed; `check(samples, rate, text)` returns None or why the audio is bad.
+    Only a failed turn is spoken again. `max_seconds(text)` caps a turn's audio where the backend can stop
+    early (audio past it fails `check` anyway). Returns (group, key) -> outcome: samples set, or one failure
+    per attempt when no attempt succeeded."""
+    outcomes = {(j.group, j.key): TurnOutcome(failures=[]) for j in jobs}
+    pending = list(jobs)
+    for attempt in range(1, max_attempts + 1):
+        if not pending:
+            break
+        seeds = [int(j.seed_for(attempt)) for j in pending]
+        requests = [SynthesisRequest(j.text, j.speaker, j.language, seed, max_seconds(j.text) if max_seconds else None)
+                    for j, seed in zip(pending, seeds)]
+        still = []
+        for job, seed, result in zip(pending, seeds, call_batched(backend, requests, max_batch)):
+            outcome = outcomes[(job.group, job.key)]
+            outcome.attempts = attempt
+            if isinstance(result, Exception):
+                problem = f"{type(result).__name__}: {str(result)[:200]}"
+            else:
+                samples, rate = np.asarray(result[0], dtype=np.float32).reshape(-1), int(result[1])
+                problem = check(samples, rate, job.text)
+            if problem is None:
+                outcome.samples, outcome.rate = samples, rate
+                continue
+            outcome.failures.append(f"attempt {attempt} (seed {seed}): {problem}")
+            if log is not None:
+                log.info("tts: turn %s of %s failed: %s", job.key, job.group, outcome.failures[-1])
+            still.append(job)
+        pending = still
+    return outcomes
