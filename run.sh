@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # speechchat: one script for setup + the main job, and for the tests.
 #   ./run.sh                 set up .venv (first time ~15 min: llama.cpp builds from source) and run configs/smoke.yaml
-#   ./run.sh test [ARGS]     set up .venv with the dev extras (+ FFmpeg) and run the test suite (pytest ARGS)
+#   ./run.sh test [ARGS]     set up .venv with the dev extras (+ FFmpeg), lint, and run the test suite (pytest ARGS)
 #   ./run.sh run ARGS        run the pipeline with your own arguments, e.g. run --config configs/en.yaml
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -44,6 +44,12 @@ ensure_chromium() {  # the report test renders report.html in headless Chromium
     fi
 }
 
+lint() {  # the checks CI runs before the tests: ruff (lint) and the import-layer contract (import-linter)
+    echo "[run.sh] lint: ruff check, lint-imports" >&2
+    "$VENV/bin/ruff" check . && "$VENV/bin/lint-imports" --no-cache >/dev/null || {
+        echo "[run.sh] lint failed: see above (ruff check . ; lint-imports)" >&2; exit 1; }
+}
+
 cmd="${1:-smoke}"
 case "$cmd" in
     test)
@@ -51,6 +57,7 @@ case "$cmd" in
         ensure_ffmpeg
         ensure_chromium
         ensure_venv dev
+        lint
         set +e
         "$PY" -m pytest "$@"
         rc=$?

@@ -21,11 +21,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import pyarrow as pa  # noqa: E402
 
-from pipeline.backends.assets import smollm2_gguf  # noqa: E402
-from pipeline.backends.llm_server import LlamaCppServer  # noqa: E402
+from pipeline.assets import smollm2_gguf  # noqa: E402
 from pipeline.config import REPO_ROOT, LLMConfig  # noqa: E402
-from pipeline.stages.generate import GenerateStage, PromptSet, build_messages, response_format  # noqa: E402
-from pipeline.stages.plan import PlanStage, Taxonomy  # noqa: E402
+from pipeline.llm.prompts import PromptSet, Taxonomy, build_messages, response_format  # noqa: E402
+from pipeline.llm.server import LlamaCppServer  # noqa: E402
+from pipeline.stages.generate import GenerateStage  # noqa: E402
+from pipeline.stages.plan import PlanStage  # noqa: E402
 
 
 def specs(n: int) -> list[dict]:

@@ -6,7 +6,7 @@ GPU, Whisper's batched real-time factor, and the GPU-hours that 60,000 hours of 
     python bench/gpu_bench.py --tts-batches 1,8,32,64 --json out.json     # batched synthesis (issue 16)
     python bench/gpu_bench.py --device cpu --size full --tts-batches 1,16  # the same on this CPU
 
-TTS runs through the pipeline's own backends (`pipeline.backends.tts.make_backend`), each actor a
+TTS runs through the pipeline's own backends (`pipeline.tts.base.make_backend`), each actor a
 separate process holding one model on the device, as a Ray actor with `tts.num_gpus: 1/N` would. The
 models have the real architectures with random weights (`--size full`: XTTS-v2's 30-layer GPT, HiFi-GAN
 decoder and speaker encoder; coqui's standard VITS): a lent machine can download no weights, and the
@@ -87,8 +87,8 @@ def _tts_actor(name, options, speaker_row, device, seconds, xtts_codes, barrier,
         import torch
 
         torch.set_num_threads(1)  # one CPU thread per actor, as under Ray with num_cpus=1
-        from pipeline.backends.tts import make_backend
-        from pipeline.speakers import Speaker
+        from pipeline.tts.base import make_backend
+        from pipeline.voices.pool import Speaker
 
         backend = make_backend(name, None, **options, device=device)
         if name == "xtts":
@@ -394,7 +394,7 @@ def faster_whisper_usable(device: str) -> str | None:
 
         if ctranslate2.get_cuda_device_count() < 1:
             return "CTranslate2 sees no CUDA device (its wheels need CUDA 12's cuBLAS/cuDNN)"
-        from pipeline.backends.assets import packaged_asr
+        from pipeline.assets import packaged_asr
 
         packaged_asr("base")
     except Exception as exc:  # noqa: BLE001 - any failure means: use the stand-in and say why
@@ -405,8 +405,8 @@ def faster_whisper_usable(device: str) -> str | None:
 def measure_faster_whisper(model: str, device: str, clip_s: float, batch: int, clips: int) -> dict:
     import numpy as np
 
-    from pipeline.backends.asr_batch import BatchedWhisperASR
-    from pipeline.backends.assets import packaged_asr
+    from pipeline.asr.whisper import BatchedWhisperASR
+    from pipeline.assets import packaged_asr
 
     asr = BatchedWhisperASR(packaged_asr(model), "en", "float16", 1, device=device.split(":")[0], batch_size=batch)
     rng = np.random.default_rng(0)

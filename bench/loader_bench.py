@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import torch  # noqa: E402
 import webdataset as wds  # noqa: E402
 
-from pipeline.backends.assets import package_dir  # noqa: E402
+from pipeline.assets import package_dir  # noqa: E402
 from pipeline.training.inspect import inspect_dataset  # noqa: E402
 from pipeline.training.loader import LoaderConfig, SpeechChatLoader, find_shards  # noqa: E402
 

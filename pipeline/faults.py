@@ -1,4 +1,4 @@
-"""Fault-injection points for the crash tests (tests/test_kill_resume.py, tests/test_worker_faults.py).
+"""Fault-injection points for the crash tests (tests/run/test_kill_resume.py, tests/run/test_run_faults.py).
 
 `checkpoint("tts")` does nothing unless SPEECHCHAT_FAULT_AT names that point; then, once the point has
 been passed SPEECHCHAT_FAULT_AFTER times in this process, it creates the file named by

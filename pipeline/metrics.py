@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import unicodedata
-from functools import lru_cache
+from functools import cache
 
 import jiwer
 
 
-@lru_cache(maxsize=None)
+@cache
 def _english_normalizer():
     from whisper_normalizer.english import EnglishTextNormalizer
 

@@ -2,7 +2,7 @@
 
 import pytest
 
-from pipeline.backends import assets
+from pipeline import assets
 
 
 def test_whisper_base_is_joined_once_from_its_two_packages(tmp_path, monkeypatch):

@@ -6,10 +6,10 @@ import json
 import pytest
 
 from pipeline.config import REPO_ROOT, ConfigError, LLMConfig, load_config
-from pipeline.speakers import check_references, load_pool
-from pipeline.stages.base import Rejected
-from pipeline.stages.generate import parse_conversation
+from pipeline.llm.parse import parse_conversation
+from pipeline.reasons import Rejected
 from pipeline.stages.source import to_messages, unsuitable_for_speech
+from pipeline.voices.pool import check_references, load_pool
 
 BASE = str(REPO_ROOT / "configs/base.yaml")
 
@@ -21,7 +21,7 @@ def config_error(tmp_path, text=None, overrides=()):
         path.write_text(f"base: {BASE}\n{text}")
     with pytest.raises(ConfigError) as err:
         cfg = load_config(path, list(overrides), tmp_path / "out")
-        from pipeline.main import preflight
+        from pipeline.run.preflight import preflight
 
         preflight(cfg)
     return str(err.value)
@@ -158,7 +158,7 @@ def test_bad_input_gets_a_clear_error_or_reason(name, tmp_path):
 
 
 def test_a_speaker_with_a_bad_clip_is_dropped_and_counted_but_the_job_can_start(tmp_path):
-    from pipeline.main import preflight
+    from pipeline.run.preflight import preflight
 
     cfg = load_config(BASE, [f"voices.pool={clip_pool(tmp_path, 'missing.wav')}"], tmp_path / "out")
     res = preflight(cfg)

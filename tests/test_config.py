@@ -113,3 +113,48 @@ def test_voice_and_threshold_settings_are_checked(overrides, fragment):
 def test_held_out_speakers_with_a_test_split_validate():
     cfg = load_config(REPO_ROOT / "configs/en.yaml", ["voices.held_out_test_speakers=0.1"])
     assert cfg.voices.held_out_test_speakers == 0.1 and cfg.shard.splits["test"] > 0
+
+
+def _model_keys(model, prefix=""):
+    from pydantic import BaseModel
+
+    keys = set()
+    for name, field in model.model_fields.items():
+        sub = field.annotation if isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel) else None
+        keys |= _model_keys(sub, f"{prefix}{name}.") if sub else {f"{prefix}{name}"}
+    return keys
+
+
+def _yaml_keys(data, model, prefix=""):
+    from pydantic import BaseModel
+
+    keys = set()
+    for name, value in data.items():
+        field = model.model_fields.get(name)
+        sub = field.annotation if field and isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel) else None
+        keys |= _yaml_keys(value, sub, f"{prefix}{name}.") if sub and isinstance(value, dict) else {f"{prefix}{name}"}
+    return keys
+
+
+def test_base_yaml_lists_every_key_with_its_default():
+    """configs/base.yaml says it holds every key with its default: compared with the config models."""
+    import yaml
+
+    from pipeline.config import RunConfig
+
+    base = yaml.safe_load((REPO_ROOT / "configs/base.yaml").read_text(encoding="utf-8"))
+    declared, listed = _model_keys(RunConfig), _yaml_keys(base, RunConfig)
+    assert declared - listed == set(), "keys of the config models missing from configs/base.yaml"
+    assert listed - declared == set(), "keys in configs/base.yaml that no config model has"
+    assert load_config(REPO_ROOT / "configs/base.yaml").model_dump(mode="json") == RunConfig().model_dump(mode="json")
+
+
+def test_configuration_doc_is_generated_from_the_models():
+    """docs/configuration.md is `python -m pipeline.config`'s output; a field added or re-described without
+    regenerating it fails here."""
+    from pipeline.config import reference_markdown
+
+    doc = (REPO_ROOT / "docs/configuration.md").read_text(encoding="utf-8")
+    assert doc == reference_markdown(), "regenerate: python -m pipeline.config > docs/configuration.md"
+    for key in ("`tts.max_actors`", "`verify.asr_batch_size`", "`voices.held_out_test_speakers`", "`workers.max_restarts`"):
+        assert key in doc

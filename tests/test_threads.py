@@ -10,11 +10,11 @@ import pytest
 from test_tts_verify import conversation
 
 from pipeline.config import REPO_ROOT, ConfigError, VerifyConfig, load_config
-from pipeline.records import rows_to_table
-from pipeline.speakers import load_pool
+from pipeline.schema import rows_to_table
 from pipeline.stages.tts import TTSStage
 from pipeline.stages.verify import VerifyStage
 from pipeline.threads import threads_for
+from pipeline.voices.pool import load_pool
 
 
 @pytest.mark.parametrize(("num_cpus", "explicit", "threads"),
@@ -80,7 +80,7 @@ def test_verify_with_one_thread_hears_and_scores_like_the_default(good_row):
 
 
 def test_verify_pool_auto_fills_the_cluster_cpus(ray_session):
-    from pipeline.main import verify_pool
+    from pipeline.executor.ray_data import actor_pool as verify_pool
 
     cpus = int(ray_session.cluster_resources()["CPU"])
     auto = verify_pool("auto", 1)
@@ -96,7 +96,7 @@ def test_verify_pool_auto_with_a_gpu_share_counts_gpus_not_cpus(monkeypatch, gpu
     table is a stand-in here (the test machine has no GPU); the pool arithmetic is the real code."""
     import ray
 
-    from pipeline.main import verify_pool
+    from pipeline.executor.ray_data import actor_pool as verify_pool
 
     monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": 64.0, "GPU": float(gpus)})
     pool = verify_pool("auto", 1, share)

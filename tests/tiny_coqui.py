@@ -2,7 +2,7 @@
 
 Real Coqui classes (Vits, Xtts and their tokenizers, HiFi-GAN decoders, speaker encoder) at toy sizes:
 synthesis takes milliseconds and the audio is noise, which is all the pipeline's code paths need.
-Used by tests/test_coqui.py and bench/tts_bench.py.
+Used by tests/tts/test_coqui.py and bench/tts_bench.py.
 """
 
 from __future__ import annotations

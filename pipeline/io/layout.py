@@ -16,12 +16,14 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+from pipeline.ids import ids_to_u64
 
 TMP_SUFFIX = ".tmp"
 
@@ -75,12 +77,8 @@ class Layout:
 
     def done_ids(self) -> np.ndarray:
         """64-bit hashes of every conversation already kept or rejected, sorted (8 bytes each)."""
-        from pipeline.stages.plan import id_to_u64
-
         parts = self.manifest_parts() + self.reject_parts()
-        hashes = [np.fromiter((id_to_u64(c) for c in pq.read_table(p, columns=["conversation_id"]).column(0).to_pylist()),
-                              dtype=np.uint64) for p in parts]
-        return np.unique(np.concatenate(hashes)) if hashes else np.empty(0, dtype=np.uint64)
+        return ids_to_u64(c for p in parts for c in pq.read_table(p, columns=["conversation_id"]).column(0).to_pylist())
 
 
 def file_sha256(path: Path) -> str:

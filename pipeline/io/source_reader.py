@@ -8,12 +8,9 @@ one by one and numbered; the number becomes part of the conversation ID, so reru
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
-
-import pyarrow as pa
-from ray.data import Datasource, ReadTask
-from ray.data.block import BlockMetadata
+from typing import Any
 
 FILE_SUFFIXES = (".jsonl", ".json", ".parquet")
 
@@ -88,35 +85,3 @@ def iter_records(path: Path, limit: int | None = None) -> Iterator[tuple[int, An
 
 def count_records(path: Path, limit: int | None = None) -> int:
     return sum(1 for _ in iter_records(path, limit))
-
-
-class SourceRecordsSource(Datasource):
-    """Ray Data source streaming (source_index, record as JSON text) in blocks, from one sequential read."""
-
-    def __init__(self, path: Path, limit: int | None, block_rows: int):
-        self.path, self.limit, self.block_rows = Path(path), limit, max(1, block_rows)
-
-    def estimate_inmemory_data_size(self) -> int | None:
-        return None
-
-    def get_read_tasks(self, parallelism: int, per_task_row_limit: int | None = None,
-                       data_context=None) -> list[ReadTask]:
-        return [ReadTask(self._read, BlockMetadata(num_rows=None, size_bytes=None, exec_stats=None,
-                                                   input_files=(str(self.path),)),
-                         per_task_row_limit=per_task_row_limit)]
-
-    def _read(self) -> Iterator[pa.Table]:
-        buf: list[tuple[int, str]] = []
-        for index, record in iter_records(self.path, self.limit):
-            text = f"!{record}" if isinstance(record, SourceError) else json.dumps(record, ensure_ascii=False, default=str)
-            buf.append((index, text))
-            if len(buf) >= self.block_rows:
-                yield _block(buf)
-                buf = []
-        if buf:
-            yield _block(buf)
-
-
-def _block(rows: list[tuple[int, str]]) -> pa.Table:
-    return pa.table({"source_index": pa.array([r[0] for r in rows], pa.int64()),
-                     "record": pa.array([r[1] for r in rows], pa.string())})

@@ -44,8 +44,9 @@ def compute_stats(layout: Layout) -> dict[str, Any]:
         # usage counted per conversation for the user voice, per exchange for both sides
         firsts = manifest.filter(pc.equal(manifest.column("exchange_index"), 0))
         stats["content"] = {  # what the kept conversations are about, per conversation
-            column: {lang: dict(Counter(v for v, l in zip(firsts.column(column).to_pylist(),
-                                                          firsts.column("language").to_pylist()) if l == lang).most_common())
+            column: {lang: dict(Counter(v for v, row_lang in zip(firsts.column(column).to_pylist(),
+                                                                 firsts.column("language").to_pylist())
+                                        if row_lang == lang).most_common())
                      for lang in stats["languages"]}
             for column in ("domain", "scenario", "topic")}
         user_counts = Counter(firsts.column("user_speaker_id").to_pylist())

@@ -15,8 +15,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 
 from pipeline.io.layout import TMP_SUFFIX, Layout, file_sha256
-
-SAMPLE_PARTS = {"json", "user.flac", "assistant.flac"}
+from pipeline.schema import SAMPLE_PARTS
 
 
 def _check_tar(tar_path: Path, rows: list[dict], problems: list[str]) -> None:

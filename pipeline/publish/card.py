@@ -21,47 +21,8 @@ import yaml
 
 from pipeline.io.layout import Layout, atomic_write
 from pipeline.publish.licenses import Resolution, resolve_license
-from pipeline.stages.shard import SAMPLE_SCHEMA_VERSION
+from pipeline.schema import AUDIO_FILES, SAMPLE_FIELDS, SAMPLE_SCHEMA_VERSION
 
-# The sample's JSON as `conversation_samples` (pipeline/stages/shard.py) writes it: (name, type, meaning),
-# where a type is a `datasets` dtype, a list of fields (a struct) or ("list", dtype). A test compares it
-# with real samples, so a new field in shard.py without one here fails loudly instead of loading as null.
-SIDE_FIELDS: list[tuple[str, Any, str]] = [
-    ("display_text", "string", "the turn as the LLM wrote it"),
-    ("spoken_text", "string", "normalised for speech: what the TTS model read"),
-    ("asr_text", "string", "what the ASR model heard in the audio"),
-    ("error_rate", "float64", "WER (English) or CER (Chinese) of asr_text against spoken_text; -1 if not measured"),
-    ("speaker_id", "string", "voice from the speaker pool"),
-    ("duration_s", "float64", "audio duration in seconds"),
-    ("sample_rate", "int64", "audio sample rate in Hz"),
-    ("dnsmos_ovrl", "float64", "DNSMOS overall quality (1-5); -1 if not measured"),
-    ("dnsmos_sig", "float64", "DNSMOS speech signal quality (1-5); -1 if not measured"),
-    ("dnsmos_bak", "float64", "DNSMOS background noise (1-5, 5 = clean); -1 if not measured"),
-    ("dnsmos_p808", "float64", "DNSMOS P.808 MOS estimate (1-5); -1 if not measured"),
-    ("speaker_similarity", "float64", "Resemblyzer cosine similarity to the assigned voice; -1 if not measured"),
-]
-SAMPLE_FIELDS: list[tuple[str, Any, str]] = [
-    ("schema_version", "int64", f"sample schema version ({SAMPLE_SCHEMA_VERSION})"),
-    ("key", "string", "`{conversation_id}_{exchange:03d}`, the sample's WebDataset key"),
-    ("conversation_id", "string", "content-addressed conversation ID"),
-    ("exchange_index", "int64", "position of this exchange in the conversation (0-based)"),
-    ("exchange_count", "int64", "exchanges in the conversation"),
-    ("language", "string", "language code"),
-    ("split", "string", "split name"),
-    ("domain", "string", "topic domain from the taxonomy (`source` for rewritten datasets)"),
-    ("topic", "string", "conversation topic"),
-    ("scenario", "string", "conversation scenario (`rewrite` for rewritten datasets)"),
-    ("persona", "string", "the user persona the LLM played"),
-    ("history", "string", "earlier turns, one `role: display text` per line (empty for the first exchange)"),
-    ("user", SIDE_FIELDS, "the user turn"),
-    ("assistant", SIDE_FIELDS, "the assistant turn"),
-    ("models", [("llm", "string", "text model"), ("tts", "string", "speech model, version and voice"),
-                ("asr", "string", "verification model, version and compute type")], "models used"),
-    ("config_digest", "string", "digest of the text-side config and prompts"),
-    ("licenses", ("list", "string"), "licence tags of the models and corpora used"),
-]
-AUDIO_FILES = {"user.flac": "user speech, 16-bit FLAC, mono",
-               "assistant.flac": "assistant speech, 16-bit FLAC, mono, at the TTS model's rate"}
 LANGUAGE_NAMES = {"en": "English", "zh": "Chinese"}
 TASK_CATEGORIES = ["automatic-speech-recognition", "text-to-speech", "audio-to-audio"]
 SPLIT_ORDER = ["train", "validation", "test"]

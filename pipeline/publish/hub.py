@@ -357,7 +357,7 @@ def run_config_for(out_dir: Path, given: Any) -> Any:
 def publish_cli(args: Any) -> int:
     """`speechchat publish --config C [--out DIR] --repo org/name [--private] [--revision R] [--dry-run]`."""
     from pipeline.config import ConfigError, load_config
-    from pipeline.speakers import load_pool
+    from pipeline.voices.pool import load_pool
 
     logging.getLogger("httpx2").setLevel(logging.WARNING)  # huggingface_hub 2.x's client logs every request
     try:

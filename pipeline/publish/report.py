@@ -102,19 +102,17 @@ def plot_hours(manifest: pd.DataFrame) -> str:
     return _figure(fig, "Hours of audio (user + assistant) per language and split")
 
 
-# The verify stage's reject details name each failing turn as "turn 3 (assistant) WER 0.57: said ...".
-REJECTED_TURN = re.compile(r"turn (\d+) \((user|assistant)\) (?:WER|CER) ([0-9]+(?:\.[0-9]+)?)")
-
-
 def rejected_error_rates(rejects: pd.DataFrame) -> dict[str, list[float]]:
-    """{side: [error rate, ...]} of the turns that failed the ASR check, read from the rejects' details
-    (rejects keep no per-turn columns; turns that passed inside a rejected conversation are not listed)."""
+    """{side: [error rate, ...]} of the turns that failed the ASR check, from the rejects' structured `failures`
+    column (turns that passed inside a rejected conversation are not listed; parts from before the column
+    existed add nothing)."""
     rates: dict[str, list[float]] = {"user": [], "assistant": []}
-    if rejects.empty or "details" not in rejects:
+    if rejects.empty or "failures" not in rejects:
         return rates
-    for details in rejects["details"].dropna():
-        for _, side, rate in REJECTED_TURN.findall(str(details)):
-            rates[side].append(float(rate))
+    for failures in rejects["failures"].dropna():
+        for f in failures:
+            if f.get("metric") in ("WER", "CER") and f.get("role") in rates and f.get("value") is not None:
+                rates[f["role"]].append(float(f["value"]))
     return rates
 
 

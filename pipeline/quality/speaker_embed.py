@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.audio import resample
-from pipeline.speakers import Speaker, reference_path
+from pipeline.voices.pool import Speaker, reference_path
 
 EMBED_RATE = 16000
 

@@ -1,255 +1,90 @@
-"""Generate: an LLM writes each planned conversation as strict JSON through an OpenAI-compatible API.
+"""Generate: an LLM writes each planned conversation (the backend is `llm.backend`; see `pipeline/llm/`).
 
-Prompt building, the response schema and parsing/validation are plain functions so that every backend
-(openai client here, in-cluster vLLM later) shares them. Retries with backoff on 429/5xx/timeouts and
-Retry-After come from the openai client (`max_retries`); a response that fails validation gets
-`repair_attempts` follow-up requests quoting the problem, then the conversation is rejected with a reason.
-A server that cannot be reached at all (connection refused or cut on every retry) is an outage, not a
-property of the conversation: the batch raises `LLMUnavailable`, the run stops, and a rerun resumes.
+`GenerateStage` talks to an OpenAI-compatible server (the embedded llama.cpp server by default) through
+`pipeline.llm.openai_compat`; `VLLMGenerateStage` runs vLLM engine actors inside the cluster (ray.data.llm),
+which the executor builds from the stage's pre- and post-processing. Both use the same prompts and validation.
 """
 
 from __future__ import annotations
 
-import asyncio
-import json
-import os
-import re
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-import jinja2
-from pydantic import BaseModel, ConfigDict, ValidationError
+import pyarrow as pa
 
 from pipeline.config import LLMConfig
-from pipeline.normalize.langid import wrong_language
-from pipeline.records import empty_turn, reject
-from pipeline.stages.base import Rejected, Stage
-
-# --- prompts ------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class PromptSet:
-    system: jinja2.Template
-    user: jinja2.Template
-    repair: jinja2.Template
-    rewrite_system: jinja2.Template
-    rewrite_user: jinja2.Template
-
-    @classmethod
-    def load(cls, prompts_dir: Path, language: str) -> "PromptSet":
-        env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(prompts_dir / language)),
-                                 undefined=jinja2.StrictUndefined, keep_trailing_newline=False)
-        names = ("system", "user", "repair", "rewrite_system", "rewrite_user")
-        return cls(*(env.get_template(f"{name}.jinja") for name in names))
+from pipeline.faults import checkpoint
+from pipeline.llm.openai_compat import OpenAICompatibleLLM
+from pipeline.llm.prompts import PromptSet
+from pipeline.schema import is_rejected, rows_to_table, table_to_rows
+from pipeline.stages.base import ProcessorStage, Resources, RunContext, Stage
 
 
-def build_messages(prompts: PromptSet, spec: dict[str, Any]) -> list[dict[str, str]]:
-    """Chat messages for one conversation: written from the taxonomy, or rewritten from a source dialogue."""
-    if spec.get("source_messages"):
-        source = [{"role": m["role"], "content": m["content"]} for m in spec["source_messages"]]
-        fields = {"num_exchanges": spec["num_exchanges"], "language": spec["language"],
-                  "source_json": json.dumps(source, ensure_ascii=False)}
-        return [{"role": "system", "content": prompts.rewrite_system.render(**fields).strip()},
-                {"role": "user", "content": prompts.rewrite_user.render(**fields).strip()}]
-    fields = {k: spec[k] for k in ("topic", "scenario", "persona", "num_exchanges", "language")}
-    return [{"role": "system", "content": prompts.system.render(**fields).strip()},
-            {"role": "user", "content": prompts.user.render(**fields).strip()}]
-
-
-def response_schema(num_exchanges: int, cfg: LLMConfig) -> dict[str, Any]:
-    text = {"type": "string", "minLength": cfg.min_turn_chars, "maxLength": cfg.max_turn_chars}
-    return {
-        "type": "object",
-        "properties": {"exchanges": {
-            "type": "array", "minItems": num_exchanges, "maxItems": num_exchanges,
-            "items": {"type": "object", "properties": {"user": text, "assistant": text},
-                      "required": ["user", "assistant"], "additionalProperties": False}}},
-        "required": ["exchanges"], "additionalProperties": False,
-    }
-
-
-def response_format(num_exchanges: int, cfg: LLMConfig) -> dict[str, Any] | None:
-    schema = response_schema(num_exchanges, cfg)
-    if cfg.response_format == "json_object_schema":  # llama.cpp server: grammar from the schema
-        return {"type": "json_object", "schema": schema}
-    if cfg.response_format == "json_schema":  # OpenAI, vLLM, SGLang
-        return {"type": "json_schema", "json_schema": {"name": "conversation", "schema": schema, "strict": True}}
-    return None
-
-
-# --- parsing and validation ---------------------------------------------------------------------
-
-
-class _Exchange(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    user: str
-    assistant: str
-
-
-class _Conversation(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    exchanges: list[_Exchange]
-
-
-_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
-# the model stepping out of the conversation (refusals, talk about prompts, injected instructions)
-_META_TEXT = re.compile(r"as an ai (language )?model|ignore (all |any )?(the )?(previous|prior|above) instructions|"
-                        r"system prompt|\bjson (object|format)\b|作为(一个)?(人工智能|AI)(语言)?模型|忽略(之前|以上)(的)?(所有)?指令",
-                        re.I)
-# pieces of the JSON envelope leaking into a turn: {"user": ..., ]}, etc.
-_JSON_DEBRIS = re.compile(r"""[{\[]\s*['"](?:user|assistant|exchanges)['"]|['"](?:user|assistant|exchanges)['"]\s*:|[\]}]\s*[,}\]]""")
-
-
-def parse_conversation(content: str, num_exchanges: int, cfg: LLMConfig, language: str) -> list[dict[str, Any]]:
-    """LLM output -> turns (user first, alternating) or `Rejected` with the reason code and details."""
-    match = re.search(r"\{.*\}", content or "", re.S)  # tolerate prose or code fences around the object
-    if not match:
-        raise Rejected("llm_not_json", f"no JSON object in {len(content or '')} characters of output")
-    try:
-        # strict=False: raw newlines/tabs inside strings are common in LLM JSON and harmless here
-        convo = _Conversation.model_validate(json.loads(match.group(0), strict=False))
-    except json.JSONDecodeError as exc:
-        raise Rejected("llm_not_json", str(exc)) from None
-    except ValidationError as exc:
-        raise Rejected("llm_wrong_shape", exc.errors()[0]["msg"] + " at " + ".".join(map(str, exc.errors()[0]["loc"]))) from None
-    if len(convo.exchanges) != num_exchanges:
-        raise Rejected("llm_wrong_exchange_count", f"asked for {num_exchanges}, got {len(convo.exchanges)}")
-    turns = []
-    for i, ex in enumerate(convo.exchanges):
-        for role, text in (("user", ex.user), ("assistant", ex.assistant)):
-            if _CONTROL.search(text):
-                raise Rejected("llm_control_characters", f"exchange {i} {role}")
-            text = " ".join(text.split())
-            where = f"exchange {i} {role}"
-            if len(text) < cfg.min_turn_chars:
-                raise Rejected("llm_turn_too_short", f"{where}: {len(text)} chars < {cfg.min_turn_chars}: {text!r}")
-            if len(text) > cfg.max_turn_chars:
-                raise Rejected("llm_turn_too_long", f"{where}: {len(text)} chars > {cfg.max_turn_chars}: {text[:80]!r}...")
-            visible = [c for c in text if not c.isspace()]
-            if sum(c.isalpha() for c in visible) < 0.5 * len(visible):
-                raise Rejected("llm_turn_not_prose", f"{where}: mostly digits or symbols: {text[:80]!r}")
-            if _JSON_DEBRIS.search(text):
-                raise Rejected("llm_json_in_text", f"{where}: {text[:80]!r}")
-            if _META_TEXT.search(text):
-                raise Rejected("llm_meta_text", f"{where}: {text[:80]!r}")
-            turns.append(empty_turn(role, text))
-    problem = wrong_language([t["display_text"] for t in turns], language)
-    if problem:
-        raise Rejected("llm_wrong_language", problem)
-    return turns
-
-
-# --- the stage ----------------------------------------------------------------------------------
-
-
-class LLMUnavailable(RuntimeError):
-    """The LLM server stopped answering (connection refused/reset after every retry). Rejecting the rest of the
-    plan as `llm_unreachable` would record an outage as a property of each conversation and skip them forever;
-    stopping instead keeps them for the rerun (conversations generated so far are in the text cache)."""
+def prompt_problems(ctx: RunContext) -> list[str]:
+    problems = []
+    for lang in ctx.languages:
+        try:
+            PromptSet.load(ctx.prompts_dir, lang)
+        except (OSError, ValueError) as exc:  # jinja2's TemplateNotFound is an OSError
+            problems.append(str(exc))
+    return problems
 
 
 class GenerateStage(Stage):
     name = "generate"
 
-    def __init__(self, cfg: LLMConfig, base_url: str, prompts_dir: Path):
+    def __init__(self, cfg: LLMConfig, base_url: str, prompts_dir):
         super().__init__()
-        self.cfg, self.base_url, self.prompts_dir = cfg, base_url, prompts_dir
-        self._prompts: dict[str, PromptSet] = {}
+        self.llm = OpenAICompatibleLLM(cfg, base_url, prompts_dir)
+        self.resources = Resources(num_cpus=cfg.num_cpus, actors=1)
+        self.batch_size = cfg.batch_size
 
-    def prompts(self, language: str) -> PromptSet:
-        if language not in self._prompts:
-            self._prompts[language] = PromptSet.load(self.prompts_dir, language)
-        return self._prompts[language]
+    @classmethod
+    def check(cls, ctx: RunContext) -> list[str]:
+        problems = prompt_problems(ctx)
+        llm = ctx.cfg.llm
+        if llm.base_url is None:  # the embedded llama.cpp server: its model file and its package
+            from pipeline.llm.server import embedded_server_problems
 
-    def process_rows(self, rows: list[dict[str, Any]]) -> None:
-        asyncio.run(self._generate_all(rows))
+            ctx.gguf, more = embedded_server_problems(llm, ctx.cfg.resolve_path)
+            problems += more
+        return problems
 
-    async def _generate_all(self, rows: list[dict[str, Any]]) -> None:
-        import openai
+    @classmethod
+    def build(cls, ctx: RunContext) -> GenerateStage:
+        return cls(ctx.cfg.llm, ctx.llm_base_url, ctx.prompts_dir)
 
-        # The key is read here, in the worker, from the environment; it never enters config or rows.
-        client = openai.AsyncOpenAI(base_url=self.base_url, api_key=os.environ.get(self.cfg.api_key_env) or "no-key",
-                                    max_retries=self.cfg.max_retries, timeout=self.cfg.timeout_s)
-        limit = asyncio.Semaphore(self.cfg.concurrency)
-        outage: list[LLMUnavailable] = []
+    def process_batch(self, batch: pa.Table) -> pa.Table:
+        rows = table_to_rows(batch)
+        live = [r for r in rows if not is_rejected(r)]
+        if live:
+            checkpoint(self.name)
+            self.llm.generate_batch(live)
+        return rows_to_table(rows)
 
-        async def one(row: dict[str, Any]) -> None:
-            async with limit:
-                if outage:  # the server is gone: do not spend every row's retries on it
-                    return
-                try:
-                    await self._generate_one(client, row)
-                except LLMUnavailable as exc:
-                    outage.append(exc)
-                except Rejected as exc:
-                    reject(row, self.name, exc.reason, exc.details)
-                except Exception as exc:  # one bad conversation must not fail the batch; the reason is recorded
-                    reject(row, self.name, "generate_error", f"{type(exc).__name__}: {exc}")
 
-        try:
-            await asyncio.gather(*(one(r) for r in rows))
-        finally:
-            await client.close()
-        if outage:
-            raise outage[0]
+class VLLMGenerateStage(ProcessorStage):
+    """vLLM engine actors inside the cluster: the executor wraps `preprocess`/`postprocess` in a ray.data.llm
+    processor built from `processor_kwargs` (GPU engines; needs `pip install -e .[vllm]`)."""
 
-    async def _server_reachable(self, client: Any) -> bool:
-        """Quick GET /models probes: does anything still answer at base_url? Any HTTP answer (even an error) or
-        an accepted-but-slow connection counts; two refused/reset probes a second apart mean the server is gone."""
-        import openai
+    name = "generate"
 
-        for probe in range(2):
-            if probe:
-                await asyncio.sleep(1.0)
-            try:
-                await client.with_options(max_retries=0, timeout=min(10.0, self.cfg.timeout_s)).models.list()
-                return True
-            except (openai.APIStatusError, openai.APITimeoutError):
-                return True
-            except Exception:  # noqa: BLE001 - refused or reset
-                continue
-        return False
+    def __init__(self, cfg: LLMConfig, prompts_dir):
+        super().__init__()
+        from pipeline.llm.vllm import VLLMRequests, processor_kwargs
 
-    async def _generate_one(self, client: Any, row: dict[str, Any]) -> None:
-        import openai
+        self.requests = VLLMRequests(cfg, prompts_dir)
+        self.processor_kwargs = processor_kwargs(cfg)
 
-        messages = build_messages(self.prompts(row["language"]), row)
-        row.update(llm_model=self.cfg.model, llm_requests=0, prompt_tokens=0, completion_tokens=0)
-        last: Rejected | None = None
-        for _attempt in range(1 + self.cfg.repair_attempts):
-            kwargs: dict[str, Any] = dict(model=self.cfg.model, messages=messages, temperature=self.cfg.temperature,
-                                          max_tokens=self.cfg.max_tokens, seed=int(row["seed"]))
-            fmt = response_format(int(row["num_exchanges"]), self.cfg)
-            if fmt is not None:
-                kwargs["response_format"] = fmt
-            try:
-                resp = await client.chat.completions.create(**kwargs)
-            except openai.APITimeoutError:
-                raise Rejected("llm_timeout", f"no answer within {self.cfg.timeout_s}s after {self.cfg.max_retries} retries") from None
-            except openai.APIConnectionError as exc:
-                # a connection cut mid-answer is this request's fault unless the server is really gone
-                if await self._server_reachable(client):
-                    raise Rejected("llm_connection_error", f"{type(exc).__name__} after {self.cfg.max_retries} "
-                                   "retries; the server still answers") from None
-                raise LLMUnavailable(f"LLM server {self.base_url} unreachable after {self.cfg.max_retries} retries "
-                                     f"({type(exc).__name__}: {exc})") from None
-            except openai.APIStatusError as exc:
-                raise Rejected("llm_http_error", f"HTTP {exc.status_code} after {self.cfg.max_retries} retries") from None
-            row["llm_requests"] += 1
-            if resp.usage is not None:
-                row["prompt_tokens"] += resp.usage.prompt_tokens or 0
-                row["completion_tokens"] += resp.usage.completion_tokens or 0
-            content = resp.choices[0].message.content if resp.choices else ""
-            try:
-                row["turns"] = parse_conversation(content or "", int(row["num_exchanges"]), self.cfg, row["language"])
-                return
-            except Rejected as exc:
-                last = exc
-                repair = self.prompts(row["language"]).repair.render(error=exc.reason.replace("_", " "),
-                                                                     num_exchanges=row["num_exchanges"])
-                messages = messages[:2] + [{"role": "assistant", "content": (content or "")[:4000]},
-                                           {"role": "user", "content": repair.strip()}]
-        assert last is not None
-        raise last
+    @classmethod
+    def check(cls, ctx: RunContext) -> list[str]:
+        return prompt_problems(ctx)
+
+    @classmethod
+    def build(cls, ctx: RunContext) -> VLLMGenerateStage:
+        return cls(ctx.cfg.llm, ctx.prompts_dir)
+
+    def preprocess(self, row: dict[str, Any]) -> dict[str, Any]:
+        return self.requests.preprocess(row)
+
+    def postprocess(self, row: dict[str, Any]) -> dict[str, Any]:
+        return self.requests.postprocess(row)

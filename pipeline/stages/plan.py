@@ -1,83 +1,25 @@
 """Plan: expand the config into conversation specs with content-addressed IDs.
 
-ID = hash(dataset, language, per-language index, digest of the text-side settings), so a rerun of the
-same config plans the same IDs and skips the ones already finished. The stage maps a stream of plan
-indices (ray.data.range) to specs, so planning millions of conversations never holds them in the driver.
+ID = hash(dataset, language, per-language index, digest of the text-side settings) (`pipeline.ids`), so a
+rerun of the same config plans the same IDs and skips the ones already finished. The stage reads plan
+indices [0, n) in blocks and maps each block to specs, so planning millions of conversations never holds
+them in the driver.
 """
 
 from __future__ import annotations
 
-import hashlib
+import math
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import yaml
 
-from pipeline.records import rows_to_table
-
-
-def conversation_hash(dataset: str, language: str, index: int | str, text_digest: str) -> str:
-    return hashlib.sha256(f"{dataset}\x1f{language}\x1f{index}\x1f{text_digest}".encode()).hexdigest()[:16]
-
-
-def conversation_id(dataset: str, language: str, index: int | str, text_digest: str) -> str:
-    return f"{language}-{conversation_hash(dataset, language, index, text_digest)}"
-
-
-def id_to_u64(conv_id: str) -> int:
-    """The 64-bit hash inside an ID; the resume set stores these (8 bytes each, not Python strings)."""
-    return int(conv_id.rsplit("-", 1)[-1], 16)
-
-
-def is_done(done_ids: np.ndarray, conv_id: str) -> bool:
-    """Membership in a sorted array of finished-ID hashes (the resume set)."""
-    u = np.uint64(id_to_u64(conv_id))
-    pos = int(np.searchsorted(done_ids, u))
-    return pos < len(done_ids) and done_ids[pos] == u
-
-
-def split_for(conv_id: str, splits: dict[str, float]) -> str:
-    """Deterministic split by ID hash: the same conversation always lands in the same split."""
-    u = int(hashlib.sha256(("split:" + conv_id).encode()).hexdigest()[:8], 16) / 0x1_0000_0000
-    acc = 0.0
-    for name, frac in splits.items():
-        acc += frac
-        if u < acc:
-            return name
-    return list(splits)[-1]
-
-
-@dataclass(frozen=True)
-class Taxonomy:
-    topics: list[tuple[str, float]]
-    scenarios: list[tuple[str, float]]
-    personas: list[tuple[str, float]]
-    domains: dict[str, str] = field(default_factory=dict)  # topic -> domain
-
-    @staticmethod
-    def _weighted(items: Any, what: str, path: Path) -> list[tuple[str, float]]:
-        out: list[tuple[str, float]] = []
-        for item in items or []:
-            if isinstance(item, str):
-                out.append((item, 1.0))
-            elif isinstance(item, dict) and "name" in item:
-                out.append((str(item["name"]), float(item.get("weight", 1.0))))
-            else:
-                raise ValueError(f"{path}: {what} entry {item!r} must be a string or {{name, weight}}")
-        if not out:
-            raise ValueError(f"{path}: no {what} listed")
-        return out
-
-    @classmethod
-    def load(cls, path: Path) -> "Taxonomy":
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        if not isinstance(data, dict):
-            raise ValueError(f"{path}: must be a mapping with topics, scenarios and personas")
-        domains = {str(t["name"]): str(t.get("domain", "")) for t in data.get("topics") or [] if isinstance(t, dict)}
-        return cls(*(cls._weighted(data.get(k), k, path) for k in ("topics", "scenarios", "personas")), domains)
+from pipeline.ids import conversation_id, id_to_u64, is_done, split_for
+from pipeline.llm.prompts import Taxonomy
+from pipeline.schema import rows_to_table
+from pipeline.stages.base import ReadStage, ReadTask, RunContext
 
 
 def _pick(rng: np.random.Generator, items: list[tuple[str, float]]) -> str:
@@ -100,8 +42,10 @@ class _Picker:
 
 
 @dataclass
-class PlanStage:
-    """Maps a batch of plan indices (column `id`) to conversation specs, minus finished IDs."""
+class PlanStage(ReadStage):
+    """Reads plan indices [0, total) (column `id`) and maps each block to conversation specs, minus finished IDs."""
+
+    name = "plan"
 
     dataset: str
     languages: list[str]
@@ -111,8 +55,11 @@ class PlanStage:
     splits: dict[str, float]
     taxonomies: dict[str, Taxonomy]
     done_ids: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.uint64))  # sorted
+    total: int = 0        # plan indices to read
+    block_rows: int = 8   # indices per block (the LLM's batch size)
 
     def __post_init__(self) -> None:
+        self._ready = False
         self._pickers = {lang: tuple(_Picker(items) for items in (tax.topics, tax.scenarios, tax.personas))
                          for lang, tax in self.taxonomies.items()}
 
@@ -139,7 +86,46 @@ class PlanStage:
             "text_digest": self.text_digest,
         }
 
-    def __call__(self, batch: pa.Table | dict) -> pa.Table:
-        indices = batch.column("id").to_pylist() if isinstance(batch, pa.Table) else list(batch["id"])
-        specs = [self.spec(int(i)) for i in indices]
+    @classmethod
+    def check(cls, ctx: RunContext) -> list[str]:
+        problems = []
+        for lang in ctx.languages:
+            try:
+                Taxonomy.load(ctx.prompts_dir / lang / "taxonomy.yaml")
+            except (OSError, ValueError) as exc:
+                problems.append(str(exc))
+        return problems
+
+    @classmethod
+    def build(cls, ctx: RunContext) -> PlanStage:
+        cfg = ctx.cfg
+        return cls(dataset=cfg.dataset, languages=list(cfg.plan.languages),
+                   exchanges={k: (v.min, v.max) for k, v in cfg.plan.exchanges.items()}, seed=cfg.plan.seed,
+                   text_digest=cfg.text_digest(), splits=dict(cfg.shard.splits),
+                   taxonomies={lang: Taxonomy.load(ctx.prompts_dir / lang / "taxonomy.yaml")
+                               for lang in cfg.plan.languages},
+                   done_ids=ctx.done_ids if ctx.plan_skip is None else ctx.plan_skip,
+                   total=cfg.plan.num_conversations * len(cfg.plan.languages), block_rows=cfg.llm.batch_size)
+
+    # reading: each read task emits its indices in blocks, so millions of indices are never materialised
+    def estimated_blocks(self) -> int:
+        return max(1, min(math.ceil(self.total / max(1, self.block_rows)), 200))
+
+    def read_tasks(self, parallelism: int) -> list[ReadTask]:
+        block = max(1, self.block_rows)
+        tasks = max(1, min(parallelism, -(-self.total // block)))
+        step = max(1, -(-self.total // tasks))
+        return [ReadTask(self._indices(start, min(self.total, start + step), block), num_rows=min(step, self.total - start),
+                         size_bytes=min(step, self.total - start) * 8)
+                for start in range(0, self.total, step)]
+
+    @staticmethod
+    def _indices(start: int, stop: int, block: int):
+        def read() -> Iterator[pa.Table]:
+            for lo in range(start, stop, block):
+                yield pa.table({"id": pa.array(range(lo, min(stop, lo + block)), type=pa.int64())})
+        return read
+
+    def process_batch(self, batch: pa.Table) -> pa.Table:
+        specs = [self.spec(int(i)) for i in batch.column("id").to_pylist()]
         return rows_to_table([s for s in specs if not is_done(self.done_ids, s["conversation_id"])])

@@ -9,15 +9,19 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
-from pipeline.records import reject, rows_to_table
-from pipeline.stages.base import Rejected
-from pipeline.stages.plan import conversation_id, is_done, split_for
+from pipeline.ids import conversation_id, is_done, split_for
+from pipeline.io.source_reader import SourceError, iter_records, source_files
+from pipeline.reasons import Rejected
+from pipeline.schema import reject, rows_to_table
+from pipeline.stages.base import ReadStage, ReadTask, RunContext
 
 SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "chatgpt": "assistant",
                   "bard": "assistant", "bing": "assistant", "system": "system"}
@@ -93,8 +97,11 @@ def unsuitable_for_speech(messages: list[dict[str, str]], max_answer_chars: int)
 
 
 @dataclass
-class SourcePlanStage:
-    """Maps (source_index, record JSON) to conversation rows carrying the source turns to rewrite."""
+class SourcePlanStage(ReadStage):
+    """Reads the source dataset's records in order and maps each (source_index, record JSON) to a conversation
+    row carrying the source turns to rewrite (or rejected with the reason it cannot become speech)."""
+
+    name = "source"
 
     dataset: str
     language: str
@@ -105,6 +112,34 @@ class SourcePlanStage:
     max_exchanges: int
     max_answer_chars: int
     done_ids: np.ndarray
+    path: Path | None = None   # what is read (source.path)
+    limit: int | None = None   # source.limit
+    block_rows: int = 8        # records per block (the LLM's batch size)
+
+    def __post_init__(self) -> None:
+        self._ready = False
+
+    @classmethod
+    def check(cls, ctx: RunContext) -> list[str]:
+        try:
+            source_files(ctx.cfg.resolve_path(ctx.cfg.source.path))
+        except (SourceError, OSError) as exc:
+            return [str(exc)]
+        return []
+
+    @classmethod
+    def build(cls, ctx: RunContext) -> SourcePlanStage:
+        cfg, src = ctx.cfg, ctx.cfg.source
+        path = cfg.resolve_path(src.path)
+        return cls(dataset=cfg.dataset, language=src.language, source_name=path.name, text_digest=cfg.text_digest(),
+                   splits=dict(cfg.shard.splits), fmt=src.format, max_exchanges=src.max_exchanges,
+                   max_answer_chars=src.max_answer_chars,
+                   done_ids=ctx.done_ids if ctx.plan_skip is None else ctx.plan_skip, path=path, limit=src.limit,
+                   block_rows=cfg.llm.batch_size)
+
+    def read_tasks(self, parallelism: int) -> list[ReadTask]:
+        """One sequential read of every record (the record number is part of the conversation ID)."""
+        return [ReadTask(_record_blocks(self.path, self.limit, max(1, self.block_rows)), input_files=(str(self.path),))]
 
     def row(self, index: int, record_text: str) -> dict[str, Any] | None:
         conv_id = conversation_id(self.dataset, self.language, f"{self.source_name}:{index}", self.text_digest)
@@ -124,9 +159,29 @@ class SourcePlanStage:
             if problem:
                 raise Rejected(*problem)
         except Rejected as exc:
-            reject(row, "source", exc.reason, exc.details)
+            reject(row, "source", exc.reason, exc.details, exc.failures)
         return row
 
-    def __call__(self, batch: pa.Table) -> pa.Table:
+    def process_batch(self, batch: pa.Table) -> pa.Table:
         rows = [self.row(i, r) for i, r in zip(batch.column("source_index").to_pylist(), batch.column("record").to_pylist())]
         return rows_to_table([r for r in rows if r is not None])
+
+
+def _record_blocks(path: Path, limit: int | None, block_rows: int):
+    """(source_index, record as JSON text) in blocks; a line that is not JSON becomes "!<why>"."""
+    def read() -> Iterator[pa.Table]:
+        buf: list[tuple[int, str]] = []
+        for index, record in iter_records(path, limit):
+            text = f"!{record}" if isinstance(record, SourceError) else json.dumps(record, ensure_ascii=False, default=str)
+            buf.append((index, text))
+            if len(buf) >= block_rows:
+                yield _block(buf)
+                buf = []
+        if buf:
+            yield _block(buf)
+    return read
+
+
+def _block(rows: list[tuple[int, str]]) -> pa.Table:
+    return pa.table({"source_index": pa.array([r[0] for r in rows], pa.int64()),
+                     "record": pa.array([r[1] for r in rows], pa.string())})

@@ -2,22 +2,28 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from pipeline.config import TextConfig
 from pipeline.normalize.en import normalize_en
 from pipeline.normalize.zh import normalize_zh
-from pipeline.stages.base import Rejected, Stage
+from pipeline.reasons import Rejected
+from pipeline.stages.base import RowStage, RunContext
 
 NORMALIZERS: dict[str, Callable[[str], str]] = {"en": normalize_en, "zh": normalize_zh}
 
 
-class TextStage(Stage):
+class TextStage(RowStage):
     name = "text"
 
     def __init__(self, cfg: TextConfig):
         super().__init__()
         self.cfg = cfg
+
+    @classmethod
+    def build(cls, ctx: RunContext) -> TextStage:
+        return cls(ctx.cfg.text)
 
     def process_row(self, row: dict[str, Any]) -> None:
         language = row["language"]
@@ -25,14 +31,18 @@ class TextStage(Stage):
             raise Rejected("text_unsupported_language", language)
         turns = row["turns"] or []
         if not turns or len(turns) != 2 * row["num_exchanges"]:
-            raise Rejected("text_wrong_turn_count", f"{len(turns)} turns for {row['num_exchanges']} exchanges")
+            raise Rejected("text_wrong_turn_count", f"{len(turns)} turns for {row['num_exchanges']} exchanges",
+                           metric="turns", value=len(turns), limit=2 * row["num_exchanges"])
         for i, turn in enumerate(turns):
             expected = "user" if i % 2 == 0 else "assistant"
             if turn["role"] != expected:
-                raise Rejected("text_roles_not_alternating", f"turn {i} is {turn['role']}, expected {expected}")
+                raise Rejected("text_roles_not_alternating", f"turn {i} is {turn['role']}, expected {expected}", turn=i,
+                               role=turn["role"])
             spoken = NORMALIZERS[language](turn["display_text"])
             if sum(c.isalpha() for c in spoken) < self.cfg.min_chars:
-                raise Rejected("text_nothing_to_say", f"turn {i}: {turn['display_text'][:80]!r}")
+                raise Rejected("text_nothing_to_say", f"turn {i}: {turn['display_text'][:80]!r}", turn=i, role=turn["role"],
+                               metric="letters", value=sum(c.isalpha() for c in spoken), limit=self.cfg.min_chars)
             if len(spoken) > self.cfg.max_chars:
-                raise Rejected("text_too_long", f"turn {i}: {len(spoken)} chars > {self.cfg.max_chars}")
+                raise Rejected("text_too_long", f"turn {i}: {len(spoken)} chars > {self.cfg.max_chars}", turn=i,
+                               role=turn["role"], metric="chars", value=len(spoken), limit=self.cfg.max_chars)
             turn["spoken_text"] = spoken

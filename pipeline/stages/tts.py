@@ -16,10 +16,12 @@ from typing import Any
 import numpy as np
 
 from pipeline.audio import encode_flac, resample
-from pipeline.backends.tts import TTSBackend, make_backend
-from pipeline.speakers import Speaker
-from pipeline.stages.base import Rejected, Stage
-from pipeline.threads import limit_threads
+from pipeline.io.layout import Layout
+from pipeline.reasons import Rejected
+from pipeline.stages.base import Resources, RowStage, RunContext
+from pipeline.threads import limit_threads, threads_for
+from pipeline.tts.base import TTSBackend, check_backend, make_backend
+from pipeline.voices.pool import Speaker
 
 log = logging.getLogger(__name__)
 
@@ -30,8 +32,29 @@ def turn_seed(base: int, conversation_seed: int | None, turn: int, attempt: int)
     return int.from_bytes(hashlib.sha256(key).digest()[:4], "little") & 0x7FFFFFFF
 
 
-class TTSStage(Stage):
+class TTSStage(RowStage):
     name = "tts"
+
+    @classmethod
+    def check(cls, ctx: RunContext) -> list[str]:
+        found, problems = check_backend(ctx.cfg.tts, ctx.languages, ctx.cfg.resolve_path)
+        if ctx.cfg.tts.backend == "piper":
+            ctx.piper_voice = found
+        else:
+            ctx.tts_model = found
+        return problems
+
+    @classmethod
+    def build(cls, ctx: RunContext) -> TTSStage:
+        t = ctx.cfg.tts
+        stage = cls(t.backend, ctx.piper_voice, ctx.pool, user_sample_rate=t.user_sample_rate,
+                    backend_options=backend_options(ctx), max_attempts=t.max_attempts, seed=t.seed,
+                    min_s_per_char=t.min_s_per_char, max_s_per_char=t.max_s_per_char,
+                    threads=threads_for(t.num_cpus, t.cpu_threads))
+        stage.resources = Resources(num_cpus=t.num_cpus, num_gpus=t.num_gpus, threads=stage.threads,
+                                    actors=t.max_actors)
+        stage.batch_size = t.batch_size
+        return stage
 
     def __init__(self, backend: str, piper_voice: Path | None, pool: list[Speaker], user_sample_rate: int = 16000,
                  backend_options: dict | None = None, max_attempts: int = 1, seed: int = 0,
@@ -83,7 +106,8 @@ class TTSStage(Stage):
                 return samples, rate, attempt
             failures.append(f"attempt {attempt} (seed {seed}): {problem}")
             log.info("tts: turn %d of speaker %s failed: %s", turn, speaker.speaker_id, failures[-1])
-        raise Rejected("tts_failed", f"turn {turn} ({speaker.speaker_id}): " + "; ".join(failures))
+        raise Rejected("tts_failed", f"turn {turn} ({speaker.speaker_id}): " + "; ".join(failures), turn=turn,
+                       metric="attempts", value=float(self.max_attempts), limit=float(self.max_attempts))
 
     def process_row(self, row: dict[str, Any]) -> None:
         assert self.backend is not None
@@ -91,10 +115,12 @@ class TTSStage(Stage):
         for i, turn in enumerate(row["turns"]):
             speaker = self.speakers.get(turn["speaker_id"])
             if speaker is None:
-                raise Rejected("tts_unknown_speaker", f"turn {i}: {turn['speaker_id']!r} not in pool")
+                raise Rejected("tts_unknown_speaker", f"turn {i}: {turn['speaker_id']!r} not in pool", turn=i,
+                               role=turn["role"])
             if speaker.backend != self.backend_name:
                 raise Rejected("tts_backend_mismatch", f"turn {i}: speaker {speaker.speaker_id} is a {speaker.backend} "
-                                                       f"voice but tts.backend is {self.backend_name}")
+                                                       f"voice but tts.backend is {self.backend_name}", turn=i,
+                               role=turn["role"])
             samples, rate, attempts = self.speak(turn["spoken_text"], speaker, row["language"], row.get("seed"), i)
             if turn["role"] == "user":
                 samples, rate = resample(samples, rate, self.user_sample_rate), self.user_sample_rate
@@ -102,3 +128,16 @@ class TTSStage(Stage):
             turn["sample_rate"] = rate
             turn["duration_s"] = samples.size / rate
             turn["tts_attempts"] = attempts
+
+
+def backend_options(ctx: RunContext) -> dict[str, Any]:
+    """What make_backend needs for tts.backend (Piper: its noise; Coqui: weights, device, pool, latent cache)."""
+    t = ctx.cfg.tts
+    if t.backend == "piper":
+        return {"noise_scale": t.piper_noise_scale, "noise_w_scale": t.piper_noise_w_scale}
+    options: dict[str, Any] = {"model": str(ctx.tts_model or t.model), "device": t.device,
+                               "languages": dict(t.languages)}
+    if t.backend == "xtts":
+        options.update(pool=ctx.pool, pool_file=ctx.cfg.resolve_path(ctx.cfg.voices.pool), chunk_gap_s=t.chunk_gap_s,
+                       latent_dir=Layout(ctx.out_dir).state / "xtts_latents")
+    return options

@@ -1,95 +1,85 @@
-"""Voices: one user voice per conversation, the assistant's persona voice, balanced over the pool.
-
-The user voice is a seeded permutation of the language's (filtered) pool indexed by the plan index, so use is
-balanced to within one conversation per speaker without any coordination between workers. Optionally a
-fraction of each language's voices is held out for the test split only, so the test split measures voices
-a model never heard in training.
-"""
+"""Voices: give every turn its speaker (`pipeline.voices.assign` decides which); checks the speaker pool."""
 
 from __future__ import annotations
 
-import hashlib
+import logging
 from typing import Any
 
-import numpy as np
+from pipeline.config import ConfigError, VoicesConfig
+from pipeline.stages.base import RowStage, RunContext
+from pipeline.voices.assign import VoiceAssigner, assistant_voices
+from pipeline.voices.pool import Speaker, check_references, load_pool
 
-from pipeline.config import VoicesConfig
-from pipeline.speakers import Speaker
-from pipeline.stages.base import Rejected, Stage
-
-
-def assistant_voices(cfg: VoicesConfig, languages: list[str]) -> dict[str, list[str]]:
-    """voices.assistant_speaker as {language: [speaker_id, ...]}: one id, a set, or a per-language mapping."""
-    spec = cfg.assistant_speaker
-    if isinstance(spec, dict):
-        return {lang: [v] if isinstance(v, str) else list(v) for lang, v in spec.items()}
-    ids = [spec] if isinstance(spec, str) else list(spec)
-    return {lang: ids for lang in languages}
+log = logging.getLogger(__name__)
 
 
-class VoiceStage(Stage):
+class VoiceStage(RowStage):
     name = "voices"
 
     def __init__(self, pool: list[Speaker], cfg: VoicesConfig, seed: int, languages: list[str]):
         super().__init__()
-        pool = [s for s in pool if s.assignable]  # virtual-voice ingredients stay in the pool for the TTS only
-        by_id = {s.speaker_id: s for s in pool}
-        self.num_languages = len(languages)
-        self.test_split = cfg.test_split
-        self.assistants: dict[str, list[Speaker]] = {}
-        for lang, ids in assistant_voices(cfg, languages).items():
-            for sid in ids:
-                if sid not in by_id:
-                    raise ValueError(f"voices.assistant_speaker: {sid!r} is not in {cfg.pool}")
-                if by_id[sid].language != lang:
-                    raise ValueError(f"voices.assistant_speaker: {sid!r} speaks {by_id[sid].language!r}, not {lang!r} "
-                                     f"(give one per language, e.g. {{en: ..., zh: ...}})")
-            self.assistants[lang] = [by_id[sid] for sid in ids]
-        missing = [lang for lang in languages if lang not in self.assistants]
-        if missing:
-            raise ValueError(f"voices.assistant_speaker has no voice for language(s) {missing}")
-        assistant_ids = {s.speaker_id for voices in self.assistants.values() for s in voices}
+        self.assigner = VoiceAssigner(pool, cfg, seed, languages)
 
-        self.user_pools: dict[str, list[Speaker]] = {}  # train/validation voices
-        self.test_pools: dict[str, list[Speaker]] = {}  # held-out voices (the test split only)
-        for lang in languages:
-            candidates = [s for s in pool if s.language == lang
-                          and (cfg.user_genders is None or s.gender in cfg.user_genders)]
-            if not candidates:
-                raise ValueError(f"voices.pool {cfg.pool} has no speaker for language {lang!r}"
-                                 + (f" with gender in {cfg.user_genders}" if cfg.user_genders else ""))
-            # keep the assistant's voices for the assistant unless they are the only voices there are
-            others = [s for s in candidates if s.speaker_id not in assistant_ids] or candidates
-            order = np.random.default_rng([seed, len(others)]).permutation(len(others))
-            shuffled = [others[i] for i in order]
-            held = round(len(shuffled) * cfg.held_out_test_speakers)
-            if cfg.held_out_test_speakers > 0:
-                if len(shuffled) < 2:
-                    raise ValueError(f"voices.held_out_test_speakers: language {lang!r} has {len(shuffled)} user "
-                                     f"voice(s); holding some out of training needs at least 2")
-                held = min(max(held, 1), len(shuffled) - 1)
-            self.test_pools[lang] = shuffled[:held]
-            self.user_pools[lang] = shuffled[held:]
+    @classmethod
+    def check(cls, ctx: RunContext) -> list[str]:
+        """Load the speaker pool into `ctx` (dropping speakers with unusable reference clips, listed) and check
+        that the configured voices exist in it."""
+        cfg = ctx.cfg
+        pool_file = cfg.resolve_path(cfg.voices.pool)
+        try:
+            pool = load_pool(pool_file)
+        except (ConfigError, OSError, ValueError) as exc:
+            return [str(exc)]
+        # speakers whose reference clips are missing or unreadable are dropped (listed), not fatal
+        pool, dropped = check_references(pool, pool_file)
+        ctx.pool, ctx.dropped_speakers = pool, dropped
+        if dropped:
+            log.warning("voices.pool %s: %d speaker(s) dropped for missing or unreadable reference clips:\n  %s",
+                        cfg.voices.pool, len({d["speaker_id"] for d in dropped}),
+                        "\n  ".join(f"{d['speaker_id']}: {d['file']}: {d['problem']}" for d in dropped))
+        bad = {d["speaker_id"]: d for d in dropped}
+        assistants = {sid for ids in assistant_voices(cfg.voices, ctx.languages).values() for sid in ids}
+        problems = []
+        for sid in sorted(assistants & bad.keys()):
+            d = bad[sid]
+            problems.append(f"voices.assistant_speaker: {d['speaker_id']!r} has an unusable reference clip "
+                            f"{d['file']} ({d['problem']}); fix the clip or choose another assistant speaker")
+        empty = [lang for lang in ctx.languages if not any(s.language == lang for s in pool)]
+        for lang in empty:
+            problems.append(f"voices.pool {cfg.voices.pool} has no usable speaker for language {lang!r}"
+                            + (f" ({len(bad)} dropped for bad reference clips)" if bad else ""))
+        if not problems:  # the assigner checks assistant voices, filters and held-out speakers when it is built
+            try:
+                VoiceAssigner(pool, cfg.voices, cfg.plan.seed, ctx.languages)
+            except (ConfigError, ValueError) as exc:
+                problems.append(str(exc))
+            problems += backend_problems(ctx)
+        return problems
 
-    def _assistant(self, row: dict[str, Any]) -> Speaker:
-        voices = self.assistants.get(row["language"])
-        if not voices:
-            raise Rejected("voices_no_speaker_for_language", f"no assistant voice for {row['language']!r}")
-        if len(voices) == 1:
-            return voices[0]
-        # a small set of personas: the conversation ID picks one, the same on every worker and rerun
-        h = int(hashlib.sha256(("assistant:" + row["conversation_id"]).encode()).hexdigest()[:8], 16)
-        return voices[h % len(voices)]
+    @classmethod
+    def build(cls, ctx: RunContext) -> VoiceStage:
+        return cls(ctx.pool, ctx.cfg.voices, ctx.cfg.plan.seed, ctx.languages)
 
     def process_row(self, row: dict[str, Any]) -> None:
-        lang = row["language"]
-        held_out = self.test_pools.get(lang) if row.get("split") == self.test_split else None
-        pool = held_out or self.user_pools.get(lang)
-        if not pool:
-            raise Rejected("voices_no_speaker_for_language", lang)
-        # plan indices take the languages in turn; divide that out so each language's pool is walked evenly
-        user = pool[(row["plan_index"] // self.num_languages) % len(pool)]
-        assistant = self._assistant(row)
+        user, assistant = self.assigner.assign(row)
         row["user_speaker_id"], row["assistant_speaker_id"] = user.speaker_id, assistant.speaker_id
         for turn in row["turns"]:
             turn["speaker_id"] = user.speaker_id if turn["role"] == "user" else assistant.speaker_id
+
+
+def backend_problems(ctx: RunContext) -> list[str]:
+    """Voices the configured TTS backend cannot speak (missing or unreadable clips were dropped already)."""
+    cfg = ctx.cfg
+    problems = []
+    by_id = {s.speaker_id: s for s in ctx.pool}
+    for ids in assistant_voices(cfg.voices, ctx.languages).values():
+        for assistant in (by_id[sid] for sid in ids if sid in by_id):
+            if assistant.backend != cfg.tts.backend:
+                problems.append(f"voices.assistant_speaker: {assistant.speaker_id!r} is a {assistant.backend} voice "
+                                f"but tts.backend is {cfg.tts.backend}; pick a {cfg.tts.backend} speaker from "
+                                f"{cfg.voices.pool}")
+    for lang in ctx.languages:
+        if not any(s.language == lang and s.backend == cfg.tts.backend for s in ctx.pool):
+            problems.append(f"voices.pool {cfg.voices.pool} has no {cfg.tts.backend} speaker for language {lang!r} "
+                            f"(tts.backend is {cfg.tts.backend})")
+    return problems

@@ -39,7 +39,7 @@ class Totals:
     raw_costs: list[int] = field(default_factory=list)
     pooled_costs: list[int] = field(default_factory=list)
 
-    def add(self, other: "Totals") -> None:
+    def add(self, other: Totals) -> None:
         for name in ("exchanges", "user_s", "assistant_s", "speech_tokens", "pooled_tokens", "text_tokens"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.raw_costs += other.raw_costs

@@ -1,0 +1,206 @@
+"""Writing shards: WebDataset tars and their manifest parts, committed so that a crash never leaves half a shard.
+
+A shard is finished when its tar is in place *and* its manifest part is written. Both are written and fsynced
+as `.tmp`, then renamed tar first, and one folder fsync covers both renames; a restart deletes a tar whose
+manifest part is missing and a part whose tar is missing (`Layout.clean_unfinished`), so readers of a live
+folder never see a part before its tar. The tar bytes are webdataset's (`TarWriter`) byte for byte: a test
+compares them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tarfile
+import time
+from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pyarrow.parquet as pq
+
+from pipeline.faults import checkpoint
+from pipeline.io.layout import TMP_SUFFIX, Layout, publish, sync_folders, write_tmp
+from pipeline.schema import MANIFEST_SCHEMA, conversation_samples, manifest_rows, rows_to_table
+
+_IOV_MAX = os.sysconf("SC_IOV_MAX") if hasattr(os, "sysconf") else 1024
+
+
+class _Headers:
+    """ustar headers for regular members sharing mode 0444, owner bigdata and one mtime, byte for byte what
+    `tarfile.TarInfo.tobuf(PAX_FORMAT)` gives (webdataset's TarWriter writes through it).
+
+    tarfile builds each header from fifteen formatted fields (about 30 us a member, as much as hashing a
+    60 KB payload); here one header from tarfile is the template and only the name, size and checksum
+    fields change. Names that are not ASCII or longer than 100 bytes go to tarfile, which adds a pax header.
+    """
+
+    def __init__(self, mtime: int):
+        self.mtime = mtime
+        t = self._tarfile_header("x", 0)
+        if len(t) != tarfile.BLOCKSIZE:
+            raise RuntimeError(f"tarfile wrote a {len(t)}-byte header for a plain member; expected {tarfile.BLOCKSIZE}")
+        # the checksum is the byte sum of the header with its own field read as 8 spaces
+        self.base = sum(t) - sum(t[0:100]) - sum(t[124:136]) - sum(t[148:156]) + 8 * ord(" ")
+        self.after_name, self.after_size, self.after_chksum = t[100:124], t[136:148], t[156:]
+
+    def _tarfile_header(self, name: str, size: int) -> bytes:
+        info = tarfile.TarInfo(name)
+        info.size, info.mtime, info.mode, info.uname, info.gname = size, self.mtime, 0o444, "bigdata", "bigdata"
+        return info.tobuf(tarfile.PAX_FORMAT, "utf-8")
+
+    def __call__(self, name: str, size: int) -> bytes:
+        raw = name.encode("ascii", "replace")
+        if not name.isascii() or len(raw) > 100 or size >= 8 ** 11:
+            return self._tarfile_header(name, size)
+        size_field = b"%011o\0" % size
+        chksum = self.base + sum(raw) + sum(size_field)
+        return b"".join((raw.ljust(100, b"\0"), self.after_name, size_field, self.after_size,
+                         b"%06o\0 " % chksum, self.after_chksum))
+
+
+def tar_chunks(samples: Iterable[dict[str, Any]], offsets: dict[str, int],
+               chunk_bytes: int = 1 << 20) -> Iterator[list[bytes | memoryview]]:
+    """The samples as one uncompressed tar, in chunks of about `chunk_bytes`: lists of buffers to write in
+    order. Records each sample's offset in `offsets` as it goes.
+
+    Members are named and ordered as webdataset's TarWriter does (`{key}.{ext}`, extensions sorted, mode
+    0444, owner bigdata). Payloads are referenced, not copied; each payload's padding and the next header
+    are glued into one small buffer. The offset of a sample is where its first member's header starts,
+    what `member_offsets` reads back. A whole-second mtime keeps every header plain ustar (a float mtime
+    costs each member an extra pax header).
+    """
+    header, chunk, glue, pos, chunk_start = _Headers(int(time.time())), [], bytearray(), 0, 0
+    for sample in samples:  # pos: bytes in the chunks so far; `glue` is still to come before the next payload
+        key = sample["__key__"]
+        offsets[key] = pos + len(glue)
+        for ext in sorted(k for k in sample if not k.startswith("_")):
+            data = sample[ext].encode() if isinstance(sample[ext], str) else sample[ext]
+            if not isinstance(data, (bytes, bytearray, memoryview)):
+                raise TypeError(f"sample {key}: .{ext} is {type(data).__name__}, not bytes")
+            size = memoryview(data).nbytes
+            glue += header(f"{key}.{ext}", size)
+            chunk += (bytes(glue), data)
+            pos += len(glue) + size
+            glue[:] = tarfile.NUL * (-size % tarfile.BLOCKSIZE)
+        if pos - chunk_start >= chunk_bytes:
+            yield chunk
+            chunk, chunk_start = [], pos
+    glue += tarfile.NUL * (2 * tarfile.BLOCKSIZE)  # end-of-archive, then pad to a whole record as tarfile does
+    glue += tarfile.NUL * (-(pos + len(glue)) % tarfile.RECORDSIZE)
+    yield [*chunk, bytes(glue)]
+
+
+_pools: dict[str, tuple[int, ThreadPoolExecutor]] = {}
+
+
+def _pool(name: str) -> ThreadPoolExecutor:
+    """A one-thread pool kept for the life of the process (starting threads per shard cost milliseconds);
+    a new one after a fork, whose child inherits the pool but not its thread."""
+    pid = os.getpid()
+    if _pools.get(name, (None,))[0] != pid:
+        _pools[name] = (pid, ThreadPoolExecutor(1, thread_name_prefix=name))
+    return _pools[name][1]
+
+
+def _hash(sha: Any, buffers: list[bytes | memoryview]) -> None:
+    for buf in buffers:
+        sha.update(buf)  # hashlib lets go of the GIL for buffers over 2 KB, so this runs beside the writes
+
+
+def write_buffers(fh: Any, buffers: list[bytes | memoryview]) -> None:
+    """Write the buffers in order, straight to the file descriptor where there is one (no copy through
+    the file object's buffer), with as few system calls as `writev` allows, and start their writeback."""
+    try:
+        fd = fh.fileno()
+    except (AttributeError, OSError):  # io.UnsupportedOperation (BytesIO) is an OSError
+        for buf in buffers:
+            fh.write(buf)
+        return
+    fh.flush()  # anything written through `fh` before goes first
+    start = fh.tell() if fh.seekable() else None
+    views, i = [memoryview(b).cast("B") for b in buffers], 0
+    while i < len(views):
+        done = os.writev(fd, views[i:i + _IOV_MAX])
+        # a regular file takes the whole batch unless the disk fills or a signal interrupts; then resume
+        while i < len(views) and done >= views[i].nbytes:
+            done -= views[i].nbytes
+            i += 1
+        if done:
+            views[i] = views[i][done:]
+    if start is not None and hasattr(os, "posix_fadvise"):
+        # Start writing these bytes to disk now (Linux begins writeback for DONTNEED and drops the pages
+        # once clean: nothing reads a shard back), so the fsync at the end waits for the last chunk only.
+        os.posix_fadvise(fd, start, sum(memoryview(b).nbytes for b in buffers), os.POSIX_FADV_DONTNEED)
+
+
+def write_tar(fh: Any, samples: Iterable[dict[str, Any]]) -> tuple[dict[str, int], str]:
+    """Write the samples as one uncompressed tar (see `tar_chunks`); return each sample's offset and the sha256.
+
+    Three things overlap, chunk by chunk: encoding the samples (JSON, headers: this thread; pass a generator
+    to encode lazily), writing them (a writer thread, in the kernel) and hashing them (a hasher thread);
+    the two threads let go of the GIL. (tarfile's stream writer, under webdataset's TarWriter, copies every
+    payload through a BytesIO and its own 10 KB record buffer, and the shard then had to be read back twice
+    for its checksum and offsets: measured at 0.37 of a raw write of the same bytes, see bench/run.py row 5.)
+    """
+    offsets: dict[str, int] = {}
+    sha, writer, hasher = hashlib.sha256(), _pool("tar-write"), _pool("tar-sha256")
+    pending = []  # one-thread pools run their jobs in order, so chunks are written and hashed in order
+    try:
+        for chunk in tar_chunks(samples, offsets):
+            pending += (writer.submit(write_buffers, fh, chunk), hasher.submit(_hash, sha, chunk))
+            if pending[0].done():  # surface a write error (a full disk) before encoding the rest
+                pending.pop(0).result()
+    finally:
+        for job in pending:  # never return (or raise) while a thread still writes to `fh`
+            job.exception()
+    for job in pending:
+        job.result()
+    return offsets, sha.hexdigest()
+
+
+def member_offsets(tar_path: Path) -> dict[str, int]:
+    """Byte offset of each sample's first member header, for random access from the manifest."""
+    offsets: dict[str, int] = {}
+    with tarfile.open(tar_path) as tf:
+        for member in tf:
+            offsets.setdefault(member.name.split(".", 1)[0], member.offset)
+    return offsets
+
+
+def write_shard(layout: Layout, name: str, rows: list[dict[str, Any]], language: str, split: str,
+                license_tags: list[str]) -> tuple[str, list[dict[str, Any]]]:
+    """Write one tar (`data/<language>/<split>/<name>.tar`) and its manifest part; return the tar's path
+    relative to the output and the manifest rows.
+
+    The manifest part is made and fsynced on a second thread while the tar is fsynced, so the two waits
+    overlap (the file system's journal can commit both at once), and one folder fsync covers both renames.
+    """
+    tar_path = layout.shard_dir(language, split) / f"{name}.tar"
+    manifest_path = layout.manifest / f"{name}.parquet"
+    shard_rel = str(tar_path.relative_to(layout.root))
+    samples = (s for row in rows for s in conversation_samples(row, license_tags))
+    made: dict[str, Any] = {}
+
+    def write(fh: Any) -> None:  # write_tmp fsyncs the tar after this, while the manifest thread works
+        offsets, digest = write_tar(fh, samples)
+        made["rows"] = manifest_rows(rows, language, split, shard_rel, offsets, digest)
+        table = rows_to_table(made["rows"], MANIFEST_SCHEMA)
+        made["job"] = _pool("shard-manifest").submit(write_tmp, manifest_path, lambda mfh: pq.write_table(table, mfh))
+
+    try:
+        tar_tmp = write_tmp(tar_path, write)  # returns after the tar's fsync
+        manifest, manifest_tmp = made["rows"], made["job"].result()
+    except BaseException:
+        if "job" in made:
+            made["job"].exception()  # let the manifest thread finish before removing what it wrote
+        for path in (tar_path, manifest_path):
+            path.with_name(path.name + TMP_SUFFIX).unlink(missing_ok=True)
+        raise
+    publish(tar_tmp, tar_path)
+    checkpoint("shard.between_tar_and_manifest")
+    publish(manifest_tmp, manifest_path)
+    sync_folders(tar_path, manifest_path)
+    checkpoint("shard.after_manifest")
+    return shard_rel, manifest

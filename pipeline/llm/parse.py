@@ -1,0 +1,83 @@
+"""Validation of an LLM's answer: JSON -> turns (user first, alternating), or a rejection with its reason.
+
+Shared by every LLM backend. Checks: a JSON object of the response schema's shape, the planned number of
+exchanges, turn lengths, control characters, prose (not digits or symbols), no pieces of the JSON envelope,
+no meta talk (refusals, prompt injection), and the conversation's language.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from pipeline.config import LLMConfig
+from pipeline.normalize.langid import wrong_language
+from pipeline.reasons import Rejected
+from pipeline.schema import empty_turn
+
+
+class _Exchange(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    user: str
+    assistant: str
+
+
+class _Conversation(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    exchanges: list[_Exchange]
+
+
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+# the model stepping out of the conversation (refusals, talk about prompts, injected instructions)
+_META_TEXT = re.compile(r"as an ai (language )?model|ignore (all |any )?(the )?(previous|prior|above) instructions|"
+                        r"system prompt|\bjson (object|format)\b|作为(一个)?(人工智能|AI)(语言)?模型|忽略(之前|以上)(的)?(所有)?指令",
+                        re.I)
+# pieces of the JSON envelope leaking into a turn: {"user": ..., ]}, etc.
+_JSON_DEBRIS = re.compile(r"""[{\[]\s*['"](?:user|assistant|exchanges)['"]|['"](?:user|assistant|exchanges)['"]\s*:|[\]}]\s*[,}\]]""")
+
+
+def parse_conversation(content: str, num_exchanges: int, cfg: LLMConfig, language: str) -> list[dict[str, Any]]:
+    """LLM output -> turns (user first, alternating) or `Rejected` with the reason code and details."""
+    match = re.search(r"\{.*\}", content or "", re.S)  # tolerate prose or code fences around the object
+    if not match:
+        raise Rejected("llm_not_json", f"no JSON object in {len(content or '')} characters of output")
+    try:
+        # strict=False: raw newlines/tabs inside strings are common in LLM JSON and harmless here
+        convo = _Conversation.model_validate(json.loads(match.group(0), strict=False))
+    except json.JSONDecodeError as exc:
+        raise Rejected("llm_not_json", str(exc)) from None
+    except ValidationError as exc:
+        raise Rejected("llm_wrong_shape", exc.errors()[0]["msg"] + " at " + ".".join(map(str, exc.errors()[0]["loc"]))) from None
+    if len(convo.exchanges) != num_exchanges:
+        raise Rejected("llm_wrong_exchange_count", f"asked for {num_exchanges}, got {len(convo.exchanges)}",
+                       metric="exchanges", value=len(convo.exchanges), limit=num_exchanges)
+    turns = []
+    for i, ex in enumerate(convo.exchanges):
+        for role, text in (("user", ex.user), ("assistant", ex.assistant)):
+            if _CONTROL.search(text):
+                raise Rejected("llm_control_characters", f"exchange {i} {role}", turn=2 * i + (role == "assistant"),
+                               role=role)
+            text = " ".join(text.split())
+            where = f"exchange {i} {role}"
+            at = {"turn": 2 * i + (role == "assistant"), "role": role}
+            if len(text) < cfg.min_turn_chars:
+                raise Rejected("llm_turn_too_short", f"{where}: {len(text)} chars < {cfg.min_turn_chars}: {text!r}", **at,
+                               metric="chars", value=len(text), limit=cfg.min_turn_chars)
+            if len(text) > cfg.max_turn_chars:
+                raise Rejected("llm_turn_too_long", f"{where}: {len(text)} chars > {cfg.max_turn_chars}: {text[:80]!r}...",
+                               **at, metric="chars", value=len(text), limit=cfg.max_turn_chars)
+            visible = [c for c in text if not c.isspace()]
+            if sum(c.isalpha() for c in visible) < 0.5 * len(visible):
+                raise Rejected("llm_turn_not_prose", f"{where}: mostly digits or symbols: {text[:80]!r}", **at)
+            if _JSON_DEBRIS.search(text):
+                raise Rejected("llm_json_in_text", f"{where}: {text[:80]!r}", **at)
+            if _META_TEXT.search(text):
+                raise Rejected("llm_meta_text", f"{where}: {text[:80]!r}", **at)
+            turns.append(empty_turn(role, text))
+    problem = wrong_language([t["display_text"] for t in turns], language)
+    if problem:
+        raise Rejected("llm_wrong_language", problem)
+    return turns

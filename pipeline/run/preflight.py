@@ -1,0 +1,27 @@
+"""Preflight: every stage's and backend's own `check()`, gathered before Ray starts.
+
+A run that would fail on a missing model file, a bad speaker pool or a setting a backend cannot honour stops
+here with every problem listed at once (exit code 2), before anything is started or written.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pipeline.config import ConfigError, RunConfig
+from pipeline.run.flow import run_languages, stage_classes
+from pipeline.run.selection import StageSelection
+from pipeline.stages.base import RunContext
+
+
+def preflight(cfg: RunConfig, selection: StageSelection | None = None, text_from: Path | None = None) -> RunContext:
+    """The run's context with every file it needs found; raises ConfigError listing every problem."""
+    selection = selection or StageSelection()
+    ctx = RunContext(cfg=cfg, out_dir=cfg.output_dir(), prompts_dir=cfg.resolve_path(cfg.plan.prompts_dir),
+                     languages=run_languages(cfg), text_from=text_from)
+    problems: list[str] = []
+    for stage in stage_classes(cfg, selection):
+        problems += stage.check(ctx)
+    if problems:
+        raise ConfigError("cannot start:\n  " + "\n  ".join(problems))
+    return ctx

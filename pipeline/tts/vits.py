@@ -1,0 +1,75 @@
+"""Multi-speaker Coqui VITS: a speaker is a row of the model's speaker table (speaker_index or speaker_name)."""
+
+from __future__ import annotations
+
+from importlib.metadata import version
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.devices import torch_device
+from pipeline.tts.coqui import fingerprint, resolve_model, seed_everything, vits_checkpoint
+from pipeline.voices.pool import Speaker
+
+
+class VitsBackend:
+    """A multi-speaker Coqui VITS; a speaker is a row of its speaker table (speaker_index or speaker_name)."""
+
+    def __init__(self, model: str, device: str = "auto", languages: dict[str, str] | None = None, **_ignored):
+        import torch
+        from TTS.config import load_config
+        from TTS.tts.models import setup_model
+
+        folder = resolve_model("vits", model)
+        config = load_config(str(folder / "config.json"))
+        for holder in (config, config.model_args):  # a speakers file named in the config lives beside it
+            name = getattr(holder, "speakers_file", None)
+            if name and not Path(name).is_file() and (folder / Path(name).name).is_file():
+                holder.speakers_file = str(folder / Path(name).name)
+        self.device = torch_device(device)
+        self.model = setup_model(config)
+        checkpoint = vits_checkpoint(folder)
+        self.model.load_checkpoint(config, str(checkpoint), eval=True)
+        self.model.to(self.device)
+        self.sample_rate = int(config.audio.sample_rate)
+        self.num_speakers = int(getattr(self.model, "num_speakers", 0) or 0)
+        manager = getattr(self.model, "speaker_manager", None)
+        self.speaker_names: dict[str, int] = dict(manager.name_to_id) if manager is not None else {}
+        lang_manager = getattr(self.model, "language_manager", None)
+        self.language_ids: dict[str, int] = dict(lang_manager.name_to_id) if lang_manager is not None else {}
+        self.languages = languages or {}
+        self._torch = torch
+        self.model_id = f"coqui-tts {version('coqui-tts')} vits {Path(model).name} ({fingerprint(checkpoint)})"
+
+    def speaker_row(self, speaker: Speaker) -> int | None:
+        if speaker.speaker_name is not None:
+            if speaker.speaker_name not in self.speaker_names:
+                raise ValueError(f"speaker {speaker.speaker_id}: speaker_name {speaker.speaker_name!r} is not in the "
+                                 f"model's {len(self.speaker_names)} speakers")
+            return self.speaker_names[speaker.speaker_name]
+        if speaker.speaker_index is not None:
+            if not 0 <= speaker.speaker_index < max(self.num_speakers, 1):
+                raise ValueError(f"speaker {speaker.speaker_id}: speaker_index {speaker.speaker_index} is outside the "
+                                 f"model's {self.num_speakers} speakers")
+            return speaker.speaker_index if self.num_speakers else None
+        if self.num_speakers:
+            raise ValueError(f"speaker {speaker.speaker_id}: a multi-speaker VITS needs speaker_index or speaker_name")
+        return None
+
+    def synthesize(self, text: str, speaker: Speaker, language: str = "en", seed: int = 0) -> tuple[np.ndarray, int]:
+        torch = self._torch
+        row = self.speaker_row(speaker)
+        ids = self.model.tokenizer.text_to_ids(text)
+        if not ids:
+            raise ValueError(f"no character of {text[:40]!r} is in the model's alphabet")
+        x = torch.as_tensor(ids, dtype=torch.long, device=self.device).unsqueeze(0)
+        aux = {"x_lengths": torch.tensor([x.shape[1]], device=self.device)}
+        if row is not None:
+            aux["speaker_ids"] = torch.tensor([row], device=self.device)
+        code = self.languages.get(language, language)
+        if len(self.language_ids) > 1 and code in self.language_ids:
+            aux["language_ids"] = torch.tensor([self.language_ids[code]], device=self.device)
+        seed_everything(seed)  # VITS samples its prior and durations
+        with torch.inference_mode():
+            wav = self.model.inference(x, aux_input=aux)["model_outputs"][0]
+        return wav.detach().float().cpu().numpy().reshape(-1), self.sample_rate
