@@ -207,11 +207,10 @@ def _batch_actor(name, options, speaker_row, device, seconds, batches, window, t
         import torch
 
         torch.set_num_threads(threads)
-        from pipeline.backends.tts import make_backend
-        from pipeline.speakers import Speaker
         from pipeline.tts import vits_batched
-        from pipeline.tts.batch import SynthesisRequest
+        from pipeline.tts.base import SynthesisRequest, make_backend
         from pipeline.tts.xtts_batched import BatchedXttsGPT, Sampling, vocode
+        from pipeline.voices.pool import Speaker
 
         backend = make_backend(name, None, **options, device=device)
         speaker = Speaker.model_validate(speaker_row)
@@ -322,9 +321,9 @@ def _gpt_modes_worker(options, speaker_row, device, batch, codes, modes, threads
         import torch
 
         torch.set_num_threads(threads)
-        from pipeline.backends.tts import make_backend
-        from pipeline.speakers import Speaker
+        from pipeline.tts.base import make_backend
         from pipeline.tts.xtts_batched import BatchedXttsGPT, CudaGraphStep, GptItem, Sampling
+        from pipeline.voices.pool import Speaker
 
         backend = make_backend("xtts", None, **options, device=device)
         gpt_latent, _ = backend.latents(Speaker.model_validate(speaker_row))

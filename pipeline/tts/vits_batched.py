@@ -86,17 +86,11 @@ def synthesize(model, token_ids: list[list[int]], speaker_rows: list[int | None]
     return [wav[row, 0, :int(frames[row]) * hop].copy() for row in range(n)]
 
 
-def language_id(backend, language: str) -> int | None:
-    """The model's language id for a row language, or None (single-language models, unknown codes)."""
-    code = backend.languages.get(language, language)
-    return backend.language_ids[code] if len(backend.language_ids) > 1 and code in backend.language_ids else None
-
-
 def synthesize_batch(backend, requests, max_batch: int = 16) -> list:
-    """Speak `requests` (pipeline.tts.batch.SynthesisRequest) with a VitsBackend in length-sorted batches of at
+    """Speak `requests` (pipeline.tts.base.SynthesisRequest) with a VitsBackend in length-sorted batches of at
     most `max_batch`; one (samples, rate) or Exception per request. A batch that fails as a whole (out of
     memory, say) is retried item by item, so only the items that fail alone fail."""
-    from pipeline.tts.batch import length_batches
+    from pipeline.tts.base import length_batches
 
     results: list = [None] * len(requests)
     prepared = []  # (request index, ids, speaker row, language id, seed)
@@ -106,7 +100,7 @@ def synthesize_batch(backend, requests, max_batch: int = 16) -> list:
             ids = backend.model.tokenizer.text_to_ids(request.text)
             if not ids:
                 raise ValueError(f"no character of {request.text[:40]!r} is in the model's alphabet")
-            prepared.append((index, ids, row, language_id(backend, request.language), int(request.seed)))
+            prepared.append((index, ids, row, backend.language_id(request.language), int(request.seed)))
         except Exception as exc:  # noqa: BLE001 - this request fails alone
             results[index] = exc
     # items with and without a language id cannot share a batch tensor

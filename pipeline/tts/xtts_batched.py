@@ -48,7 +48,7 @@ import torch
 import torch.nn.functional as F
 
 from pipeline.tts import hifigan_batched
-from pipeline.tts.batch import length_batches
+from pipeline.tts.base import length_batches
 
 CODE_FILL_ID = 1  # coqui's generate fills the prompt's ids with 1 (and start_audio): both reach the penalty
 
@@ -112,11 +112,15 @@ class BatchedXttsGPT:
         # a checkpoint whose tokenizer lacks [START] leaves None, which coqui's F.pad(value=None) turns into 0
         self.start_text, self.stop_text = gpt.start_text_token or 0, gpt.stop_text_token or 0
         self.start_audio, self.stop_audio = gpt.start_audio_token, gpt.stop_audio_token
-        self.max_codes = gpt.max_gen_mel_tokens  # coqui's generate: max_length = prompt + this
         self.max_text_tokens = gpt.max_text_tokens  # text positions table (tokens + start + stop)
         self.compact_at = compact_at
         self.sync_every = sync_every
         self.stats = DecodeStats()
+
+    @property
+    def max_codes(self) -> int:
+        """The model's code limit per piece, stop token included (coqui's generate: max_length = prompt + this)."""
+        return self.gpt.max_gen_mel_tokens
 
     @property
     def device(self) -> torch.device:
@@ -435,7 +439,7 @@ class _Piece:
 
 def synthesize_batch(backend, requests, max_batch: int = 8, do_sample: bool = True,
                      timings: dict | None = None) -> list:
-    """Speak `requests` (pipeline.tts.batch.SynthesisRequest) with an XttsBackend: every piece of every request
+    """Speak `requests` (pipeline.tts.base.SynthesisRequest) with an XttsBackend: every piece of every request
     is tokenised, decoded by the GPT in length-sorted batches of at most `max_batch` pieces, vocoded in
     batches, and each request's pieces are joined with `backend.chunk_gap_s` of silence. Returns one
     (samples, rate) or Exception per request; `timings` (if given) accumulates gpt_s, vocoder_s and codes."""

@@ -24,9 +24,9 @@ from tiny_coqui import build_tiny_vits, build_tiny_xtts, write_clip
 torch = pytest.importorskip("torch")
 pytest.importorskip("TTS")
 
-from pipeline.speakers import Speaker, load_pool
-from pipeline.tts.batch import SynthesisRequest, call_batched, length_batches
-from pipeline.tts.xtts_batched import BatchedXttsGPT, GptItem, Sampling, synthesize_batch
+from pipeline.tts.base import SynthesisRequest, call_batched, length_batches  # noqa: E402
+from pipeline.tts.xtts_batched import BatchedXttsGPT, GptItem, Sampling, synthesize_batch  # noqa: E402
+from pipeline.voices.pool import Speaker, load_pool  # noqa: E402
 
 TEXTS = ["Hi.", "Where is the nearest train station from here, and how long does it take to walk there?",
          "Okay, thanks.", "The museum opens at nine.",
@@ -59,7 +59,7 @@ def pool_file(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def backend(spread_xtts, pool_file, tmp_path_factory):
-    from pipeline.backends.coqui import XttsBackend
+    from pipeline.tts.xtts import XttsBackend
 
     return XttsBackend(str(spread_xtts), device="cpu", languages={"en": "en"}, pool=load_pool(pool_file),
                        pool_file=pool_file, latent_dir=tmp_path_factory.mktemp("state") / "latents", chunk_gap_s=0.1)
@@ -231,7 +231,7 @@ def test_a_duration_cap_stops_a_runaway_just_past_the_limit(backend):
 def vits_backend(request, tmp_path_factory):
     import tiny_coqui
 
-    from pipeline.backends.coqui import VitsBackend
+    from pipeline.tts.vits import VitsBackend
 
     sizes = {**tiny_coqui.TINY_VITS_ARGS, "use_sdp": request.param}
     folder = tmp_path_factory.mktemp("vits")
@@ -280,7 +280,7 @@ def test_length_batches_sort_and_cut():
 
 def test_a_backend_without_batching_speaks_turn_by_turn_and_keeps_failures_in_their_slot():
     """Piper (real, the packaged voice) behind the batch call: each turn spoken alone, a bad voice fails alone."""
-    from pipeline.backends.tts import PiperBackend
+    from pipeline.tts.piper import PiperBackend
 
     piper = PiperBackend(None, noise_scale=0.0, noise_w_scale=0.0, threads=1)
     good = Speaker.model_validate({"speaker_id": "joe", "language": "en", "source": "piper", "license": "MIT",
@@ -292,3 +292,132 @@ def test_a_backend_without_batching_speaks_turn_by_turn_and_keeps_failures_in_th
     assert isinstance(out[1], Exception)
     alone = piper.synthesize("Good morning to you.", good)
     assert np.array_equal(out[0][0], alone[0]) and out[2][0].size < out[0][0].size
+
+
+# --- the TTS stage: a Ray batch's turns go to the backend together; a failure is retried alone ---------------------
+
+
+def conversation(cid: str, speakers_: list[str], texts: list[str], seed: int) -> dict:
+    from pipeline.schema import empty_turn
+
+    turns = []
+    for i, (spk, text) in enumerate(zip(speakers_, texts)):
+        t = empty_turn("user" if i % 2 == 0 else "assistant", text)
+        t.update(spoken_text=text, speaker_id=spk)
+        turns.append(t)
+    return {"conversation_id": cid, "language": "en", "num_exchanges": len(turns) // 2, "seed": seed, "turns": turns}
+
+
+class SpoilChosen:
+    """Fault hook around the real XTTS backend's batch call: the turns whose (text, seed) are in `spoil` come back
+    spoiled ("nan": NaN samples; "runaway": 100 s of audio, over the 70 s the longest text may take), every call's
+    texts are recorded."""
+
+    def __init__(self, real, spoil: dict[tuple[str, int], str]):
+        self.real, self.spoil, self.calls = real, spoil, []
+        self.model_id = real.model_id
+
+    def synthesize_batch(self, requests):
+        self.calls.append([(r.text, r.seed) for r in requests])
+        out = self.real.synthesize_batch(requests)
+        for i, r in enumerate(requests):
+            mode = self.spoil.get((r.text, r.seed))
+            if mode == "nan" and not isinstance(out[i], Exception):
+                out[i] = (np.full_like(out[i][0], np.nan), out[i][1])
+            elif mode == "runaway":
+                out[i] = (np.zeros(24000 * 100, dtype=np.float32), 24000)
+        return out
+
+
+def test_the_stage_batches_a_ray_batch_and_retries_only_the_failed_turns(spread_xtts, pool_file, tmp_path):
+    from pipeline.schema import rows_to_table
+    from pipeline.stages.tts import TTSStage, turn_seed
+
+    pool = load_pool(pool_file)
+    stage = TTSStage("xtts", None, pool, max_attempts=3, max_batch_turns=8, backend_options={
+        "model": str(spread_xtts), "device": "cpu", "languages": {"en": "en"}, "pool": pool, "pool_file": pool_file,
+        "latent_dir": tmp_path / "latents", "max_batch_turns": 8})
+    rows = [conversation(f"en-{i:016x}", [SPEAKERS[i % 3], SPEAKERS[(i + 1) % 3]],
+                         [TEXTS[i % 8], TEXTS[(i + 3) % 8]], seed=i) for i in range(6)]  # 12 turns
+    stage.setup()
+    stage._ready = True
+    real = stage.backend
+    stage.backend = SpoilChosen(real, {})
+    clean = stage(rows_to_table(rows)).to_pylist()
+    clean_calls = stage.backend.calls
+    assert [len(c) for c in clean_calls[:2]] == [8, 4]  # round 1: all 12 turns, sorted by length, 8 per call
+    first_round = sorted(t for call in clean_calls[:2] for t, _ in call)
+    assert first_round == sorted(t["spoken_text"] for r in rows for t in r["turns"])
+
+    def attempts(result):
+        return [[t["tts_attempts"] for t in r["turns"]] for r in result]
+
+    # spoil turn 0 of conversation 1 (NaN) and turn 1 of conversation 4 (a runaway) on their first attempt
+    picked = [(1, 0, "nan"), (4, 1, "runaway")]
+    assert all(attempts(clean)[c][t] == 1 for c, t, _ in picked)  # (they succeed first time when left alone)
+    spoil = {(rows[c]["turns"][t]["spoken_text"], turn_seed(0, rows[c]["seed"], t, 1)): mode for c, t, mode in picked}
+    stage.backend = SpoilChosen(real, spoil)
+    spoiled = stage(rows_to_table(rows)).to_pylist()
+    calls = stage.backend.calls
+    assert all(r["reject_reason"] is None for r in spoiled) == all(r["reject_reason"] is None for r in clean)
+    retried = {t for call in calls[2:] for t in call}
+    clean_retried = {t for call in clean_calls[2:] for t in call}
+    second = {(rows[c]["turns"][t]["spoken_text"], turn_seed(0, rows[c]["seed"], t, 2)) for c, t, _ in picked}
+    assert retried == clean_retried | second  # round 2 has the spoiled turns and the turns that failed anyway
+    for c, row in enumerate(spoiled):
+        for t, turn in enumerate(row["turns"]):
+            if (c, t) in {(c_, t_) for c_, t_, _ in picked}:
+                assert turn["tts_attempts"] == 2 and turn["audio_flac"][:4] == b"fLaC"
+            else:  # untouched turns: the same attempts and byte-identical audio as in the clean run
+                assert turn["tts_attempts"] == clean[c]["turns"][t]["tts_attempts"]
+                assert turn["audio_flac"] == clean[c]["turns"][t]["audio_flac"]
+
+
+@pytest.mark.integration
+def test_the_pipeline_keeps_the_same_conversations_at_any_max_batch_turns(spread_xtts, pool_file, tmp_path,
+                                                                          ray_session):
+    """On a real local Ray: 12 cached one-exchange conversations through tts (tiny XTTS, greedy), verify off, and
+    shard, once with tts.max_batch_turns=8 and once with 1. `tts.min_s_per_char=0.04` makes the turns whose
+    greedy codes stop early fail as too short, so the run keeps only part of the conversations; both runs keep
+    the same ones, with the same audio."""
+    import pyarrow.parquet as pq
+    import webdataset as wds
+
+    from pipeline.config import REPO_ROOT, load_config
+    from pipeline.io.layout import Layout
+    from pipeline.run.runner import run
+    from pipeline.run.selection import StageSelection
+    from pipeline.schema import TEXT_CACHE_SCHEMA, rows_to_table
+
+    rows = [{"conversation_id": f"en-{i:016x}", "plan_index": i, "dataset": "xtts-batch", "language": "en",
+             "domain": "daily", "topic": "travel", "scenario": "asking", "persona": "tourist", "num_exchanges": 1,
+             "seed": i, "text_digest": "test", "llm_model": "none", "llm_requests": 0, "prompt_tokens": 0,
+             "completion_tokens": 0,
+             "turns": [{"role": "user", "display_text": TEXTS[i % 8]},
+                       {"role": "assistant", "display_text": TEXTS[(i * 3 + 1) % 8]}]} for i in range(12)]
+
+    def one_run(max_batch_turns: int) -> tuple[dict, dict]:
+        out = tmp_path / f"out-{max_batch_turns}"
+        (out / "text").mkdir(parents=True)
+        pq.write_table(rows_to_table(rows, TEXT_CACHE_SCHEMA), out / "text/part-test-0.parquet")
+        cfg = load_config(REPO_ROOT / "configs/smoke.yaml",
+                          ["dataset=xtts-batch", "tts.backend=xtts", f"tts.model={spread_xtts}", "tts.device=cpu",
+                           "tts.languages={en: en}", f"voices.pool={pool_file}", "voices.assistant_speaker=xa",
+                           "verify.enabled=false", "tts.batch_size=12", "tts.max_actors=1", "tts.xtts_sampling=false",
+                           f"tts.max_batch_turns={max_batch_turns}", "tts.max_attempts=1", "tts.min_s_per_char=0.04",
+                           "license_tags=[tts:tiny-random-xtts:test-only]"], out)
+        stats = run(cfg, StageSelection.parse("tts,verify,shard"))
+        audio = {}
+        for tar in Layout(out).shards():
+            for sample in wds.WebDataset(str(tar), shardshuffle=False):
+                audio[sample["__key__"]] = (sample["user.flac"], sample["assistant.flac"])
+        return stats["last_run"], audio
+
+    batched, batched_audio = one_run(8)
+    single, single_audio = one_run(1)
+    assert 0 < single["kept"] < len(rows), single  # some conversations fail the duration check
+    assert set(single["rejected_by_reason"]) == {"tts_failed"}
+    assert (batched["kept"], batched["rejected_by_reason"]) == (single["kept"], single["rejected_by_reason"])
+    assert set(batched_audio) == set(single_audio) and len(single_audio) == single["kept"]
+    for key, (user, assistant) in single_audio.items():  # FLAC of the same samples: the same bytes
+        assert batched_audio[key][0] == user and batched_audio[key][1] == assistant
