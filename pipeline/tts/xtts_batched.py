@@ -244,6 +244,9 @@ class BatchedXttsGPT:
         sync_every = self.sync_every or (1 if device.type == "cpu" else 8)
         if static:
             fixed_step = fixed_step or self.fixed_step
+            # (position, column) of every step, on the device: a step slices it, no host-to-device copy
+            where = torch.stack([torch.arange(max_limit, device=device), torch.arange(max_limit, device=device) +
+                                 width - 1], dim=1)
         position = 0  # audio position of the token that produced `hidden` (0: start_audio)
         while True:
             logits = self.gpt.mel_head(hidden)
@@ -255,8 +258,7 @@ class BatchedXttsGPT:
                 break
             tokens = state["codes"][:, position - 1]
             if static:
-                where = torch.tensor([position, width + position - 1], device=device)
-                hidden = fixed_step(tokens, where[:1], where[1:], kv, state["keys_valid"])
+                hidden = fixed_step(tokens, where[position, :1], where[position, 1:], kv, state["keys_valid"])
                 continue
             if position % sync_every == 0:
                 kv = self._compact(state, kv, out)
