@@ -277,6 +277,14 @@ class TTSConfig(WorkerConfig):
     max_s_per_char: float = Field(1.0, gt=0, description="audio longer than this per text character (and over 5 s) "
                                                          "is a failure (runaway generation)")
     chunk_gap_s: float = Field(0.15, ge=0, le=2, description="silence between the pieces of a turn split for XTTS")
+    max_batch_turns: int = Field(8, ge=1, le=1024, description="turns (or sentence pieces of long turns) per forward of "
+                                                              "a batching backend (xtts, vits): the stage sorts a Ray "
+                                                              "batch's turns by length and hands them over this many at "
+                                                              "a time; 1 = one at a time. 32-64 on a GPU, with "
+                                                              "tts.batch_size large enough to fill it. Piper speaks "
+                                                              "turn by turn")
+    xtts_sampling: bool = Field(True, description="xtts: sample the GPT's audio codes (temperature/top-k/top-p of the "
+                                                  "model's config, seeded per turn and attempt); false decodes greedily")
     user_sample_rate: Literal[16000] = Field(16000, description="user audio is stored at this rate (what speech "
                                                                "encoders take)")
 

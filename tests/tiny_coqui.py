@@ -45,11 +45,17 @@ def build_tiny_vits(folder: Path, num_speakers: int = 2000, seed: int = 0, full_
     return folder
 
 
-def build_tiny_xtts(folder: Path, seed: int = 0, full_size: bool = False) -> Path:
+def build_tiny_xtts(folder: Path, seed: int = 0, full_size: bool = False, max_audio_tokens: int = 24,
+                    spread: float | None = None, stop_bias: float = 0.0) -> Path:
     """An XTTS-v2 with a 1-layer, 32-wide GPT, the BPE vocab coqui-tts ships, a perceiver conditioning
-    encoder, and the real (randomly initialised) HiFi-GAN decoder and ResNet speaker encoder. At most 24
-    audio codes per piece, so a random GPT that never says stop still ends quickly.
-    full_size=True builds XTTS-v2's own shapes (30-layer, 1024-wide GPT, 1026 audio codes, up to 605 per
+    encoder, and the real (randomly initialised) HiFi-GAN decoder and ResNet speaker encoder. At most
+    `max_audio_tokens` - 3 audio codes per piece (21 by default), so a random GPT that never says stop
+    still ends quickly.
+    GPT-2's initialisation (std 0.02) makes a toy GPT say nearly the same codes whatever the text and voice;
+    `spread` re-draws the GPT's weights with that std (layer-norm gains near 1), so codes depend on both and
+    batching bugs show. `stop_bias` is added to the stop token's logit: above 0 some pieces stop early
+    (which ones depends on text, voice and seed), as a trained model does.
+    full_size=True builds XTTS-v2's own shapes (30-layer, 1024-wide GPT, 1026 audio codes, up to 602 per
     piece) with random weights: the real model's compute per audio code, for benchmarks."""
     import torch
     import TTS
@@ -59,14 +65,24 @@ def build_tiny_xtts(folder: Path, seed: int = 0, full_size: bool = False) -> Pat
 
     vocab = Path(TTS.__file__).parent / "tts/utils/assets/tortoise/tokenizer.json"
     shape = ({"gpt_num_audio_tokens": 1026, "gpt_start_audio_token": 1024, "gpt_stop_audio_token": 1025} if full_size else
-             {"gpt_layers": 1, "gpt_n_model_channels": 32, "gpt_n_heads": 2, "decoder_input_dim": 32, "gpt_max_audio_tokens": 24,
-                  "gpt_num_audio_tokens": 66, "gpt_start_audio_token": 64, "gpt_stop_audio_token": 65})
+             {"gpt_layers": 1, "gpt_n_model_channels": 32, "gpt_n_heads": 2, "decoder_input_dim": 32,
+              "gpt_max_audio_tokens": max_audio_tokens, "gpt_num_audio_tokens": 66, "gpt_start_audio_token": 64,
+              "gpt_stop_audio_token": 65})
     args = XttsArgs(**shape, gpt_use_perceiver_resampler=True)
     cfg = XttsConfig(model_args=args)
     torch.manual_seed(seed)
     model = Xtts(cfg)
     model.tokenizer = VoiceBpeTokenizer(vocab_file=str(vocab))
     model.init_models()  # the GPT's text vocabulary comes from the tokenizer
+    if spread is not None:
+        with torch.no_grad():
+            for name, p in model.gpt.named_parameters():
+                if name.startswith(("gpt.", "text_", "mel_", "final_norm")):
+                    gain = p.ndim == 1 and name.endswith("weight")  # layer-norm gains
+                    p.copy_(1 + 0.1 * torch.randn_like(p) if gain else spread * torch.randn_like(p))
+    if stop_bias:
+        with torch.no_grad():
+            model.gpt.mel_head.bias[model.gpt.stop_audio_token] += stop_bias
     folder.mkdir(parents=True, exist_ok=True)
     torch.save({"model": model.state_dict()}, folder / "model.pth")
     (folder / "config.json").write_text(json.dumps(cfg.to_dict()), encoding="utf-8")

@@ -1,13 +1,18 @@
 """TTS: speak every turn with its assigned voice; user audio is stored at 16 kHz, assistant at the model rate.
 
-A synthesis can fail (an exception, NaN audio, no audio, or a duration absurd for the text: a runaway
-or truncated generation). Such a turn is synthesised again with a new seed, at most `max_attempts`
-times in all; a turn that never succeeds rejects the conversation as `tts_failed`, with what went wrong
-on each attempt. The job never dies of one turn.
+The stage collects every turn of the Ray batch (all its conversations, any speakers) and hands them to the
+backend sorted by text length in chunks of `tts.max_batch_turns` (`pipeline.tts.base.speak_turns`), so a
+batching backend (XTTS-v2, VITS) decodes many turns per forward with little padding; Piper speaks them one
+by one. A synthesis can fail (an exception, NaN audio, no audio, or a duration absurd for the text: a
+runaway or truncated generation). Only such a turn is synthesised again, with its next seed, in the next
+round with the other failed turns, at most `max_attempts` times in all; a turn that never succeeds rejects
+its conversation as `tts_failed`, with what went wrong on each attempt. The job never dies of one turn.
+A turn's seed depends on the run seed, the conversation, the turn and the attempt only, so its audio is
+the same whatever else is in its batch.
 
 Only turns without audio are spoken: on the first pass every turn, and after verify sent some back
-(`verify.resynthesis_rounds`) only those, with seeds that continue the turn's attempt count, so a re-synthesis
-never repeats an earlier seed. `synthesis_attempts` counts every synthesis of a turn.
+(`verify.resynthesis_rounds`) only those, with attempt numbers (and so seeds) that continue the turn's count,
+so a re-synthesis never repeats an earlier seed. `synthesis_attempts` counts every synthesis of a turn.
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ from pipeline.reasons import Rejected
 from pipeline.schema import awaits_synthesis
 from pipeline.stages.base import Resources, RowStage, RunContext
 from pipeline.threads import limit_threads, threads_for
-from pipeline.tts.base import TTSBackend, check_backend, make_backend
+from pipeline.tts.base import TTSBackend, TurnJob, check_backend, make_backend, speak_turns
 from pipeline.tts.faults import FaultyTTS, TTSFaultPlan
 from pipeline.voices.pool import Speaker
 
@@ -57,7 +62,7 @@ class TTSStage(RowStage):
         stage = cls(t.backend, ctx.piper_voice, ctx.pool, user_sample_rate=t.user_sample_rate,
                     backend_options=backend_options(ctx), max_attempts=t.max_attempts, seed=t.seed,
                     min_s_per_char=t.min_s_per_char, max_s_per_char=t.max_s_per_char,
-                    threads=threads_for(t.num_cpus, t.cpu_threads))
+                    threads=threads_for(t.num_cpus, t.cpu_threads), max_batch_turns=t.max_batch_turns)
         if ctx.cfg.duplex.enabled:  # the duplex timeline's backchannels, in each listener's own voice
             stage.backchannel_texts = dict(ctx.cfg.duplex.backchannel_texts)
             stage.backchannel_roles = list(ctx.cfg.duplex.backchannel_roles)
@@ -68,7 +73,8 @@ class TTSStage(RowStage):
 
     def __init__(self, backend: str, piper_voice: Path | None, pool: list[Speaker], user_sample_rate: int = 16000,
                  backend_options: dict | None = None, max_attempts: int = 1, seed: int = 0,
-                 min_s_per_char: float = 0.005, max_s_per_char: float = 1.0, threads: int | None = None):
+                 min_s_per_char: float = 0.005, max_s_per_char: float = 1.0, threads: int | None = None,
+                 max_batch_turns: int = 8):
         super().__init__()
         self.threads = threads  # CPU threads of the model (pipeline.threads); None: the library's default
         self.backend_name, self.piper_voice, self.backend_options = backend, piper_voice, backend_options or {}
@@ -76,6 +82,7 @@ class TTSStage(RowStage):
         self.user_sample_rate = user_sample_rate
         self.max_attempts, self.seed = max_attempts, seed
         self.min_s_per_char, self.max_s_per_char = min_s_per_char, max_s_per_char
+        self.max_batch_turns = max_batch_turns
         self.backend: TTSBackend | None = None
         self.backchannel_texts: dict[str, list[str]] = {}  # language -> texts; empty: no duplex rendering
         self.backchannel_roles: list[str] = []
@@ -93,6 +100,10 @@ class TTSStage(RowStage):
             log.warning("tts: fault hook on (%s): chosen turns' syntheses are made wrong on purpose", plan.to_env())
             self.backend = FaultyTTS(self.backend, plan)
 
+    def max_seconds(self, text: str) -> float:
+        """The longest audio `check_audio` accepts for `text` (a backend may stop generating just past it)."""
+        return max(5.0, max(len(text.strip()), 1) * self.max_s_per_char)
+
     def check_audio(self, samples: np.ndarray, rate: int, text: str) -> str | None:
         """None if the audio is plausible for the text, else a short reason code."""
         if samples.size == 0:
@@ -102,37 +113,28 @@ class TTSStage(RowStage):
         duration, chars = samples.size / rate, max(len(text.strip()), 1)
         if duration < chars * self.min_s_per_char:
             return f"too_short {duration:.2f}s for {chars} chars"
-        if duration > max(5.0, chars * self.max_s_per_char):
+        if duration > self.max_seconds(text):
             return f"too_long {duration:.1f}s for {chars} chars"
         return None
 
     def speak(self, text: str, speaker: Speaker, language: str, conversation_seed: int | None,
-              turn: int, first_attempt: int = 1, conversation_id: str | None = None) -> tuple[np.ndarray, int, int, int]:
-        """Samples, rate, attempts used and the seed of the one that succeeded; raises Rejected("tts_failed")
-        after max_attempts failures. Attempts are numbered from `first_attempt` (a re-synthesis continues the
-        turn's count), and each number has its own seed."""
+              turn: int) -> tuple[np.ndarray, int, int, int]:
+        """One text alone (the backchannels): samples, rate, attempts used and the seed of the one that
+        succeeded; raises Rejected("tts_failed") after max_attempts failures."""
         assert self.backend is not None
-        failures = []
-        faulty = isinstance(self.backend, FaultyTTS)  # the fault hook needs to know which turn and attempt it speaks
-        for attempt in range(first_attempt, first_attempt + self.max_attempts):
-            seed = turn_seed(self.seed, conversation_seed, turn, attempt)
-            try:
-                extra = {"turn_key": (conversation_id or "", turn, attempt)} if faulty else {}
-                samples, rate = self.backend.synthesize(text, speaker, language=language, seed=seed, **extra)
-                samples = np.asarray(samples, dtype=np.float32).reshape(-1)
-                problem = self.check_audio(samples, rate, text)
-            except Exception as exc:  # noqa: BLE001 - recorded and retried; the conversation is rejected if none succeeds
-                problem = f"{type(exc).__name__}: {str(exc)[:200]}"
-            if problem is None:
-                return samples, rate, attempt - first_attempt + 1, seed
-            failures.append(f"attempt {attempt} (seed {seed}): {problem}")
-            log.info("tts: turn %d of speaker %s failed: %s", turn, speaker.speaker_id, failures[-1])
-        raise Rejected("tts_failed", f"turn {turn} ({speaker.speaker_id}): " + "; ".join(failures), turn=turn,
-                       metric="attempts", value=float(self.max_attempts), limit=float(self.max_attempts))
+        job = TurnJob(group=0, key=turn, text=text, speaker=speaker, language=language,
+                      seed_for=lambda attempt: turn_seed(self.seed, conversation_seed, turn, attempt))
+        outcome = speak_turns(self.backend, [job], self.check_audio, self.max_attempts, 1,
+                              max_seconds=self.max_seconds, log=log)[(0, turn)]
+        if outcome.samples is None:
+            raise Rejected("tts_failed", f"turn {turn} ({speaker.speaker_id}): " + "; ".join(outcome.failures or []),
+                           turn=turn, metric="attempts", value=float(outcome.attempts), limit=float(self.max_attempts))
+        return outcome.samples, outcome.rate, outcome.attempts, int(outcome.seed or 0)
 
-    def process_row(self, row: dict[str, Any]) -> None:
-        assert self.backend is not None
-        row["tts_model"] = self.backend.model_id
+    def jobs(self, row: dict[str, Any]) -> list[TurnJob]:
+        """The row's turns still to speak (all of them on the first pass; after verify sent some back, only
+        those); raises Rejected for a speaker the pool or the backend cannot voice."""
+        out = []
         pending = [i for i, turn in enumerate(row["turns"]) if awaits_synthesis(turn)]
         if any(row["turns"][i].get("resyntheses") for i in pending):
             checkpoint("tts.resynthesis")  # kill-and-resume tests stop here, in the middle of a re-synthesis round
@@ -146,19 +148,53 @@ class TTSStage(RowStage):
                 raise Rejected("tts_backend_mismatch", f"turn {i}: speaker {speaker.speaker_id} is a {speaker.backend} "
                                                        f"voice but tts.backend is {self.backend_name}", turn=i,
                                role=turn["role"])
-            before = turn.get("synthesis_attempts") or 0
-            samples, rate, attempts, seed = self.speak(turn["spoken_text"], speaker, row["language"], row.get("seed"), i,
-                                                       first_attempt=before + 1, conversation_id=row["conversation_id"])
+            conversation_seed = row.get("seed")
+            out.append(TurnJob(group=id(row), key=i, text=turn["spoken_text"], speaker=speaker,
+                               language=row["language"], first_attempt=(turn.get("synthesis_attempts") or 0) + 1,
+                               conversation_id=row["conversation_id"],
+                               seed_for=lambda attempt, s=conversation_seed, i=i: turn_seed(self.seed, s, i, attempt)))
+        return out
+
+    def process_rows(self, rows: list[dict[str, Any]]) -> None:
+        assert self.backend is not None
+        jobs: dict[int, list[TurnJob]] = {}
+        for row in rows:
+            found = self.guarded(row, self.jobs, row)
+            if found is not None:
+                jobs[id(row)] = found
+        outcomes = speak_turns(self.backend, [j for js in jobs.values() for j in js], self.check_audio,
+                               self.max_attempts, self.max_batch_turns, max_seconds=self.max_seconds, log=log)
+        for row in rows:
+            if id(row) in jobs:
+                self.guarded(row, self.write_audio, row, jobs[id(row)], outcomes)
+
+    def write_audio(self, row: dict[str, Any], jobs: list[TurnJob], outcomes: dict) -> None:
+        """Put each spoken turn's audio into the row, or reject the row for its first turn that never got good
+        audio."""
+        for job in jobs:
+            outcome = outcomes[(job.group, job.key)]
+            if outcome.samples is None:
+                raise Rejected("tts_failed", f"turn {job.key} ({job.speaker.speaker_id}): " + "; ".join(outcome.failures),
+                               turn=job.key, metric="attempts", value=float(outcome.attempts),
+                               limit=float(self.max_attempts))
+        row["tts_model"] = self.backend.model_id
+        for job in jobs:
+            turn = row["turns"][job.key]
+            outcome = outcomes[(job.group, job.key)]
+            samples, rate = outcome.samples, outcome.rate
             if turn["role"] == "user":
                 samples, rate = resample(samples, rate, self.user_sample_rate), self.user_sample_rate
             turn["audio_flac"] = encode_flac(samples, rate)
             turn["sample_rate"] = rate
             turn["duration_s"] = samples.size / rate
-            turn["tts_attempts"] = attempts
-            turn.update(synthesis_attempts=before + attempts, synthesis_seed=seed, verified=False,
-                        resyntheses=turn.get("resyntheses") or 0)
+            turn["tts_attempts"] = outcome.attempts
+            turn.update(synthesis_attempts=job.first_attempt - 1 + outcome.attempts, synthesis_seed=outcome.seed,
+                        verified=False, resyntheses=turn.get("resyntheses") or 0)
         if self.backchannel_texts.get(row["language"]):
             row["backchannels"] = self.backchannels(row)
+
+    def process_row(self, row: dict[str, Any]) -> None:
+        self.process_rows([row])
 
     def backchannels(self, row: dict[str, Any]) -> list[dict[str, Any]]:
         """Each listener role saying each backchannel text of the language, in that role's voice of this
@@ -174,7 +210,7 @@ class TTSStage(RowStage):
                 key = (speaker.speaker_id, row["language"], text)
                 if key not in self._backchannel_cache:
                     try:  # a fixed seed per voice and text: the same clip in every conversation and rerun
-                        samples, rate, _ = self.speak(text, speaker, row["language"], 0, 10_000 + j)
+                        samples, rate, _, _ = self.speak(text, speaker, row["language"], 0, 10_000 + j)
                         self._backchannel_cache[key] = (encode_flac(samples, rate), rate)
                     except Rejected:
                         self._backchannel_cache[key] = None
@@ -190,8 +226,8 @@ def backend_options(ctx: RunContext) -> dict[str, Any]:
     if t.backend == "piper":
         return {"noise_scale": t.piper_noise_scale, "noise_w_scale": t.piper_noise_w_scale}
     options: dict[str, Any] = {"model": str(ctx.tts_model or t.model), "device": t.device,
-                               "languages": dict(t.languages)}
+                               "languages": dict(t.languages), "max_batch_turns": t.max_batch_turns}
     if t.backend == "xtts":
         options.update(pool=ctx.pool, pool_file=ctx.cfg.resolve_path(ctx.cfg.voices.pool), chunk_gap_s=t.chunk_gap_s,
-                       latent_dir=Layout(ctx.out_dir).state / "xtts_latents")
+                       latent_dir=Layout(ctx.out_dir).state / "xtts_latents", sampling=t.xtts_sampling)
     return options

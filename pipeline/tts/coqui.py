@@ -80,16 +80,6 @@ def fingerprint(path: Path) -> str:
     return f"{path.name}:{st.st_size}:{st.st_mtime_ns}"
 
 
-def seed_everything(seed: int) -> None:
-    import torch
-
-    torch.manual_seed(seed)
-    if torch.cuda.is_available():
-        torch.cuda.manual_seed_all(seed)
-
-
-
-
 def weights_folder(cfg, resolve_path) -> Path:
     """The checkpoint folder of tts.model; a relative path is relative to the repository root."""
     model = cfg.model

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.assets import MissingAsset, piper_joe_voice
+from pipeline.tts.base import BatchResult, SynthesisRequest, synthesize_each
 from pipeline.voices.pool import Speaker
 
 
@@ -43,6 +44,10 @@ class PiperBackend:
                 self._voices[path] = PiperVoice(config=PiperConfig.from_dict(config),
                                                 session=onnx_session(path, self.threads))
         return self._voices[path]
+
+    def synthesize_batch(self, requests: list[SynthesisRequest]) -> BatchResult:
+        """Piper has no batch inference (one ONNX run per sentence): turn by turn, failures in their slots."""
+        return synthesize_each(self, requests)
 
     def synthesize(self, text: str, speaker: Speaker, language: str = "en", seed: int = 0) -> tuple[np.ndarray, int]:
         # Piper's ONNX noise cannot be seeded: noise scales of 0 make it reproducible instead

@@ -1,4 +1,7 @@
-"""Multi-speaker Coqui VITS: a speaker is a row of the model's speaker table (speaker_index or speaker_name)."""
+"""Multi-speaker Coqui VITS: a speaker is a row of the model's speaker table (speaker_index or speaker_name).
+
+Synthesis is batched (pipeline/tts/vits_batched.py, `max_batch_turns` per forward); a turn with a given seed
+sounds the same alone or in any batch. One turn (`synthesize`) is a batch of one."""
 
 from __future__ import annotations
 
@@ -8,14 +11,16 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.devices import torch_device
-from pipeline.tts.coqui import fingerprint, resolve_model, seed_everything, vits_checkpoint
+from pipeline.tts.base import BatchResult, SynthesisRequest
+from pipeline.tts.coqui import fingerprint, resolve_model, vits_checkpoint
 from pipeline.voices.pool import Speaker
 
 
 class VitsBackend:
     """A multi-speaker Coqui VITS; a speaker is a row of its speaker table (speaker_index or speaker_name)."""
 
-    def __init__(self, model: str, device: str = "auto", languages: dict[str, str] | None = None, **_ignored):
+    def __init__(self, model: str, device: str = "auto", languages: dict[str, str] | None = None,
+                 max_batch_turns: int = 8, **_ignored):
         import torch
         from TTS.config import load_config
         from TTS.tts.models import setup_model
@@ -38,6 +43,7 @@ class VitsBackend:
         lang_manager = getattr(self.model, "language_manager", None)
         self.language_ids: dict[str, int] = dict(lang_manager.name_to_id) if lang_manager is not None else {}
         self.languages = languages or {}
+        self.max_batch_turns = max_batch_turns
         self._torch = torch
         self.model_id = f"coqui-tts {version('coqui-tts')} vits {Path(model).name} ({fingerprint(checkpoint)})"
 
@@ -56,20 +62,18 @@ class VitsBackend:
             raise ValueError(f"speaker {speaker.speaker_id}: a multi-speaker VITS needs speaker_index or speaker_name")
         return None
 
-    def synthesize(self, text: str, speaker: Speaker, language: str = "en", seed: int = 0) -> tuple[np.ndarray, int]:
-        torch = self._torch
-        row = self.speaker_row(speaker)
-        ids = self.model.tokenizer.text_to_ids(text)
-        if not ids:
-            raise ValueError(f"no character of {text[:40]!r} is in the model's alphabet")
-        x = torch.as_tensor(ids, dtype=torch.long, device=self.device).unsqueeze(0)
-        aux = {"x_lengths": torch.tensor([x.shape[1]], device=self.device)}
-        if row is not None:
-            aux["speaker_ids"] = torch.tensor([row], device=self.device)
+    def language_id(self, language: str) -> int | None:
+        """The model's language id for a row language; None for a single-language model or an unknown code."""
         code = self.languages.get(language, language)
-        if len(self.language_ids) > 1 and code in self.language_ids:
-            aux["language_ids"] = torch.tensor([self.language_ids[code]], device=self.device)
-        seed_everything(seed)  # VITS samples its prior and durations
-        with torch.inference_mode():
-            wav = self.model.inference(x, aux_input=aux)["model_outputs"][0]
-        return wav.detach().float().cpu().numpy().reshape(-1), self.sample_rate
+        return self.language_ids[code] if len(self.language_ids) > 1 and code in self.language_ids else None
+
+    def synthesize(self, text: str, speaker: Speaker, language: str = "en", seed: int = 0) -> tuple[np.ndarray, int]:
+        result = self.synthesize_batch([SynthesisRequest(text, speaker, language, seed)])[0]
+        if isinstance(result, Exception):
+            raise result
+        return result
+
+    def synthesize_batch(self, requests: list[SynthesisRequest]) -> BatchResult:
+        from pipeline.tts.vits_batched import synthesize_batch
+
+        return synthesize_batch(self, requests, max_batch=self.max_batch_turns)

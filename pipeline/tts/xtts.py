@@ -1,5 +1,9 @@
 """Coqui XTTS-v2 voice cloning with per-speaker conditioning cached in memory and on disk.
 
+Synthesis is batched (pipeline/tts/xtts_batched.py): the pieces of many turns, any speakers, go through the
+GPT together (`max_batch_turns` per forward) and the vocoder together; a turn with a given seed sounds the
+same alone or in any batch. One turn (`synthesize`) is a batch of one.
+
 XTTS-v2 conditioning (GPT latents + speaker embedding) is computed once per speaker and cached in
 memory and on disk (`state/xtts_latents/<speaker_id>.pt`, keyed by a digest of the model and of the
 reference clips' bytes, so a changed clip or model recomputes). A virtual voice (a speaker's `recipe`)
@@ -20,7 +24,8 @@ import numpy as np
 
 from pipeline.devices import torch_device
 from pipeline.normalize.split import split_for_tts
-from pipeline.tts.coqui import XTTS_MODEL_NAME, fingerprint, resolve_model, seed_everything
+from pipeline.tts.base import BatchResult, SynthesisRequest
+from pipeline.tts.coqui import XTTS_MODEL_NAME, fingerprint, resolve_model
 from pipeline.tts.patches import patch_xtts_for_transformers_cache_kwarg, patch_xtts_reference_reader
 from pipeline.voices.pool import Speaker, reference_path
 
@@ -32,7 +37,7 @@ class XttsBackend:
 
     def __init__(self, model: str | None, device: str = "auto", languages: dict[str, str] | None = None,
                  pool: list[Speaker] | None = None, pool_file: Path | None = None, latent_dir: Path | None = None,
-                 chunk_gap_s: float = 0.15, **_ignored):
+                 chunk_gap_s: float = 0.15, max_batch_turns: int = 8, sampling: bool = True, **_ignored):
         import torch
         from TTS.tts.configs.xtts_config import XttsConfig
         from TTS.tts.models.xtts import Xtts
@@ -56,6 +61,11 @@ class XttsBackend:
         self._torch = torch
         self._latents: dict[str, tuple] = {}
         self.cache_stats: Counter = Counter()  # memory_hits, disk_hits, computed, mixed, builtin
+        self.max_batch_turns, self.sampling = max_batch_turns, sampling
+        from pipeline.tts.xtts_batched import BatchedXttsGPT
+
+        self.batched_gpt = BatchedXttsGPT(self.model.gpt)
+        self.timings: dict = {}  # gpt_s, vocoder_s, codes: where the time goes (bench/gpu_bench.py)
         self.model_digest = fingerprint(folder / "model.pth")
         self.model_id = f"coqui-tts {version('coqui-tts')} xtts {Path(model or XTTS_MODEL_NAME).name} ({self.model_digest})"
 
@@ -158,22 +168,13 @@ class XttsBackend:
         return split_for_tts(text, self.language_code(language))
 
     def synthesize(self, text: str, speaker: Speaker, language: str = "en", seed: int = 0) -> tuple[np.ndarray, int]:
-        torch = self._torch
-        code = self.language_code(language)
-        if code not in self.config.languages:
-            raise ValueError(f"language {language!r} -> {code!r} is not one of the model's languages "
-                             f"{self.config.languages} (see tts.languages)")
-        gpt, emb = self.latents(speaker)
-        cfg = self.config
-        settings = {"temperature": cfg.temperature, "length_penalty": cfg.length_penalty,
-                    "repetition_penalty": cfg.repetition_penalty, "top_k": cfg.top_k, "top_p": cfg.top_p}
-        gap = np.zeros(int(self.chunk_gap_s * self.sample_rate), dtype=np.float32)
-        out: list[np.ndarray] = []
-        for n, piece in enumerate(self.pieces(text, language)):
-            seed_everything(seed * 1000 + n)  # sampling: reproducible per turn, attempt and piece
-            with torch.inference_mode():
-                wav = self.model.inference(piece, code, gpt.to(self.device), emb.to(self.device), **settings)["wav"]
-            out += [np.asarray(wav, dtype=np.float32).reshape(-1), gap]
-        if not out:
-            return np.zeros(0, dtype=np.float32), self.sample_rate
-        return np.concatenate(out[:-1]), self.sample_rate
+        result = self.synthesize_batch([SynthesisRequest(text, speaker, language, seed)])[0]
+        if isinstance(result, Exception):
+            raise result
+        return result
+
+    def synthesize_batch(self, requests: list[SynthesisRequest]) -> BatchResult:
+        from pipeline.tts.xtts_batched import synthesize_batch
+
+        return synthesize_batch(self, requests, max_batch=self.max_batch_turns, do_sample=self.sampling,
+                                timings=self.timings)

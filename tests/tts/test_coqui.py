@@ -373,20 +373,20 @@ def test_virtual_voices_mix_latents_deterministically(tiny_xtts, xtts_pool, tmp_
 def test_xtts_text_is_split_within_the_language_limits(tiny_xtts, xtts_pool, tmp_path):
     backend = xtts_backend(tiny_xtts, xtts_pool, tmp_path / "s")
     spoken: list[tuple[str, str]] = []
-    real = backend.model.inference
+    real = backend.model.tokenizer.encode
 
-    def record(text, language, *args, **kwargs):  # a spy: the real inference runs
-        spoken.append((text, language))
-        return real(text, language, *args, **kwargs)
+    def record(text, lang):  # a spy on what reaches the GPT, piece by piece: the real tokenizer runs
+        spoken.append((text, lang))
+        return real(text, lang=lang)
 
-    backend.model.inference = record
+    backend.model.tokenizer.encode = record
     zh = "今天天气很好，我们一起去公园散步吧。" * 12  # 216 characters
     en = "The station is two streets away, right next to the old bank on the corner. " * 8  # ~600 characters
     pool = {s.speaker_id: s for s in load_pool(xtts_pool)}
     audio, rate = backend.synthesize(zh, pool["xb"], language="zh", seed=5)
     zh_pieces = [t for t, _ in spoken]
     assert rate == 24000 and np.isfinite(audio).all()
-    assert len(zh_pieces) >= 3 and all(len(p) <= 82 for p in zh_pieces) and {lang for _, lang in spoken} == {"zh-cn"}
+    assert len(zh_pieces) >= 3 and all(len(p) <= 82 for p in zh_pieces) and {lang for _, lang in spoken} == {"zh"}
     assert "".join(zh_pieces) == zh  # sentence-bounded pieces, nothing lost
     spoken.clear()
     backend.synthesize(en, pool["xa"], language="en", seed=5)
