@@ -13,9 +13,11 @@ either name alone).
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import io
 import os
+import stat
 from collections.abc import Callable
 from pathlib import Path
 
@@ -23,6 +25,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from pipeline.config import ConfigError
 from pipeline.ids import ids_to_u64
 
 TMP_SUFFIX = ".tmp"
@@ -77,8 +80,75 @@ class Layout:
 
     def done_ids(self) -> np.ndarray:
         """64-bit hashes of every conversation already kept or rejected, sorted (8 bytes each)."""
-        parts = self.manifest_parts() + self.reject_parts()
-        return ids_to_u64(c for p in parts for c in pq.read_table(p, columns=["conversation_id"]).column(0).to_pylist())
+        return part_ids(self.manifest_parts() + self.reject_parts())
+
+
+def part_ids(parts: list[Path]) -> np.ndarray:
+    """64-bit hashes of the conversation_id column of Parquet parts; a damaged part is a ConfigError naming it
+    (a resume set read from half a file would silently redo or skip conversations)."""
+    ids: list[str] = []
+    for p in parts:
+        try:
+            ids += pq.read_table(p, columns=["conversation_id"]).column(0).to_pylist()
+        except (pa.ArrowException, OSError, KeyError) as exc:
+            raise ConfigError(f"{p}: damaged Parquet part ({str(exc).splitlines()[0][:160]}); `speechchat "
+                              f"verify-output` lists what is wrong; move the file out of the folder (its "
+                              "conversations are then made again) and rerun") from None
+    return ids_to_u64(c for c in ids if isinstance(c, str))
+
+
+def _kind(mode: int) -> str:
+    for test, name in ((stat.S_ISDIR, "a folder"), (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+                       (stat.S_ISFIFO, "a named pipe"), (stat.S_ISSOCK, "a socket")):
+        if test(mode):
+            return name
+    return "not a regular file"
+
+
+def _existing_ancestor_problem(path: Path) -> str | None:
+    """The first existing folder above `path` must be a folder (else mkdir fails with NotADirectoryError)."""
+    for parent in path.absolute().parents:
+        try:
+            mode = os.stat(parent).st_mode
+        except FileNotFoundError:
+            continue
+        except OSError as exc:
+            return f"{parent}: {exc.strerror}"
+        return None if stat.S_ISDIR(mode) else f"{parent} is a file, not a folder"
+    return None
+
+
+def file_target_problem(path: Path) -> str | None:
+    """Why `path` cannot become a new file by an atomic rename (a folder, a device, a pipe, a file as one of
+    its folders), or None. Replacing a character device such as /dev/full with a file would break the system."""
+    if not str(path).strip():
+        return "the path is empty"
+    try:
+        mode = os.stat(path).st_mode
+    except (FileNotFoundError, NotADirectoryError):
+        mode = None
+    except OSError as exc:
+        return exc.strerror or str(exc)
+    if mode is not None and stat.S_ISDIR(mode):
+        return f"is a folder; give a file name in it, e.g. {Path(path) / 'specs.parquet'}"
+    if mode is not None and not stat.S_ISREG(mode):
+        return f"exists and is {_kind(mode)}, not a regular file; refusing to replace it"
+    return _existing_ancestor_problem(Path(path))
+
+
+def folder_target_problem(path: Path) -> str | None:
+    """Why `path` cannot be (or become) an output folder, or None."""
+    if not str(path).strip():
+        return "the path is empty"
+    try:
+        mode = os.stat(path).st_mode
+    except (FileNotFoundError, NotADirectoryError):
+        mode = None
+    except OSError as exc:
+        return exc.strerror or str(exc)
+    if mode is not None and not stat.S_ISDIR(mode):
+        return f"exists and is {'a file' if stat.S_ISREG(mode) else _kind(mode)}, not a folder"
+    return _existing_ancestor_problem(Path(path))
 
 
 def file_sha256(path: Path) -> str:
@@ -97,8 +167,12 @@ def write_tmp(path: Path, write: Callable[[io.BufferedWriter], None]) -> Path:
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + TMP_SUFFIX)
+    # a fresh file, never through whatever already has the temp name (a planted symlink would point the
+    # write at someone else's file, a named pipe would block): the old name is ours, and unlinked first
+    tmp.unlink(missing_ok=True)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o666)
     try:
-        with open(tmp, "wb") as fh:
+        with open(fd, "wb") as fh:
             write(fh)
             fh.flush()
             os.fsync(fh.fileno())
@@ -109,8 +183,15 @@ def write_tmp(path: Path, write: Callable[[io.BufferedWriter], None]) -> Path:
 
 
 def publish(tmp: Path, path: Path) -> None:
-    """Rename a fsynced temp file into place; the name is durable once `sync_folders` has run."""
+    """Rename a fsynced temp file into place; the name is durable once `sync_folders` has run. Never over
+    anything but a regular file (a device, a pipe, a folder is not ours to replace)."""
     try:
+        try:
+            mode = os.stat(path).st_mode
+        except (FileNotFoundError, NotADirectoryError):
+            mode = stat.S_IFREG
+        if not stat.S_ISREG(mode):
+            raise FileExistsError(errno.EEXIST, f"refusing to replace {_kind(mode)} with a file", str(path))
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
