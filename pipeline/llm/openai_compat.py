@@ -162,7 +162,9 @@ class OpenAICompatibleLLM:
             return None
         except openai.APIStatusError as exc:
             return f"GET /models answers HTTP {exc.status_code}"
-        except Exception as exc:  # noqa: BLE001 - refused, reset, a body that is not JSON
+        except (json.JSONDecodeError, openai.APIResponseValidationError, AttributeError, TypeError):
+            return "GET /models does not answer with a model list"  # a body that is not JSON, or not a list
+        except Exception as exc:  # noqa: BLE001 - refused, reset
             return f"GET /models fails ({type(exc).__name__})"
         if not isinstance(getattr(page, "data", None), list):
             return f"GET /models does not answer with a model list ({type(page).__name__})"
