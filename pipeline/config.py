@@ -34,6 +34,7 @@ SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 MAX_CONFIG_BYTES = 1 << 20
 MAX_YAML_ALIASES = 100
 MAX_CONFIG_VALUES = 20_000
+MAX_PROMPT_FILES = 1000  # the prompts folder holds a few dozen
 
 
 class ConfigError(ValueError):
@@ -404,7 +405,14 @@ class RunConfig(Section):
     def text_digest(self) -> str:
         """Digest of every setting that changes the *text* of a conversation; part of each conversation ID."""
         prompts_dir = self.resolve_path(self.plan.prompts_dir)
-        prompt_files = sorted(p for p in prompts_dir.rglob("*") if p.is_file()) if prompts_dir.is_dir() else []
+        prompt_files: list[Path] = []
+        for p in prompts_dir.rglob("*") if prompts_dir.is_dir() else []:
+            if p.is_file():
+                prompt_files.append(p)
+            if len(prompt_files) > MAX_PROMPT_FILES:  # e.g. plan.prompts_dir=/ would hash the whole machine
+                raise ConfigError(f"plan.prompts_dir {prompts_dir} holds more than {MAX_PROMPT_FILES} files; it "
+                                  "should be the prompts folder (<language>/taxonomy.yaml and the templates)")
+        prompt_files.sort()
         h = hashlib.sha256()
         text_side = {
             "plan": self.plan.model_dump(mode="json", exclude={"num_conversations", "prompts_dir"}),
@@ -640,7 +648,12 @@ def reference_markdown() -> str:
              "Generated from the config models (`pipeline/config.py`) by `python -m pipeline.config`; do not edit.",
              "Every key, its default (`configs/base.yaml` lists the same) and what it does. Configs inherit with",
              "`base: base.yaml`; `section.key=value` on the command line overrides; secrets come from the environment",
-             "only (`llm.api_key_env` names the variable).", ""]
+             "only (`llm.api_key_env` names the variable).", "",
+             "Mappings: in config files a mapping is merged key by key over its base's (an error in a merged mapping",
+             "names every file that filled it); on the command line a mapping value replaces the configured one",
+             "(`shard.splits={dev: 0.5, eval: 0.5}`), except for a whole section (`tts={max_actors: 2}`), which is",
+             "merged. Paths: relative paths in a config (`out_dir` too) are relative to the repository root;",
+             "`--out` on the command line is relative to the current folder. Floats must be finite.", ""]
 
     def section(model: type[BaseModel], prefix: str) -> None:
         nested = []

@@ -9,8 +9,8 @@ around that deadline, `llm.max_retries` times. A response that fails validation 
 A failure that does not depend on the conversation stops the run instead (`LLMUnavailable`; exit 3, nothing
 recorded as rejected, a rerun resumes): the server cannot be reached (connection refused or cut on every
 retry); it refuses the request itself (HTTP 401/403/404/405/407: a wrong key, URL or model); or it is not a
-working chat server (after a failed request, GET /models does not answer with a model list: a login page,
-an empty body), or the last SYSTEMATIC_STREAK requests all failed with no good answer between them. Only
+working chat server (after a failed request, GET /models is refused or does not answer with a model list:
+a login page, an empty body), or the last SYSTEMATIC_STREAK requests all failed with no good answer between them. Only
 failures of one conversation while the server works are rejections (`llm_http_error`, `llm_timeout`, ...).
 """
 
@@ -151,21 +151,22 @@ class OpenAICompatibleLLM:
         return False
 
     async def _health_problem(self, client: Any) -> str | None:
-        """After a failed request: does GET /models answer with a model list? None if it does (or is only slow:
-        then the failure is this request's); else what it answered instead."""
+        """After a failed request: is this a working chat server? A verdict only when GET /models is refused
+        (4xx: a wrong key, URL) or answers 200 with something that is not a model list (a login page, an empty
+        body); None when it answers with a model list, or is slow, overloaded (429/5xx) or cut: then the failure
+        counts as this request's (and SYSTEMATIC_STREAK still stops a server that fails every request)."""
         import openai
 
         probe = client.with_options(max_retries=0, timeout=min(10.0, self.cfg.timeout_s))
         try:
             page = await asyncio.wait_for(probe.models.list(), min(10.0, self.cfg.timeout_s))
-        except (TimeoutError, openai.APITimeoutError):
-            return None
         except openai.APIStatusError as exc:
-            return f"GET /models answers HTTP {exc.status_code}"
+            code = exc.status_code
+            return None if code in (408, 409, 429) or code >= 500 else f"GET /models answers HTTP {code}"
         except (json.JSONDecodeError, openai.APIResponseValidationError, AttributeError, TypeError):
             return "GET /models does not answer with a model list"  # a body that is not JSON, or not a list
-        except Exception as exc:  # noqa: BLE001 - refused, reset
-            return f"GET /models fails ({type(exc).__name__})"
+        except Exception:  # noqa: BLE001 - slow, refused, reset: no verdict
+            return None
         if not isinstance(getattr(page, "data", None), list):
             return f"GET /models does not answer with a model list ({type(page).__name__})"
         return None
