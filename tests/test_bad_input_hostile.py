@@ -113,7 +113,21 @@ def test_1_atomic_writes_never_replace_a_non_regular_file_nor_write_through_a_pl
     assert victim.read_text() == "someone else's file\n" and (tmp_path / "config.yaml").read_text() == "dataset: x\n"
 
 
-# --- 2, 3. output ownership (issue 18's owned outputs; here the empty path) --------------------------------
+# --- 2, 3. output ownership (issue 18's owned outputs add the marker; these are the minimal guards) ------------
+
+
+def test_2_cleanup_removes_only_the_pipelines_own_temp_files(tmp_path):
+    layout = Layout(tmp_path / "out")
+    layout.make_dirs()
+    own = ["config.yaml.tmp", "stats.json.tmp", "manifest/shard-r1-0123456789ab.parquet.tmp",
+           "data/en/train/shard-r1-0123456789ab.tar.tmp", "rejects/part-r1-0123456789ab.parquet.tmp"]
+    mine = ["notes/draft.tmp", "draft.tmp", "data/en/train/draft.tmp", "manifest/notes.parquet.tmp"]
+    for rel in own + mine:
+        (layout.root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (layout.root / rel).write_bytes(b"partial")
+    removed = layout.clean_unfinished()  # what `run` does first in an existing output
+    assert sorted(p.relative_to(layout.root).as_posix() for p in removed) == sorted(own)
+    assert all((layout.root / rel).read_bytes() == b"partial" for rel in mine)
 
 
 def test_3_an_empty_out_is_an_error_not_the_current_folder(tmp_path, capsys, monkeypatch):

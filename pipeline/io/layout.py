@@ -17,6 +17,7 @@ import errno
 import hashlib
 import io
 import os
+import re
 import stat
 from collections.abc import Callable
 from pathlib import Path
@@ -29,6 +30,19 @@ from pipeline.config import ConfigError
 from pipeline.ids import ids_to_u64
 
 TMP_SUFFIX = ".tmp"
+
+# The names the pipeline writes inside an output (relative, POSIX); cleanup touches only these and their `.tmp`.
+# (A minimal guard; issue 18's owned outputs add the marker at the output root and use the same names.)
+_NAME = r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}"
+_PART = r"r[0-9A-Za-z]{0,40}-[0-9a-f]{12}"
+OWN_NAMES = re.compile(rf"data/{_NAME}/{_NAME}/shard-{_PART}\.tar|manifest/shard-{_PART}\.parquet|"
+                       rf"(rejects|text)/part-{_PART}\.parquet|README\.md|report\.html|stats\.json|config\.yaml|"
+                       r"config\.[a-z]{2}(-[a-z]{2})*\.yaml|state/(runs\.jsonl|llm_server\.log)|plan/specs\.parquet")
+
+
+def is_own_temp(rel: str) -> bool:
+    """`<a name the pipeline writes>.tmp`: a write of the pipeline's that never reached its rename."""
+    return rel.endswith(TMP_SUFFIX) and OWN_NAMES.fullmatch(rel[: -len(TMP_SUFFIX)]) is not None
 
 
 class Layout:
@@ -68,9 +82,12 @@ class Layout:
         return sorted(self.data.glob("*/*/*.tar")) if self.data.is_dir() else []
 
     def clean_unfinished(self) -> list[Path]:
-        """Remove temp files, tars whose manifest part was never written (a crash between the two) and
-        manifest parts whose tar did not reach the disk (a power cut before the folders' fsync)."""
-        removed = [p for p in self.root.rglob(f"*{TMP_SUFFIX}") if p.is_file()] if self.root.is_dir() else []
+        """Remove the pipeline's own temp files (`is_own_temp`: never a user's `notes/draft.tmp`), tars whose
+        manifest part was never written (a crash between the two) and manifest parts whose tar did not reach the
+        disk (a power cut before the folders' fsync)."""
+        removed = [p for p in self.root.rglob(f"*{TMP_SUFFIX}")
+                   if p.is_file() and not p.is_symlink() and is_own_temp(p.relative_to(self.root).as_posix())
+                   ] if self.root.is_dir() else []
         parts, tars = self.manifest_parts(), self.shards()
         finished, written = {p.stem for p in parts}, {t.stem for t in tars}
         removed += [t for t in tars if t.stem not in finished] + [p for p in parts if p.stem not in written]
