@@ -64,8 +64,9 @@ class PlanConfig(Section):
     exchanges: dict[str, ExchangeRange] = Field(default_factory=lambda: {"en": ExchangeRange()},
                                                 description="per language: {min, max} exchanges (a user turn and its answer) "
                                                             "per conversation")
-    seed: int = Field(0, ge=0, lt=2**63, description="seeds every planned pick (topic, scenario, persona, exchanges) "
-                                                     "and the LLM's per-conversation seed; part of the conversation IDs")
+    seed: int = Field(0, ge=0, lt=2**63, description="seeds every planned pick (topic, scenario, persona, "
+                                                     "exchanges) and the LLM's per-conversation seed; part of the "
+                                                     "conversation IDs")
     prompts_dir: Path = Field(Path("prompts"), description="folder with <language>/taxonomy.yaml and the prompt "
                                                            "templates (relative: to the repository root)")
 

@@ -579,6 +579,8 @@ def test_every_reason_the_hostile_cases_record_is_registered():
 
 
 # --- property-based: random LLM outputs, configs and speaker manifests ---------------------------------------------
+# The strategies are mostly valid input with hostile ingredients mixed in, so that examples get past the first
+# check and reach the code that must hold (a random string is rejected as not JSON and proves little).
 
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
@@ -586,21 +588,38 @@ from hypothesis import strategies as st  # noqa: E402
 from pipeline.normalize.chars import hostile_character  # noqa: E402
 
 # bounded: a few dozen examples each, no example database written into the repository
-PROPERTY = settings(max_examples=30, deadline=None, database=None, derandomize=True,
+PROPERTY = settings(max_examples=40, deadline=None, database=None, derandomize=True,
                     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
-HOSTILE = ["\u202e", "\u2066", "\u200b", "\ufeff", "\u009b", "\x00", "\x07", "\ud800", "\u00ad", "\U000f0000", "\n",
-           '"}', "{\"user\":", "as an AI language model", "１２３", "汉字", "<script>", "http://u:p@h/"]
-piece = st.one_of(st.text(max_size=40), st.sampled_from(HOSTILE),
-                  st.just("Could you tell me how to bake bread at home?"))
-turn_text = st.lists(piece, max_size=5).map("".join)
-exchange = st.fixed_dictionaries({"user": turn_text, "assistant": turn_text})
-json_value = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | turn_text,
-                          lambda inner: st.lists(inner, max_size=3) | st.dictionaries(turn_text, inner, max_size=3),
+HOSTILE = ["\u202e", "\u2066", "\u200b", "\ufeff", "\u009b", "\x00", "\x07", "\ud800", "\u00ad", "\U000f0000",
+           "\u200f", "\u2028", "\n", '"}', '{"user": ', "as an AI language model", "<script>alert(1)</script>",
+           "http://u:p@h/", "１２３", "汉字"]
+SENTENCES = ["Could you tell me how to bake a simple loaf of bread at home?",
+             "Sure, mix flour, water, salt and yeast, let it rise, then bake it for forty minutes.",
+             "What is the best way to keep basil fresh in the kitchen?",
+             "Keep the stems in a glass of water on the counter, away from direct sun."]
+
+
+@st.composite
+def turn_text(draw):
+    """An English sentence, sometimes with hostile pieces put in at random places, sometimes anything."""
+    if draw(st.integers(0, 9)) == 0:
+        return draw(st.text(max_size=60))
+    text = draw(st.sampled_from(SENTENCES))
+    for _ in range(draw(st.integers(0, 2))):
+        at = draw(st.integers(0, len(text)))
+        text = text[:at] + draw(st.sampled_from(HOSTILE)) + text[at:]
+    return text
+
+
+exchange = st.fixed_dictionaries({"user": turn_text(), "assistant": turn_text()})
+json_value = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | turn_text(),
+                          lambda inner: st.lists(inner, max_size=3) | st.dictionaries(turn_text(), inner, max_size=3),
                           max_leaves=8)
 llm_output = st.one_of(
-    turn_text,                                                               # prose, anything
-    st.lists(exchange, max_size=3).map(lambda ex: json.dumps({"exchanges": ex})),  # the right shape
-    st.lists(exchange, max_size=3).map(lambda ex: "Sure!\n```json\n" + json.dumps({"exchanges": ex}) + "\n```"),
+    st.lists(exchange, min_size=1, max_size=2).map(lambda ex: json.dumps({"exchanges": ex})),  # the right shape
+    st.lists(exchange, min_size=1, max_size=2).map(lambda ex: "Sure!\n```json\n" + json.dumps({"exchanges": ex},
+                                                                                               ensure_ascii=False) + "\n```"),
+    turn_text(),                                                             # prose
     json_value.map(json.dumps),                                              # some other JSON
 )
 
@@ -613,22 +632,20 @@ def scripted_llm():
 
 
 @PROPERTY
-@given(outputs=st.lists(llm_output, min_size=1, max_size=3))
-def test_property_random_llm_output_ends_kept_or_rejected_with_a_registered_reason(scripted_llm, outputs):
+@given(content=llm_output)
+def test_property_random_llm_output_ends_kept_or_rejected_with_a_registered_reason(scripted_llm, content):
     llm, current = scripted_llm
-    text_stage = TextStage(load_config(SMOKE).text)
-    for content in outputs:
-        current["content"] = content
-        rows = generate(llm.base_url, [spec(0, 1), spec(1, 2)], repair_attempts=0)
-        rows = text_stage(rows_to_table(rows)).to_pylist()
-        for row in rows:
-            if row["reject_reason"] is not None:
-                assert row["reject_reason"] in REASONS, row["reject_reason"]
-                continue
-            assert len(row["turns"]) == 2 * row["num_exchanges"]
-            for turn in row["turns"]:
-                assert turn["spoken_text"] and hostile_character(turn["spoken_text"]) is None
-                assert hostile_character(turn["display_text"]) is None
+    current["content"] = content
+    rows = generate(llm.base_url, [spec(0, 1), spec(1, 2)], repair_attempts=0)
+    rows = TextStage(load_config(SMOKE).text)(rows_to_table(rows)).to_pylist()
+    for row in rows:
+        if row["reject_reason"] is not None:
+            assert row["reject_reason"] in REASONS, row["reject_reason"]
+            continue
+        assert len(row["turns"]) == 2 * row["num_exchanges"]
+        for turn in row["turns"]:
+            assert turn["spoken_text"] and hostile_character(turn["spoken_text"]) is None, turn
+            assert hostile_character(turn["display_text"]) is None, turn
 
 
 def snapshot(root: Path) -> dict[str, tuple[int, bytes]]:
@@ -636,28 +653,25 @@ def snapshot(root: Path) -> dict[str, tuple[int, bytes]]:
             for p in sorted(root.rglob("*"))}
 
 
-CONFIG_KEYS = ["dataset", "plan.num_conversations", "plan.seed", "plan.languages", "plan.exchanges",
-               "plan.exchanges.en.min", "plan.prompts_dir", "shard.splits", "shard.splits.train", "voices.test_split",
-               "voices.pool", "voices.assistant_speaker", "target.conversations", "target.max_plan_factor",
-               "llm.base_url", "llm.timeout_s", "llm.concurrency", "tts.backend", "tts.max_actors", "verify.max_wer",
-               "out_dir", "base", "nonsense", "plan.nonsense"]
-scalar = st.one_of(st.none(), st.booleans(), st.integers(-5, 60), st.sampled_from([2**70, -1, 0, 1e308]),
-                   st.floats(), st.sampled_from(["", " ", "abc\n", "../x", "/", "prompts", "en", "zh", "nope.jsonl",
-                                                 "http://u:p@127.0.0.1:9/v1", "a\x00b", "*a", "&a x", "train",
-                                                 "{dev: 0.5}", "[en, zh]", "~", "\u202e"]),
-                   st.text(max_size=12))
-config_value = st.recursive(scalar, lambda inner: st.lists(inner, max_size=3) |
-                            st.dictionaries(st.sampled_from(["en", "zh", "train", "dev", "min", "max", "x"]), inner,
-                                            max_size=3), max_leaves=6)
+# (dotted key, value) pairs: the catalogue's hostile settings, ordinary ones, and random values for some keys
+HOSTILE_SETTINGS = [("plan.seed", -1), ("plan.seed", 2**70), ("target.max_plan_factor", float("inf")),
+                    ("target.conversations", 3), ("dataset", "abc\n"), ("shard.splits", {"train\n": 1.0}),
+                    ("shard.splits", {"dev": 0.5, "eval": 0.5}), ("voices.test_split", "test\n"),
+                    ("plan.prompts_dir", "nope"), ("plan.prompts_dir", "configs"), ("llm.base_url", "http://u:pw@h/v1"),
+                    ("llm.timeout_s", float("nan")), ("plan.languages", ["zh"]), ("plan.exchanges", {"en": None}),
+                    ("voices.pool", "nope.jsonl"), ("tts.max_actors", "auto"), ("verify.max_wer", 2),
+                    ("plan.num_conversations", 0), ("plan.num_conversations", 7), ("nonsense", 1), ("tts", [1])]
+RANDOM_KEYS = ["dataset", "plan.seed", "plan.exchanges.en.min", "shard.splits.train", "llm.concurrency", "out_dir"]
+random_value = st.one_of(st.none(), st.booleans(), st.integers(-5, 60), st.floats(), st.text(max_size=12),
+                         st.lists(st.integers(0, 3), max_size=2))
+setting = st.one_of(st.sampled_from(HOSTILE_SETTINGS), st.tuples(st.sampled_from(RANDOM_KEYS), random_value))
 
 
-def _config_text(settings_: dict) -> str:
+def _config_text(pairs: list[tuple[str, object]]) -> str:
     import yaml
 
     nested: dict = {}
-    for dotted, value in settings_.items():
-        if dotted in ("base", "out_dir"):  # where things are read from and written to: set by the test
-            continue
+    for dotted, value in pairs:
         node = nested
         *parents, last = dotted.split(".")
         for key in parents:
@@ -667,25 +681,23 @@ def _config_text(settings_: dict) -> str:
 
 
 @PROPERTY
-@given(file_settings=st.dictionaries(st.sampled_from(CONFIG_KEYS), config_value, max_size=4),
-       overrides=st.lists(st.tuples(st.sampled_from(CONFIG_KEYS), config_value), max_size=3),
-       command=st.sampled_from(["check-config", "plan"]))
+@given(file_settings=st.lists(setting, max_size=3), overrides=st.lists(setting, max_size=2),
+       command=st.sampled_from(["check-config", "plan"]), out=st.sampled_from(["out", "", "pipe", "mine.txt/x"]))
 def test_property_random_configs_end_in_exit_0_or_a_clear_error_and_touch_only_the_output(
-        tmp_path_factory, capsys, monkeypatch, file_settings, overrides, command):
+        tmp_path_factory, capsys, monkeypatch, file_settings, overrides, command, out):
     import yaml
 
     sandbox = tmp_path_factory.mktemp("sandbox")
     (sandbox / "mine.txt").write_text("the user's file\n")
-    monkeypatch.chdir(sandbox)
+    os.mkfifo(sandbox / "pipe")
+    monkeypatch.chdir(sandbox)  # a run writing into the current folder would show in the snapshot
     cfg = sandbox / "c.yaml"
     cfg.write_text(f"base: {SMOKE}\n" + _config_text(file_settings))
-    argv = [command, "-c", cfg, "--out", sandbox / "out" / ("specs.parquet" if command == "plan" else "")]
+    target = "" if out == "" else sandbox / out / ("specs.parquet" if command == "plan" and out == "out" else "")
+    argv = [command, "-c", cfg, "--out", target]
     for key, value in overrides:
-        if key in ("base", "out_dir") or (key == "plan.num_conversations" and isinstance(value, int) and value > 60):
-            continue
         argv.append(f"{key}={yaml.safe_dump(value, default_flow_style=True).strip().removesuffix('...').strip()}")
-    before = snapshot(sandbox)
-    repo_before = snapshot(REPO_ROOT / "configs")
+    before, repo_before = snapshot(sandbox), snapshot(REPO_ROOT / "configs")
     rc = main([str(a) for a in argv])  # an exception here is a traceback escaping the CLI
     err = capsys.readouterr().err
     assert rc in (0, 2), err
@@ -697,38 +709,47 @@ def test_property_random_configs_end_in_exit_0_or_a_clear_error_and_touch_only_t
     assert snapshot(REPO_ROOT / "configs") == repo_before
 
 
-clip_path = st.one_of(st.sampled_from(["good.wav", "/etc/passwd", "../../etc/passwd", "clips/none.wav", "a\x00b.wav",
-                                       "x/" * 600 + "a.wav", "n" * 300 + ".wav", "", ".", "/", "\u202e.wav"]),
-                      st.text(max_size=30))
+# OUTSIDE and INSIDE stand for absolute paths of real audio files outside and inside the pool folder
+clip_path = st.one_of(st.sampled_from(["good.wav", "OUTSIDE", "INSIDE", "/etc/passwd", "../../etc/passwd",
+                                       "clips/none.wav", "a\x00b.wav", "x/" * 600 + "a.wav", "n" * 300 + ".wav", "",
+                                       ".", "/", "\u202e.wav", "good.wav\n"]), st.text(max_size=30))
 speaker_record = st.fixed_dictionaries(
-    {"speaker_id": st.one_of(st.sampled_from(["s1", "s2", "ok\n", "../x", "piper-en_US-joe-medium"]), st.text(max_size=8)),
-     "language": st.sampled_from(["en", "zh", ""]), "source": st.just("s"), "license": st.just("cc0"),
-     "backend": st.sampled_from(["piper", "xtts", "nope"]),
-     "references": st.lists(st.fixed_dictionaries({"path": clip_path, "duration_s": st.sampled_from([1.0, -1.0]),
-                                                   "sample_rate": st.sampled_from([16000, 0])}), max_size=2)})
-manifest_line = st.one_of(speaker_record.map(json.dumps), st.text(max_size=30),
-                          st.just(json.dumps(speaker(speaker_id="piper-en_US-joe-medium"))))
+    {"speaker_id": st.sampled_from(["s", "s", "s", "ok\n", "../x"]), "language": st.sampled_from(["en", "en", "zh"]),
+     "source": st.just("s"), "license": st.just("cc0"), "backend": st.sampled_from(["xtts", "xtts", "piper"]),
+     "references": st.lists(st.fixed_dictionaries({"path": clip_path, "duration_s": st.just(1.0),
+                                                   "sample_rate": st.just(16000)}), min_size=1, max_size=2)})
+manifest_line = st.one_of(speaker_record, speaker_record, st.text(max_size=30))
 
 
 @PROPERTY
-@given(lines=st.lists(manifest_line, max_size=5))
+@given(lines=st.lists(manifest_line, max_size=4))
 def test_property_random_speaker_manifests_load_drop_or_fail_with_a_reason(tmp_path_factory, lines):
     from test_bad_input import write_clip
 
     from pipeline.run.preflight import preflight
     from pipeline.voices.pool import reference_path
 
-    folder = tmp_path_factory.mktemp("pool")
+    base = tmp_path_factory.mktemp("pools")
+    folder = base / "pool"
     write_clip(folder / "good.wav")
+    write_clip(base / "outside.wav")
+    stand_for = {"OUTSIDE": str(base / "outside.wav"), "INSIDE": str(folder / "good.wav")}
+    text = [json.dumps(speaker(speaker_id="piper-en_US-joe-medium"))]
+    for i, line in enumerate(lines):
+        if isinstance(line, dict):
+            line = {**line, "speaker_id": f"s{i}" if line["speaker_id"] == "s" else line["speaker_id"],
+                    "references": [{**r, "path": stand_for.get(r["path"], r["path"])} for r in line["references"]]}
+            line = json.dumps(line)
+        text.append(line)
     pool_file = folder / "pool.jsonl"
-    pool_file.write_text("\n".join(lines) + "\n")
-    before = snapshot(folder)
+    pool_file.write_text("\n".join(text) + "\n")
+    before = snapshot(base)
     try:
         ctx = preflight(load_config(SMOKE, [f"voices.pool={pool_file}"], folder / "out"))
     except ConfigError as exc:
         assert str(exc).startswith("cannot start:\n  ")
     else:
         for s in ctx.pool:  # every kept speaker's clips are files inside the pool folder
-            assert all(folder.resolve() in reference_path(pool_file, c).parents for c in s.references)
+            assert all(folder.resolve() in reference_path(pool_file, c).parents for c in s.references), s
         assert all(d["problem"] and d["speaker_id"] for d in ctx.dropped_speakers)
-    assert snapshot(folder) == before
+    assert snapshot(base) == before

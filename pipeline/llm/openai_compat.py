@@ -10,8 +10,9 @@ A failure that does not depend on the conversation stops the run instead (`LLMUn
 recorded as rejected, a rerun resumes): the server cannot be reached (connection refused or cut on every
 retry); it refuses the request itself (HTTP 401/403/404/405/407: a wrong key, URL or model); or it is not a
 working chat server (after a failed request, GET /models is refused or does not answer with a model list:
-a login page, an empty body), or the last SYSTEMATIC_STREAK requests all failed with no good answer between them. Only
-failures of one conversation while the server works are rejections (`llm_http_error`, `llm_timeout`, ...).
+a login page, an empty body); or the last SYSTEMATIC_STREAK requests all failed with no good answer between
+them. Only failures of one conversation while the server works are rejections (`llm_http_error`, `llm_timeout`,
+`llm_bad_response`, ...).
 """
 
 from __future__ import annotations
@@ -236,10 +237,11 @@ class OpenAICompatibleLLM:
             except openai.APIStatusError as exc:
                 code = exc.status_code
                 if code in REFUSED:
-                    hint = (f"check the key in ${self.cfg.api_key_env} "
-                            f"({'set' if os.environ.get(self.cfg.api_key_env) else 'not set'})" if code in (401, 403, 407)
+                    key_set = "set" if os.environ.get(self.cfg.api_key_env) else "not set"
+                    hint = (f"check the key in ${self.cfg.api_key_env} ({key_set})" if code in (401, 403, 407)
                             else "check llm.base_url (it usually ends in /v1) and llm.model")
-                    raise self._unusable(f"every request is refused with HTTP {code} ({REFUSED[code]}); {hint}") from None
+                    raise self._unusable(f"every request is refused with HTTP {code} ({REFUSED[code]}); "
+                                         f"{hint}") from None
                 await self._failed(client, f"HTTP {code}")
                 raise Rejected("llm_http_error", f"HTTP {code} {retries}") from None
             except (BadAnswer, json.JSONDecodeError, openai.APIResponseValidationError) as exc:

@@ -1,8 +1,9 @@
 """Validation of an LLM's answer: JSON -> turns (user first, alternating), or a rejection with its reason.
 
 Shared by every LLM backend. Checks: a JSON object of the response schema's shape, the planned number of
-exchanges, turn lengths, control, bidirectional and invisible characters (`pipeline.normalize.chars`), prose (not digits or symbols), no pieces of the JSON envelope,
-no meta talk (refusals, prompt injection), and the conversation's language.
+exchanges, control, bidirectional and invisible characters (`pipeline.normalize.chars`: invisible ones removed,
+the others rejected), turn lengths, prose (not digits or symbols), no pieces of the JSON envelope, no meta talk
+(refusals, prompt injection), and the conversation's language.
 """
 
 from __future__ import annotations

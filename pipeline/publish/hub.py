@@ -356,13 +356,15 @@ def run_config_for(out_dir: Path, given: Any) -> Any:
     import yaml
     from pydantic import ValidationError
 
-    from pipeline.config import RunConfig
+    from pipeline.config import MAX_CONFIG_BYTES, ConfigError, RunConfig, load_yaml_bounded
 
     saved = out_dir / "config.yaml"
     if saved.is_file():
-        try:
-            return RunConfig.model_validate(yaml.safe_load(saved.read_text(encoding="utf-8")))
-        except (ValidationError, yaml.YAMLError) as exc:
+        try:  # the folder may come from elsewhere: the same bounds as for a config of one's own
+            if saved.stat().st_size > MAX_CONFIG_BYTES:
+                raise ConfigError(f"larger than {MAX_CONFIG_BYTES >> 20} MiB")
+            return RunConfig.model_validate(load_yaml_bounded(saved.read_text(encoding="utf-8"), str(saved)))
+        except (ValidationError, yaml.YAMLError, ConfigError, UnicodeDecodeError) as exc:
             log.warning("%s does not validate (%s); the card uses the given config instead",
                         saved, str(exc).splitlines()[0])
     return given

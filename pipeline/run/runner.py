@@ -154,7 +154,8 @@ def run_once(cfg: RunConfig, stages: StageSelection | None = None, text_from: Pa
         stats["speakers_dropped"] = ctx.dropped_speakers  # which speaker, which clip, what is wrong with it
     write_stats(layout, stats)
     with open(layout.state / "runs.jsonl", "a", encoding="utf-8") as fh:
-        fh.write(redact(json.dumps({"run_id": ctx.run_id, "text_digest": cfg.text_digest(), **stats["last_run"]})) + "\n")
+        record = {"run_id": ctx.run_id, "text_digest": cfg.text_digest(), **stats["last_run"]}
+        fh.write(redact(json.dumps(record)) + "\n")
     if layout.manifest_parts():  # the dataset card (README.md) and report.html describe the whole folder
         from pipeline.publish.card import card_resolution, write_card
         from pipeline.publish.report import write_report

@@ -102,7 +102,8 @@ def reference_path(pool_file: Path, clip: ReferenceClip) -> Path:
     if "\0" in clip.path:
         raise ConfigError(f"{pool_file}: reference clip path {clip.path!r} holds a NUL byte")
     if len(clip.path) > MAX_CLIP_PATH:
-        raise ConfigError(f"{pool_file}: reference clip path of {len(clip.path)} characters (more than {MAX_CLIP_PATH})")
+        raise ConfigError(f"{pool_file}: reference clip path of {len(clip.path)} characters (more than "
+                          f"{MAX_CLIP_PATH})")
     base = pool_file.resolve().parent
     resolved = (base / clip.path).resolve()  # an absolute clip.path replaces base
     if base not in resolved.parents:
@@ -118,7 +119,8 @@ def _path_problem(pool_file: Path, clip: ReferenceClip) -> str | None:
     try:
         reference_path(pool_file, clip)
     except ConfigError:
-        return "absolute path outside the pool folder" if Path(clip.path).is_absolute() else "path escapes the pool folder"
+        return ("absolute path outside the pool folder" if Path(clip.path).is_absolute()
+                else "path escapes the pool folder")
     return None
 
 

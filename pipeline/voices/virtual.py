@@ -196,7 +196,8 @@ def synthesize_pool_cli(args) -> int:
         from pipeline.voices.pool import reference_path
 
         out_base = args.out.resolve().parent
-        outside = [c.path for s in sources for c in s.references if out_base not in reference_path(args.pool, c).parents]
+        outside = [c.path for s in sources for c in s.references
+                   if out_base not in reference_path(args.pool, c).parents]
         if outside:
             raise ConfigError(f"--out {args.out}: {len(outside)} source clip(s) (e.g. {outside[0]}) are outside its "
                               f"folder, and clip paths may not leave a pool's folder; write it in {args.pool.parent} "
