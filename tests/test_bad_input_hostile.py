@@ -88,7 +88,8 @@ def test_1_plan_never_replaces_a_device_or_a_pipe(tmp_path, capsys):
         kind = "a named pipe" if stat.S_ISFIFO(os.stat(target).st_mode) else "a character device"
         rc, out, err = cli(capsys, "plan", "-c", SMOKE, "--out", target)
         assert rc == 2 and out == ""
-        assert f"speechchat: plan --out {target}: exists and is {kind}, not a regular file; refusing to replace it" in err
+        assert (f"speechchat: plan --out {target}: exists and is {kind}, not a regular file; refusing to replace "
+                "it") in err
         assert not stat.S_ISREG(os.stat(target).st_mode)  # still the pipe / the device
     assert not any(p.name.endswith(".tmp") for p in tmp_path.iterdir())
 
@@ -310,8 +311,8 @@ def test_8_many_aliases_and_huge_configs_are_refused(tmp_path):
 
 
 def llm_turns(user):
-    return parse_conversation(json.dumps({"exchanges": [{"user": user, "assistant": "That sounds like a lovely plan."}]}),
-                              1, LLMConfig(), "en")
+    answer = {"exchanges": [{"user": user, "assistant": "That sounds like a lovely plan."}]}
+    return parse_conversation(json.dumps(answer), 1, LLMConfig(), "en")
 
 
 @pytest.mark.parametrize("char, name", [("\u202e", "U+202E RIGHT-TO-LEFT OVERRIDE"),
@@ -330,7 +331,8 @@ def test_9_invisible_characters_are_stripped_and_never_reach_the_spoken_text():
     assert turns[0]["display_text"] == "Could you help me plan a picnic for Saturday?"
     row = {"conversation_id": "en-1", "language": "en", "num_exchanges": 1, "turns": turns}
     [out] = TextStage(load_config(SMOKE).text)(rows_to_table([row])).to_pylist()
-    assert out["reject_reason"] is None and out["turns"][0]["spoken_text"] == "Could you help me plan a picnic for Saturday?"
+    assert out["reject_reason"] is None
+    assert out["turns"][0]["spoken_text"] == "Could you help me plan a picnic for Saturday?"
 
 
 def test_9_a_cached_turn_from_another_folder_with_an_override_is_rejected_in_the_text_stage():
@@ -491,7 +493,8 @@ def test_14_a_base_that_is_a_binary_file_is_a_config_error(tmp_path):
 
 def test_14_plan_into_a_folder_and_a_run_into_a_file_are_clear_errors(tmp_path, capsys):
     rc, _, err = cli(capsys, "plan", "-c", SMOKE, "--out", tmp_path)
-    assert rc == 2 and f"plan --out {tmp_path}: is a folder; give a file name in it, e.g. {tmp_path}/specs.parquet" in err
+    assert rc == 2
+    assert f"plan --out {tmp_path}: is a folder; give a file name in it, e.g. {tmp_path}/specs.parquet" in err
     afile = tmp_path / "afile"
     afile.write_text("mine\n")
     rc, _, err = cli(capsys, "plan", "-c", SMOKE, "--out", afile / "specs.parquet")
@@ -617,8 +620,8 @@ json_value = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(
                           max_leaves=8)
 llm_output = st.one_of(
     st.lists(exchange, min_size=1, max_size=2).map(lambda ex: json.dumps({"exchanges": ex})),  # the right shape
-    st.lists(exchange, min_size=1, max_size=2).map(lambda ex: "Sure!\n```json\n" + json.dumps({"exchanges": ex},
-                                                                                               ensure_ascii=False) + "\n```"),
+    st.lists(exchange, min_size=1, max_size=2).map(
+        lambda ex: "Sure!\n```json\n" + json.dumps({"exchanges": ex}, ensure_ascii=False) + "\n```"),
     turn_text(),                                                             # prose
     json_value.map(json.dumps),                                              # some other JSON
 )
