@@ -13,10 +13,28 @@ from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PositiveInt,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from pipeline.redact import redact, split_credentials
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+# use SAFE_NAME.fullmatch: with .match, `$` also matches before a trailing newline ("abc\n" would pass)
 SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+# Loaded configs are a few KB: the bounds stop a YAML alias bomb (a few hundred bytes that expand to millions
+# of values) before it costs seconds, gigabytes or a 24 MB printout.
+MAX_CONFIG_BYTES = 1 << 20
+MAX_YAML_ALIASES = 100
+MAX_CONFIG_VALUES = 20_000
+MAX_PROMPT_FILES = 1000  # the prompts folder holds a few dozen
 
 
 class ConfigError(ValueError):
@@ -24,7 +42,8 @@ class ConfigError(ValueError):
 
 
 class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # allow_inf_nan=False: `.inf` or `.nan` is never a meaningful setting (an infinite factor overflowed)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 class ExchangeRange(Section):
@@ -45,8 +64,9 @@ class PlanConfig(Section):
     exchanges: dict[str, ExchangeRange] = Field(default_factory=lambda: {"en": ExchangeRange()},
                                                 description="per language: {min, max} exchanges (a user turn and its answer) "
                                                             "per conversation")
-    seed: int = Field(0, description="seeds every planned pick (topic, scenario, persona, exchanges) and the LLM's "
-                                     "per-conversation seed; part of the conversation IDs")
+    seed: int = Field(0, ge=0, lt=2**63, description="seeds every planned pick (topic, scenario, persona, "
+                                                     "exchanges) and the LLM's per-conversation seed; part of the "
+                                                     "conversation IDs")
     prompts_dir: Path = Field(Path("prompts"), description="folder with <language>/taxonomy.yaml and the prompt "
                                                            "templates (relative: to the repository root)")
 
@@ -82,7 +102,8 @@ class LLMConfig(Section):
         "json_object_schema", description="how the response schema is sent: json_object_schema (llama.cpp), json_schema "
                                           "(OpenAI, vLLM, SGLang) or none")
     concurrency: int = Field(4, ge=1, le=1024, description="requests in flight per LLM client actor")
-    timeout_s: float = Field(120.0, gt=0, description="per request; a timed-out request is retried")
+    timeout_s: float = Field(120.0, gt=0, description="per attempt, in all (first byte to last: a server trickling "
+                                                       "its answer is cut too); a timed-out attempt is retried")
     max_retries: int = Field(4, ge=0, le=20, description="retries (exponential backoff, Retry-After honoured) on "
                                                                 "429/5xx/timeouts/connection errors")
     temperature: float = Field(0.7, ge=0, le=2, description="sampling temperature")
@@ -96,6 +117,25 @@ class LLMConfig(Section):
     server_start_timeout_s: float = Field(180.0, gt=0, description="how long the embedded server may take to answer")
     batch_size: int = Field(8, ge=1, description="conversations per call of the LLM client actor")
     num_cpus: float = Field(0.1, gt=0, description="CPUs the LLM client actor reserves (the server does the work)")
+
+    # HTTP Basic credentials given in base_url (`http://user:password@host/v1`): split off on load, so that
+    # the config (saved, printed, logged, sent to Ray workers' logs) holds only the bare URL; only the LLM
+    # client gets them (`url_credentials`). Never dumped: a private attribute is not a field.
+    _url_credentials: str | None = PrivateAttr(None)
+
+    @model_validator(mode="after")
+    def _credentials_out_of_the_url(self) -> LLMConfig:
+        if self.base_url is not None:
+            bare, userinfo = split_credentials(self.base_url)
+            if userinfo is not None or bare != self.base_url:
+                self.__dict__["base_url"] = bare  # not setattr: validate_assignment would re-run this validator
+                self._url_credentials = userinfo or self._url_credentials
+        return self
+
+    @property
+    def url_credentials(self) -> str | None:
+        """`user:password` that base_url carried, for the client's Authorization header only."""
+        return self._url_credentials
 
     @model_validator(mode="after")
     def _vllm_needs_a_model(self) -> LLMConfig:
@@ -222,6 +262,13 @@ class VoicesConfig(Section):
         0.0, ge=0, lt=1, description="fraction of each language's user voices used only in the test split")
     test_split: str = Field("test", description="the split that held-out voices speak in")
 
+    @field_validator("test_split")
+    @classmethod
+    def _safe_split(cls, name: str) -> str:
+        if not SAFE_NAME.fullmatch(name):
+            raise ValueError(f"split name {name!r} must match {SAFE_NAME.pattern}")
+        return name
+
 
 class WorkerConfig(Section):
     """Where and how the model workers of a stage run (the keys shared by `tts` and `verify`).
@@ -270,7 +317,8 @@ class TTSConfig(WorkerConfig):
                                                                           "piper_noise_w_scale 0) makes the audio "
                                                                           "reproducible; null: the voice's own")
     piper_noise_w_scale: float | None = Field(None, ge=0, le=2, description="Piper's duration noise; null: the voice's own")
-    seed: int = Field(0, description="base seed of the Coqui models' sampling; each turn and attempt derives its own")
+    seed: int = Field(0, ge=0, lt=2**63, description="base seed of the Coqui models' sampling; each turn and attempt "
+                                                     "derives its own")
     max_attempts: int = Field(3, ge=1, le=10, description="syntheses per turn (new seed each) before the conversation "
                                                           "is rejected as tts_failed")
     min_s_per_char: float = Field(0.005, ge=0, description="audio shorter than this per text character is a failure")
@@ -412,7 +460,7 @@ class ShardConfig(Section):
         if not splits:
             raise ValueError("at least one split is needed")
         for name, frac in splits.items():
-            if not SAFE_NAME.match(name):
+            if not SAFE_NAME.fullmatch(name):
                 raise ValueError(f"split name {name!r} must match {SAFE_NAME.pattern}")
             if name == "duplex":
                 raise ValueError("split name 'duplex' is taken by the duplex subset's folder (data/<lang>/duplex/)")
@@ -571,7 +619,9 @@ class AugmentConfig(Section):
 class RunConfig(Section):
     dataset: str = Field("speechchat", description="dataset name: the output folder out/<dataset> and part of every "
                                                    "conversation ID")
-    out_dir: Path | None = Field(None, description="output folder; null means out/<dataset>")
+    out_dir: Path | None = Field(None, description="output folder; null means out/<dataset>; relative: to the "
+                                                   "repository root, like every path in a config (`--out` on the "
+                                                   "command line is relative to the current folder)")
     license_tags: list[str] = Field(default_factory=lambda: ["text:generated-by-SmolLM2-135M-Instruct:apache-2.0",
                                                              "tts:piper-en_US-joe-medium:see-model-card"],
                                     description="licence tags written into every sample and the dataset card")
@@ -608,13 +658,21 @@ class RunConfig(Section):
     @field_validator("dataset")
     @classmethod
     def _safe_dataset(cls, name: str) -> str:
-        if not SAFE_NAME.match(name):
+        if not SAFE_NAME.fullmatch(name):
             raise ValueError(f"dataset name {name!r} must match {SAFE_NAME.pattern} (it becomes a folder and ID prefix)")
         return name
 
     # --- derived values -------------------------------------------------------------------------
+    @field_validator("out_dir", mode="before")
+    @classmethod
+    def _out_dir_not_empty(cls, value: Any) -> Any:
+        if isinstance(value, str) and not value.strip():  # Path("") is the current folder
+            raise ValueError("out_dir is empty (an unset shell variable in --out?); give a folder, or null for "
+                             "out/<dataset>")
+        return value
+
     def output_dir(self) -> Path:
-        return (self.out_dir or REPO_ROOT / "out" / self.dataset).resolve()
+        return self.resolve_path(self.out_dir or Path("out") / self.dataset)
 
     def resolve_path(self, path: Path) -> Path:
         """Relative paths in configs are relative to the repository root (where `ray job submit` runs)."""
@@ -623,9 +681,15 @@ class RunConfig(Section):
     def text_digest(self) -> str:
         """Digest of every setting that changes the *text* of a conversation; part of each conversation ID."""
         prompts_dir = self.resolve_path(self.plan.prompts_dir)
-        # the judge's prompts score the text, they do not change it: editing them keeps the IDs
-        prompt_files = sorted(p for p in prompts_dir.rglob("*") if p.is_file() and not p.name.startswith("judge_")
-                              ) if prompts_dir.is_dir() else []
+        prompt_files: list[Path] = []
+        for p in prompts_dir.rglob("*") if prompts_dir.is_dir() else []:
+            # the judge's prompts score the text, they do not change it: editing them keeps the IDs
+            if p.is_file() and not p.name.startswith("judge_"):
+                prompt_files.append(p)
+            if len(prompt_files) > MAX_PROMPT_FILES:  # e.g. plan.prompts_dir=/ would hash the whole machine
+                raise ConfigError(f"plan.prompts_dir {prompts_dir} holds more than {MAX_PROMPT_FILES} files; it "
+                                  "should be the prompts folder (<language>/taxonomy.yaml and the templates)")
+        prompt_files.sort()
         h = hashlib.sha256()
         text_side = {
             "plan": self.plan.model_dump(mode="json", exclude={"num_conversations", "prompts_dir"}),
@@ -668,6 +732,52 @@ def _display(path: Path) -> str:
         return str(path)
 
 
+class _BoundedLoader(yaml.SafeLoader):
+    """yaml.SafeLoader that refuses more than MAX_YAML_ALIASES aliases (`*name`): aliases are how a few hundred
+    bytes expand to millions of values."""
+
+    def __init__(self, stream: str):
+        super().__init__(stream)
+        self.aliases = 0
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            self.aliases += 1
+            if self.aliases > MAX_YAML_ALIASES:
+                raise ConfigError(f"more than {MAX_YAML_ALIASES} YAML aliases (*name): refusing what may be an "
+                                  "alias bomb")
+        return super().compose_node(parent, index)
+
+
+def _count_values(value: Any, limit: int) -> int:
+    """Values in `value` counted as expanded (a shared alias counts every time it appears), stopping past `limit`."""
+    count, stack = 0, [value]
+    while stack and count <= limit:
+        item = stack.pop()
+        count += 1
+        if isinstance(item, dict):
+            stack += [*item.keys(), *item.values()]
+        elif isinstance(item, list):
+            stack += item
+    return count
+
+
+def load_yaml_bounded(text: str, where: str) -> Any:
+    """YAML text -> Python values with the alias bomb bounds (MAX_YAML_ALIASES, MAX_CONFIG_VALUES)."""
+    loader = _BoundedLoader(text)
+    try:
+        try:
+            data = loader.get_single_data()
+        except ConfigError as exc:
+            raise ConfigError(f"{where}: {exc}") from None
+    finally:
+        loader.dispose()
+    if _count_values(data, MAX_CONFIG_VALUES) > MAX_CONFIG_VALUES:
+        raise ConfigError(f"{where}: expands to more than {MAX_CONFIG_VALUES} values (nested YAML aliases?); a "
+                          "config is a few hundred")
+    return data
+
+
 def _read_yaml_chain(path: Path, provenance: dict[str, str], seen: tuple[Path, ...] = ()) -> dict:
     path = path.resolve()
     if path in seen:
@@ -675,7 +785,20 @@ def _read_yaml_chain(path: Path, provenance: dict[str, str], seen: tuple[Path, .
     if not path.is_file():
         raise ConfigError(f"config file not found: {_display(path)}")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        with open(path, "rb") as fh:
+            raw = fh.read(MAX_CONFIG_BYTES + 1)
+    except OSError as exc:
+        raise ConfigError(f"{_display(path)}: cannot read the config ({exc.strerror})") from None
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{_display(path)}: larger than {MAX_CONFIG_BYTES >> 20} MiB; a config is a few KB "
+                          "(is it the right file?)")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{_display(path)}: not a UTF-8 text file (byte {exc.start}); a config is YAML text "
+                          "(is it the right file?)") from None
+    try:
+        data = load_yaml_bounded(text, _display(path)) or {}
     except yaml.YAMLError as exc:
         raise ConfigError(f"{_display(path)}: not valid YAML: {exc}") from None
     if not isinstance(data, dict):
@@ -698,10 +821,21 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     if not all(re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", k) for k in keys):
         raise ConfigError(f"override {text!r}: {dotted!r} is not a dotted config key")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
+        value = load_yaml_bounded(raw, f"override {dotted}") if raw.strip() else ""
     except yaml.YAMLError as exc:
         raise ConfigError(f"override {text!r}: value is not valid YAML: {exc}") from None
     return keys, value
+
+
+def _names_a_section(keys: list[str]) -> bool:
+    """Whether the dotted key names a config section (a model, merged key by key) rather than a setting."""
+    model: Any = RunConfig
+    for key in keys:
+        field = model.model_fields.get(key) if isinstance(model, type) and issubclass(model, BaseModel) else None
+        if field is None:
+            return False
+        model = field.annotation
+    return isinstance(model, type) and issubclass(model, BaseModel)
 
 
 def _nest(keys: list[str], value: Any) -> dict:
@@ -730,8 +864,13 @@ def _format_errors(exc: ValidationError, provenance: dict[str, str]) -> str:
             msg = "unknown key (check the spelling; see configs/base.yaml for the keys)"
         shown = err.get("input")
         got = "" if err["type"] == "extra_forbidden" or isinstance(shown, dict) else f" (got {shown!r})"
+        # a mapping that config files filled key by key: say so, and name every file that did
+        merged = list(dict.fromkeys([source, *(v for k, v in provenance.items() if k.startswith(loc + "."))]))
+        if len(merged) > 1:
+            got += (f" (merged key by key from {' and '.join(merged)}: a base's keys stay unless set again; "
+                    "on the command line a mapping replaces the configured one)")
         lines.append(f"{source}: {loc}: {msg}{got}")
-    return "invalid config:\n  " + "\n  ".join(lines)
+    return redact("invalid config:\n  " + "\n  ".join(lines))
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None,
@@ -740,9 +879,16 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     data: dict = _read_yaml_chain(Path(path), provenance) if path else {}
     for text in overrides or []:
         keys, value = parse_override(text)
+        if isinstance(value, dict) and not _names_a_section(keys):
+            # a mapping setting (shard.splits, plan.exchanges, tts.languages ...) given on the command line
+            # replaces the configured one: merged, {dev: .5, eval: .5} over {train: 1} would sum to 2
+            data = _deep_merge(data, _nest(keys, None), "command line", provenance)
         data = _deep_merge(data, _nest(keys, value), "command line", provenance)
     if out_dir is not None:
-        data = _deep_merge(data, {"out_dir": str(out_dir)}, "command line (--out)", provenance)
+        # `--out` is a command-line path: relative to the current folder (config paths: to the repository root)
+        given = str(out_dir)
+        data = _deep_merge(data, {"out_dir": str(Path(given).absolute()) if given.strip() else given},
+                           "command line (--out)", provenance)
     try:
         return RunConfig.model_validate(data)
     except ValidationError as exc:
@@ -750,8 +896,9 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
 
 
 def dump_resolved(cfg: RunConfig) -> str:
-    """The resolved config as YAML (safe to save: it holds env var *names*, never secret values)."""
-    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False, allow_unicode=True)
+    """The resolved config as YAML (safe to save: it holds env var *names*, never secret values, and URLs
+    without their credentials)."""
+    return redact(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False, allow_unicode=True))
 
 
 # --- the configuration reference (docs/configuration.md is generated from the models) ------------------
@@ -782,7 +929,12 @@ def reference_markdown() -> str:
              "Generated from the config models (`pipeline/config.py`) by `python -m pipeline.config`; do not edit.",
              "Every key, its default (`configs/base.yaml` lists the same) and what it does. Configs inherit with",
              "`base: base.yaml`; `section.key=value` on the command line overrides; secrets come from the environment",
-             "only (`llm.api_key_env` names the variable).", ""]
+             "only (`llm.api_key_env` names the variable).", "",
+             "Mappings: in config files a mapping is merged key by key over its base's (an error in a merged mapping",
+             "names every file that filled it); on the command line a mapping value replaces the configured one",
+             "(`shard.splits={dev: 0.5, eval: 0.5}`), except for a whole section (`tts={max_actors: 2}`), which is",
+             "merged. Paths: relative paths in a config (`out_dir` too) are relative to the repository root;",
+             "`--out` on the command line is relative to the current folder. Floats must be finite.", ""]
 
     def section(model: type[BaseModel], prefix: str) -> None:
         nested = []

@@ -18,6 +18,7 @@ import json
 import logging
 
 from pipeline.config import ConfigError, dump_resolved, load_config
+from pipeline.redact import redact
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -136,7 +137,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "plan":
             from pipeline.run.plan_file import write_plan
 
-            result = write_plan(load_config(args.config, args.overrides), args.out)
+            result = write_plan(load_config(args.config, args.overrides), args.out,
+                                report=lambda line: print(line, file=sys.stderr, flush=True))
             print(f"{result['rows']} conversation specs -> {result['path']} ({result['bytes'] / 1e6:.1f} MB, "
                   f"{result['seconds']:.1f} s)")
             return 0
@@ -150,11 +152,14 @@ def main(argv: list[str] | None = None) -> int:
         run(cfg, StageSelection.parse(args.stages), args.text_from)
         return 0
     except ConfigError as exc:
-        print(f"speechchat: {exc}", file=sys.stderr)
+        print(f"speechchat: {redact(str(exc))}", file=sys.stderr)
         return 2
     except JobStopped as exc:
-        print(f"speechchat: stopped: {exc}", file=sys.stderr)
+        print(f"speechchat: stopped: {redact(str(exc))}", file=sys.stderr)
         return 3
+    except KeyboardInterrupt:
+        print("speechchat: interrupted; no file was left half-written under its final name", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

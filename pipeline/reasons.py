@@ -37,16 +37,20 @@ REASONS: dict[str, Reason] = _registry(
     Reason("llm_not_json", "generate", "no JSON object in the LLM output, or it does not parse"),
     Reason("llm_wrong_shape", "generate", "the JSON does not match the response schema"),
     Reason("llm_wrong_exchange_count", "generate", "a different number of exchanges than asked for"),
-    Reason("llm_control_characters", "generate", "a turn holds control characters"),
+    Reason("llm_control_characters", "generate", "a turn holds control, bidirectional-override or other format "
+                                                 "characters (U+0000-U+001F, U+0080-U+009F, U+202E, U+2066 ...)"),
     Reason("llm_turn_too_short", "generate", "a turn is shorter than llm.min_turn_chars"),
     Reason("llm_turn_too_long", "generate", "a turn is longer than llm.max_turn_chars"),
     Reason("llm_turn_not_prose", "generate", "a turn is mostly digits or symbols"),
     Reason("llm_json_in_text", "generate", "pieces of the JSON envelope leaked into a turn"),
     Reason("llm_meta_text", "generate", "the model stepped out of the conversation (refusal, prompt talk)"),
     Reason("llm_wrong_language", "generate", "the text is not in the conversation's language"),
-    Reason("llm_timeout", "generate", "no answer within llm.timeout_s after llm.max_retries retries"),
+    Reason("llm_timeout", "generate", "no whole answer within llm.timeout_s (first byte to last) after "
+                                      "llm.max_retries retries"),
     Reason("llm_connection_error", "generate", "the connection broke on every retry while the server still answers"),
     Reason("llm_http_error", "generate", "an HTTP error status after llm.max_retries retries"),
+    Reason("llm_bad_response", "generate", "the server's answer is not a chat completion (empty, HTML, another "
+                                           "shape) after llm.max_retries retries, while the server otherwise works"),
     Reason("generate_error", "generate", "an unexpected error while generating this conversation"),
     # text: spoken-form normalisation and structure
     Reason("text_unsupported_language", "text", "no spoken-form normaliser for the language"),
@@ -54,6 +58,8 @@ REASONS: dict[str, Reason] = _registry(
     Reason("text_roles_not_alternating", "text", "turns do not alternate user, assistant"),
     Reason("text_nothing_to_say", "text", "a turn has too few letters left after normalisation"),
     Reason("text_too_long", "text", "a spoken turn is longer than text.max_chars"),
+    Reason("text_control_characters", "text", "a cached turn (--text-from) holds control or bidirectional-override "
+                                              "characters"),
     Reason("text_error", "text", "an unexpected error while normalising this conversation"),
     # personal_data: what the LLM invented about people, before normalisation
     Reason("personal_data", "personal_data", "personal data of a kind whose personal_data.policy is reject "

@@ -90,10 +90,11 @@ def test_valid_only_answers_only_with_answers_the_pipeline_accepts():
 
 
 def test_exact_only_refuses_what_was_not_recorded():
+    from pipeline.llm.base import LLMUnavailable
+
     stub = LLMStub(exact_only=True)
-    with stub as url:
-        [row] = generate(url, [spec()], max_retries=0)
-    assert (row["reject_reason"], row["reject_details"]) == ("llm_http_error", "HTTP 404 after 0 retries")
+    with stub as url, pytest.raises(LLMUnavailable, match="every request is refused with HTTP 404"):
+        generate(url, [spec()], max_retries=0)  # every request refused: the job stops (a wrong URL or model)
     assert [s.answered for s in stub.requests] == ["missing"]
 
 

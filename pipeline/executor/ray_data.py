@@ -15,6 +15,7 @@ How each stage runs follows from what it declares (`stages.base.Resources`):
 
 from __future__ import annotations
 
+import logging
 import os
 
 import pyarrow as pa
@@ -29,6 +30,7 @@ from pipeline.stages.base import ProcessorStage, ReadStage, Resources, Stage
 # delayed the first TTS batch by ~20 s (bench/run.py row 1, Ray timeline). Two at a time keep a couple of warm
 # workers busy; the stages take milliseconds per batch next to TTS and ASR.
 LIGHT_CONCURRENCY = 2
+log = logging.getLogger(__name__)
 LIGHT_CPUS = 0.05
 
 
@@ -175,6 +177,46 @@ def init_ray() -> None:
         # local: workers must import `pipeline` even when it is not pip-installed
         ray.init(include_dashboard=False, log_to_driver=True,
                  runtime_env={"env_vars": {"PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH", "")]))}})
+
+
+CONFIG_SECTION = {"generate": "llm"}  # the config section that sets a stage's resources, where it is not its name
+
+
+def resource_problems(stages: list[Stage], nodes: list[dict[str, float]]) -> list[str]:
+    """What an actor of `stages` asks for that no node of the cluster has (`nodes`: each alive node's
+    resources, as `ray.nodes()` gives them). Ray would keep such an actor pending - the run would hang with no
+    message - so these are found before any Ray work starts. (No stage reserves memory from Ray.)"""
+    problems = []
+    total_cpus = sum(n.get("CPU", 0.0) for n in nodes)
+    largest = max((n.get("CPU", 0.0) for n in nodes), default=0.0)
+    largest_gpus = max((n.get("GPU", 0.0) for n in nodes), default=0.0)
+    where = f"the largest Ray node has {largest:g} (the cluster: {total_cpus:g} CPUs on {len(nodes)} node(s))"
+    for stage in stages:
+        res = stage.resources
+        if res.actors is None:
+            continue
+        section = CONFIG_SECTION.get(stage.name, stage.name)
+        if res.num_cpus > largest:
+            problems.append(f"{section}.num_cpus={res.num_cpus:g}: one {stage.name} actor asks for {res.num_cpus:g} "
+                            f"CPUs, but {where}; lower {section}.num_cpus")
+        if res.num_gpus and largest_gpus and res.num_gpus > largest_gpus:
+            problems.append(f"{section}.num_gpus={res.num_gpus:g}: one {stage.name} actor asks for {res.num_gpus:g} "
+                            f"GPUs, but the largest Ray node has {largest_gpus:g}")
+    return problems
+
+
+def require_resources(stages: list[Stage]) -> None:
+    """`require_gpus`, then `resource_problems` against the live cluster: a ConfigError with the numbers."""
+    require_gpus(stages)
+    nodes = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
+    problems = resource_problems(stages, nodes)
+    if problems:
+        raise ConfigError("cannot start:\n  " + "\n  ".join(problems))
+    wanted = sum(s.resources.num_cpus for s in stages if s.resources.actors is not None)
+    total = sum(n.get("CPU", 0.0) for n in nodes)
+    if wanted > total:
+        log.warning("one actor of each model stage reserves %.2f CPUs, the cluster has %g: the stages will take "
+                    "turns instead of running side by side", wanted, total)
 
 
 def require_gpus(stages: list[Stage]) -> None:

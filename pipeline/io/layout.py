@@ -16,9 +16,12 @@ there too (they are written first), so a crash between them leaves nothing a rer
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import io
 import os
+import re
+import stat
 from collections.abc import Callable
 from pathlib import Path
 
@@ -26,11 +29,25 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from pipeline.config import ConfigError
 from pipeline.faults import armed, checkpoint
 from pipeline.ids import ids_to_u64
 
 TMP_SUFFIX = ".tmp"
 DUPLEX = "duplex"  # the duplex subset's folder under data/<language>/ and manifest/ (never a split name)
+
+# The names the pipeline writes inside an output (relative, POSIX); cleanup touches only these and their `.tmp`.
+# (A minimal guard; issue 18's owned outputs add the marker at the output root and use the same names.)
+_NAME = r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}"
+_PART = r"r[0-9A-Za-z]{0,40}-[0-9a-f]{12}"
+OWN_NAMES = re.compile(rf"data/{_NAME}/{_NAME}/shard-{_PART}\.tar|manifest/shard-{_PART}\.parquet|"
+                       rf"(rejects|text)/part-{_PART}\.parquet|README\.md|report\.html|stats\.json|config\.yaml|"
+                       r"config\.[a-z]{2}(-[a-z]{2})*\.yaml|state/(runs\.jsonl|llm_server\.log)|plan/specs\.parquet")
+
+
+def is_own_temp(rel: str) -> bool:
+    """`<a name the pipeline writes>.tmp`: a write of the pipeline's that never reached its rename."""
+    return rel.endswith(TMP_SUFFIX) and OWN_NAMES.fullmatch(rel[: -len(TMP_SUFFIX)]) is not None
 
 
 class Layout:
@@ -83,9 +100,12 @@ class Layout:
         return sorted(self.data.glob("*/*/*.tar")) if self.data.is_dir() else []
 
     def clean_unfinished(self) -> list[Path]:
-        """Remove temp files, tars whose manifest part was never written (a crash between the two) and
-        manifest parts whose tar did not reach the disk (a power cut before the folders' fsync)."""
-        removed = [p for p in self.root.rglob(f"*{TMP_SUFFIX}") if p.is_file()] if self.root.is_dir() else []
+        """Remove the pipeline's own temp files (`is_own_temp`: never a user's `notes/draft.tmp`), tars whose
+        manifest part was never written (a crash between the two) and manifest parts whose tar did not reach the
+        disk (a power cut before the folders' fsync)."""
+        removed = [p for p in self.root.rglob(f"*{TMP_SUFFIX}")
+                   if p.is_file() and not p.is_symlink() and is_own_temp(p.relative_to(self.root).as_posix())
+                   ] if self.root.is_dir() else []
         parts, tars = self.manifest_parts(), self.shards()
         finished, written = {p.stem for p in parts}, {t.stem for t in tars}
         removed += [t for t in tars if t.stem not in finished] + [p for p in parts if p.stem not in written]
@@ -101,11 +121,11 @@ class Layout:
 
     def done_ids(self) -> np.ndarray:
         """64-bit hashes of every conversation already kept or rejected, sorted (8 bytes each)."""
-        return self._ids(self.manifest_parts() + self.reject_parts())
+        return part_ids(self.manifest_parts() + self.reject_parts())
 
     def rejected_ids(self) -> np.ndarray:
         """64-bit hashes of every conversation rejected so far, sorted."""
-        return self._ids(self.reject_parts())
+        return part_ids(self.reject_parts())
 
     def kept_per_language(self) -> tuple[np.ndarray, dict[str, int]]:
         """(sorted 64-bit hashes of the kept conversations, kept conversations per language), from the manifest."""
@@ -118,9 +138,73 @@ class Layout:
             per_language[language] = per_language.get(language, 0) + 1
         return ids_to_u64(ids), per_language
 
-    @staticmethod
-    def _ids(parts: list[Path]) -> np.ndarray:
-        return ids_to_u64(c for p in parts for c in pq.read_table(p, columns=["conversation_id"]).column(0).to_pylist())
+
+def part_ids(parts: list[Path]) -> np.ndarray:
+    """64-bit hashes of the conversation_id column of Parquet parts; a damaged part is a ConfigError naming it
+    (a resume set read from half a file would silently redo or skip conversations)."""
+    ids: list[str] = []
+    for p in parts:
+        try:
+            ids += pq.read_table(p, columns=["conversation_id"]).column(0).to_pylist()
+        except (pa.ArrowException, OSError, KeyError) as exc:
+            raise ConfigError(f"{p}: damaged Parquet part ({str(exc).splitlines()[0][:160]}); `speechchat "
+                              f"verify-output` lists what is wrong; move the file out of the folder (its "
+                              "conversations are then made again) and rerun") from None
+    return ids_to_u64(c for c in ids if isinstance(c, str))
+
+
+def _kind(mode: int) -> str:
+    for test, name in ((stat.S_ISDIR, "a folder"), (stat.S_ISCHR, "a character device"),
+                       (stat.S_ISBLK, "a block device"), (stat.S_ISFIFO, "a named pipe"), (stat.S_ISSOCK, "a socket")):
+        if test(mode):
+            return name
+    return "not a regular file"
+
+
+def _existing_ancestor_problem(path: Path) -> str | None:
+    """The first existing folder above `path` must be a folder (else mkdir fails with NotADirectoryError)."""
+    for parent in path.absolute().parents:
+        try:
+            mode = os.stat(parent).st_mode
+        except FileNotFoundError:
+            continue
+        except OSError as exc:
+            return f"{parent}: {exc.strerror}"
+        return None if stat.S_ISDIR(mode) else f"{parent} is a file, not a folder"
+    return None
+
+
+def file_target_problem(path: Path) -> str | None:
+    """Why `path` cannot become a new file by an atomic rename (a folder, a device, a pipe, a file as one of
+    its folders), or None. Replacing a character device such as /dev/full with a file would break the system."""
+    if not str(path).strip():
+        return "the path is empty"
+    try:
+        mode = os.stat(path).st_mode
+    except (FileNotFoundError, NotADirectoryError):
+        mode = None
+    except OSError as exc:
+        return exc.strerror or str(exc)
+    if mode is not None and stat.S_ISDIR(mode):
+        return f"is a folder; give a file name in it, e.g. {Path(path) / 'specs.parquet'}"
+    if mode is not None and not stat.S_ISREG(mode):
+        return f"exists and is {_kind(mode)}, not a regular file; refusing to replace it"
+    return _existing_ancestor_problem(Path(path))
+
+
+def folder_target_problem(path: Path) -> str | None:
+    """Why `path` cannot be (or become) an output folder, or None."""
+    if not str(path).strip():
+        return "the path is empty"
+    try:
+        mode = os.stat(path).st_mode
+    except (FileNotFoundError, NotADirectoryError):
+        mode = None
+    except OSError as exc:
+        return exc.strerror or str(exc)
+    if mode is not None and not stat.S_ISDIR(mode):
+        return f"exists and is {'a file' if stat.S_ISREG(mode) else _kind(mode)}, not a folder"
+    return _existing_ancestor_problem(Path(path))
 
 
 def file_sha256(path: Path) -> str:
@@ -139,8 +223,12 @@ def write_tmp(path: Path, write: Callable[[io.BufferedWriter], None]) -> Path:
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + TMP_SUFFIX)
+    # a fresh file, never through whatever already has the temp name (a planted symlink would point the
+    # write at someone else's file, a named pipe would block): the old name is ours, and unlinked first
+    tmp.unlink(missing_ok=True)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o666)
     try:
-        with open(tmp, "wb") as fh:
+        with open(fd, "wb") as fh:
             write(fh)
             fh.flush()
             os.fsync(fh.fileno())
@@ -151,8 +239,15 @@ def write_tmp(path: Path, write: Callable[[io.BufferedWriter], None]) -> Path:
 
 
 def publish(tmp: Path, path: Path) -> None:
-    """Rename a fsynced temp file into place; the name is durable once `sync_folders` has run."""
+    """Rename a fsynced temp file into place; the name is durable once `sync_folders` has run. Never over
+    anything but a regular file (a device, a pipe, a folder is not ours to replace)."""
     try:
+        try:
+            mode = os.stat(path).st_mode
+        except (FileNotFoundError, NotADirectoryError):
+            mode = stat.S_IFREG
+        if not stat.S_ISREG(mode):
+            raise FileExistsError(errno.EEXIST, f"refusing to replace {_kind(mode)} with a file", str(path))
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)

@@ -15,8 +15,7 @@ from typing import Any
 import numpy as np
 import pyarrow.parquet as pq
 
-from pipeline.ids import ids_to_u64
-from pipeline.io.layout import write_parquet_atomic
+from pipeline.io.layout import part_ids, write_parquet_atomic
 from pipeline.schema import TEXT_CACHE_SCHEMA, rows_to_table
 
 
@@ -42,8 +41,7 @@ def cached_parts(root: Path) -> list[Path]:
 
 def cached_ids(root: Path) -> np.ndarray:
     """64-bit hashes of every cached conversation (sorted), e.g. to tell what a text-only run produced."""
-    return ids_to_u64(c for p in cached_parts(root)
-                      for c in pq.read_table(p, columns=["conversation_id"]).column(0).to_pylist())
+    return part_ids(cached_parts(root))
 
 
 def cached_rows(root: Path) -> int:

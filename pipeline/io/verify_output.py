@@ -1,11 +1,14 @@
 """`speechchat verify-output DIR`: check that a dataset folder is whole and consistent.
 
-Every tar opens; every sample has exactly json + user.flac + assistant.flac (+ user_clean.flac when augmented
-with augment.keep_clean); the JSON names its own key; the audio members are FLAC; checksums and byte offsets match
-the manifest; manifest and tars list the same keys; no key or conversation appears twice, nor both kept and
-rejected; no temp files are left behind. The duplex subset (data/<lang>/duplex/, manifest/duplex/) is held to the
-same rules, plus: each sample is json + duplex.flac (stereo 16 kHz FLAC), its JSON names its conversation and its
-segments lie inside the recording, and every duplex conversation is a kept one.
+Every tar opens; every sample has exactly json + user.flac + assistant.flac, all regular files; the JSON names
+its own key; the audio members are FLAC of a sane length; checksums and byte offsets match the manifest;
+manifest and tars list the same keys; no key or conversation appears twice, nor both kept and rejected; no temp
+files are left behind. The folder may come from anywhere: members are read in bounded pieces (a JSON at most
+MAX_JSON_BYTES, a FLAC only its 42-byte header), links and oversized members are problems, and a part that
+does not open as Parquet is a problem too - never a traceback.
+The duplex subset (data/<lang>/duplex/, manifest/duplex/) is held to the same rules, plus: each sample is
+json + duplex.flac (stereo 16 kHz FLAC, read whole to decode it, at most MAX_DUPLEX_FLAC_BYTES), its JSON names
+its conversation and its segments lie inside the recording, and every duplex conversation is a kept one.
 """
 
 from __future__ import annotations
@@ -16,26 +19,72 @@ import tarfile
 from collections import Counter, defaultdict
 from pathlib import Path
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 import soundfile as sf
 
 from pipeline.io.layout import TMP_SUFFIX, Layout, file_sha256
 from pipeline.schema import DUPLEX_PARTS, OPTIONAL_AUDIO_FILES, SAMPLE_PARTS
 
+MAX_JSON_BYTES = 4 << 20        # a sample's metadata is a few KB
+MAX_TURN_S = 600.0              # a turn longer than 10 minutes is not a conversation turn
+# 10 minutes of 48 kHz 16-bit mono is 57.6 MB uncompressed; FLAC is smaller
+MAX_FLAC_BYTES = 64 << 20
+MAX_RECORDING_S = 4 * 3600.0    # a duplex recording is a whole conversation
+MAX_DUPLEX_FLAC_BYTES = 512 << 20
+FLAC_HEADER_BYTES = 42          # "fLaC" + the STREAMINFO block, which holds the rate and the length
+MANIFEST_COLUMNS = ("key", "conversation_id", "shard", "shard_sha256", "offset")
+
+
+def _member_kind(m: tarfile.TarInfo) -> str:
+    return ("a symbolic link" if m.issym() else "a hard link" if m.islnk() else "a folder" if m.isdir()
+            else "a device or pipe")
+
+
+def flac_seconds(header: bytes) -> float | None:
+    """Duration declared by a FLAC's STREAMINFO (None when the header is too short or declares no length)."""
+    if len(header) < FLAC_HEADER_BYTES or header[4] & 0x7F != 0:  # the first block must be STREAMINFO
+        return None
+    packed = int.from_bytes(header[18:26], "big")
+    rate, samples = packed >> 44, packed & ((1 << 36) - 1)
+    return samples / rate if rate and samples else None
+
+
+def _check_member(rel: str, key: str, ext: str, m: tarfile.TarInfo, tf: tarfile.TarFile,
+                  problems: list[str]) -> bytes | None:
+    """The bytes kept of a member (the whole JSON, a FLAC's header), or None after listing what is wrong."""
+    if not m.isfile():
+        problems.append(f"{rel}: member {m.name!r} is {_member_kind(m)}, not a regular file")
+        return None
+    whole = ext == "duplex.flac"  # decoded to check the channels and the timeline
+    limit = (MAX_JSON_BYTES if ext == "json" else MAX_DUPLEX_FLAC_BYTES if whole
+             else MAX_FLAC_BYTES if ext.endswith("flac") else None)
+    if limit is not None and m.size > limit:
+        problems.append(f"{rel}: sample {key} {ext} declares {m.size:,} bytes (more than {limit:,})")
+        return None
+    fh = tf.extractfile(m)
+    if fh is None:
+        return b""
+    data = fh.read(MAX_DUPLEX_FLAC_BYTES if whole else FLAC_HEADER_BYTES if ext.endswith("flac") else MAX_JSON_BYTES)
+    if ext.endswith("flac") and data.startswith(b"fLaC"):
+        seconds, longest = flac_seconds(data[:FLAC_HEADER_BYTES]), MAX_RECORDING_S if whole else MAX_TURN_S
+        if seconds is not None and seconds > longest:
+            problems.append(f"{rel}: sample {key} {ext} lasts {seconds:,.0f} s (more than {longest:.0f} s)")
+    return data
+
 
 def _check_tar(tar_path: Path, rows: list[dict], problems: list[str], duplex: bool = False) -> None:
     rel = tar_path.name
     if file_sha256(tar_path) != rows[0]["shard_sha256"]:
         problems.append(f"{rel}: sha256 differs from the manifest")
-    members: dict[str, dict[str, bytes]] = defaultdict(dict)
+    members: dict[str, dict[str, bytes | None]] = defaultdict(dict)
     first_offset: dict[str, int] = {}
     try:
         with tarfile.open(tar_path, "r:") as tf:  # shards are plain tars: one reason, not one per compression
             for m in tf:
                 key, _, ext = m.name.partition(".")
                 first_offset.setdefault(key, m.offset)
-                fh = tf.extractfile(m)
-                members[key][ext] = fh.read() if fh else b""
+                members[key][ext] = _check_member(rel, key, ext, m, tf, problems)
     except (tarfile.TarError, OSError, EOFError) as exc:
         problems.append(f"{rel}: does not open as a tar ({exc})")
         return
@@ -53,20 +102,45 @@ def _check_tar(tar_path: Path, rows: list[dict], problems: list[str], duplex: bo
         if set(parts) != expected and (duplex or set(parts) != SAMPLE_PARTS | set(OPTIONAL_AUDIO_FILES)):
             problems.append(f"{rel}: sample {key} has parts {sorted(parts)}, expected {sorted(expected)}")
             continue
+        if any(data is None for data in parts.values()):
+            continue  # listed above
         try:
             meta = json.loads(parts["json"])
-            named = meta.get("conversation_id") if duplex else meta.get("key")
+            named = (meta.get("conversation_id") if duplex else meta.get("key")) if isinstance(meta, dict) else None
             if named != key:
                 problems.append(f"{rel}: sample {key} JSON names {'conversation' if duplex else 'key'} {named!r}")
-            if duplex:
+            elif duplex:
                 _check_timeline(rel, key, meta, parts["duplex.flac"], problems)
-        except json.JSONDecodeError:
+        except (json.JSONDecodeError, UnicodeDecodeError):
             problems.append(f"{rel}: sample {key} JSON does not parse")
         for side in sorted(p for p in parts if p.endswith(".flac")):
             if not parts[side].startswith(b"fLaC"):
                 problems.append(f"{rel}: sample {key} {side} is not FLAC")
         if first_offset.get(key) != row["offset"]:
             problems.append(f"{rel}: sample {key} offset {row['offset']} in the manifest, {first_offset.get(key)} in the tar")
+
+
+def read_part(part: Path, root: Path, problems: list[str], columns: tuple[str, ...] | None = None) -> list[dict] | None:
+    """A manifest or rejects part's rows, or None after listing why it cannot be read (truncated, not Parquet,
+    columns missing)."""
+    rel = part.relative_to(root)
+    try:
+        table = pq.read_table(part)
+    except (pa.ArrowException, OSError) as exc:
+        problems.append(f"{rel}: does not open as Parquet ({str(exc).splitlines()[0][:200]})")
+        return None
+    missing = [c for c in columns or () if c not in table.column_names]
+    if missing:
+        problems.append(f"{rel}: lacks the column(s) {', '.join(missing)}")
+        return None
+    return table.select(list(columns)).to_pylist() if columns else table.to_pylist()
+
+
+def _is_file(path: Path) -> bool:
+    try:
+        return path.is_file()
+    except OSError:  # a name too long for the filesystem
+        return False
 
 
 def _check_timeline(rel: str, key: str, meta: dict, flac: bytes, problems: list[str]) -> None:
@@ -80,7 +154,11 @@ def _check_timeline(rel: str, key: str, meta: dict, flac: bytes, problems: list[
                         f"expected 2 at 16000")
     length = info.frames / info.samplerate
     for seg in meta.get("segments") or []:
-        if not (0 <= seg["start"] < seg["end"] <= length + 1e-3) or seg["channel"] not in (0, 1):
+        try:
+            inside = 0 <= seg["start"] < seg["end"] <= length + 1e-3 and seg["channel"] in (0, 1)
+        except (TypeError, KeyError):  # a segment that is not {start, end, channel} numbers
+            inside = False
+        if not inside:
             problems.append(f"{rel}: sample {key} segment {seg} lies outside the {length:.2f}-s recording")
             break
 
@@ -94,7 +172,9 @@ def _check_duplex(root: Path, layout: Layout, kept_ids: set[str], problems: list
                  for p in layout.duplex_manifest_parts() if p.stem not in manifest_stems]
     seen: Counter = Counter()
     for part in layout.duplex_manifest_parts():
-        rows = pq.read_table(part).to_pylist()
+        rows = read_part(part, root, problems)
+        if rows is None:
+            continue
         seen.update(r["conversation_id"] for r in rows)
         by_shard: dict[str, list[dict]] = defaultdict(list)
         for r in rows:
@@ -103,7 +183,7 @@ def _check_duplex(root: Path, layout: Layout, kept_ids: set[str], problems: list
             tar_path = (root / shard).resolve()
             if root.resolve() not in tar_path.parents:
                 problems.append(f"{part.relative_to(root)}: shard path {shard!r} points outside the output")
-            elif not tar_path.is_file():
+            elif not _is_file(tar_path):
                 problems.append(f"{part.relative_to(root)}: duplex shard {shard} is missing")
             else:
                 _check_tar(tar_path, shard_rows, problems, duplex=True)
@@ -123,10 +203,18 @@ def verify_output(root: Path) -> list[str]:
     keys: Counter = Counter()
     kept_ids: set[str] = set()
     for part in layout.manifest_parts():
-        rows = pq.read_table(part).to_pylist()
+        rows = read_part(part, root, problems, MANIFEST_COLUMNS)
+        if rows is None:
+            continue
         if not rows:
             problems.append(f"{part.relative_to(root)}: empty manifest part")
             continue
+        bad = [i for i, r in enumerate(rows) if not all(isinstance(r[c], str) and r[c] and "\0" not in r[c]
+                                                        for c in ("key", "conversation_id", "shard"))]
+        if bad:
+            problems.append(f"{part.relative_to(root)}: {len(bad)} row(s) without a key, conversation_id or "
+                            f"shard (first: row {bad[0]})")
+            rows = [r for i, r in enumerate(rows) if i not in set(bad)]
         keys.update(r["key"] for r in rows)
         kept_ids.update(r["conversation_id"] for r in rows)
         by_shard: dict[str, list[dict]] = defaultdict(list)
@@ -136,13 +224,13 @@ def verify_output(root: Path) -> list[str]:
             tar_path = (root / shard).resolve()
             if root.resolve() not in tar_path.parents:
                 problems.append(f"{part.relative_to(root)}: shard path {shard!r} points outside the output")
-            elif not tar_path.is_file():
+            elif not _is_file(tar_path):
                 problems.append(f"{part.relative_to(root)}: shard {shard} is missing")
             else:
                 _check_tar(tar_path, shard_rows, problems)
     problems += [f"key {k} appears {n} times" for k, n in sorted(keys.items()) if n > 1]
-    rejected = Counter(c for p in layout.reject_parts()
-                       for c in pq.read_table(p, columns=["conversation_id"]).column(0).to_pylist())
+    rejected = Counter(str(r["conversation_id"]) for p in layout.reject_parts()
+                       for r in read_part(p, root, problems, ("conversation_id",)) or [])
     problems += [f"conversation {c} is rejected {n} times" for c, n in sorted(rejected.items()) if n > 1]
     problems += [f"conversation {c} is both kept and rejected" for c in sorted(kept_ids & set(rejected))]
     _check_duplex(root, layout, kept_ids, problems)

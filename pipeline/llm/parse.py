@@ -1,8 +1,9 @@
 """Validation of an LLM's answer: JSON -> turns (user first, alternating), or a rejection with its reason.
 
 Shared by every LLM backend. Checks: a JSON object of the response schema's shape, the planned number of
-exchanges, turn lengths, control characters, prose (not digits or symbols), no pieces of the JSON envelope,
-no meta talk (refusals, prompt injection), and the conversation's language.
+exchanges, control, bidirectional and invisible characters (`pipeline.normalize.chars`: invisible ones removed,
+the others rejected), turn lengths, prose (not digits or symbols), no pieces of the JSON envelope, no meta talk
+(refusals, prompt injection), and the conversation's language.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from pipeline.config import LLMConfig
+from pipeline.normalize.chars import hostile_character, strip_invisible
 from pipeline.normalize.en import fix_contractions
 from pipeline.normalize.langid import wrong_language
 from pipeline.reasons import Rejected
@@ -31,7 +33,6 @@ class _Conversation(BaseModel):
     exchanges: list[_Exchange]
 
 
-_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 # the model stepping out of the conversation (refusals, talk about prompts, injected instructions)
 _META_TEXT = re.compile(r"as an ai (language )?model|ignore (all |any )?(the )?(previous|prior|above) instructions|"
                         r"system prompt|\bjson (object|format)\b|作为(一个)?(人工智能|AI)(语言)?模型|忽略(之前|以上)(的)?(所有)?指令",
@@ -68,9 +69,11 @@ def parse_conversation(content: str, num_exchanges: int, cfg: LLMConfig, languag
     turns = []
     for i, ex in enumerate(convo.exchanges):
         for role, text in (("user", ex.user), ("assistant", ex.assistant)):
-            if _CONTROL.search(text):
-                raise Rejected("llm_control_characters", f"exchange {i} {role}", turn=2 * i + (role == "assistant"),
-                               role=role)
+            text = strip_invisible(text)
+            hostile = hostile_character(text)
+            if hostile:
+                raise Rejected("llm_control_characters", f"exchange {i} {role}: {hostile}",
+                               turn=2 * i + (role == "assistant"), role=role)
             text = _LEADING_DEBRIS.sub("", " ".join(text.split()))
             if language == "en":
                 text = fix_contractions(text)

@@ -42,7 +42,10 @@ class Taxonomy:
 
     @classmethod
     def load(cls, path: Path) -> Taxonomy:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        try:
+            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except (yaml.YAMLError, UnicodeDecodeError) as exc:
+            raise ValueError(f"{path}: not a readable YAML taxonomy ({str(exc).splitlines()[0]})") from None
         if not isinstance(data, dict):
             raise ValueError(f"{path}: must be a mapping with topics, scenarios and personas")
         domains = {str(t["name"]): str(t.get("domain", "")) for t in data.get("topics") or [] if isinstance(t, dict)}

@@ -36,6 +36,7 @@ from typing import Any
 import pyarrow.parquet as pq
 
 from pipeline.io.layout import TMP_SUFFIX, Layout
+from pipeline.redact import holds_credentials, redact
 
 log = logging.getLogger("speechchat.publish")
 
@@ -97,26 +98,36 @@ def scrub(text: str, secrets: list[str]) -> str:
         text = text.replace(secret, "***")
     text = re.sub(r"(?i)(authorization['\"]?\s*[:=]\s*['\"]?)(bearer\s+)?[^\s'\",}]+", r"\1\2***", text)
     text = re.sub(r"(?i)bearer\s+[A-Za-z0-9_.\-]+", "Bearer ***", text)
-    return re.sub(r"\b(hf_|sk-)[A-Za-z0-9_\-]{8,}", r"\1***", text)
+    return redact(re.sub(r"\b(hf_|sk-)[A-Za-z0-9_\-]{8,}", r"\1***", text))
 
 
-def hash_file(path: Path, rel: str, secrets: list[str]) -> tuple[LocalFile, bool]:
-    """sha256 and git blob ID in one read; also whether any secret's bytes occur in the file."""
+# Text files that go up are also searched for URLs with credentials (`http://user:password@host`); the tars'
+# audio is not (random FLAC bytes can spell "x://y:z@" by chance), the sample JSON in them holds no URLs of ours.
+CREDENTIAL_SCANNED = (".yaml", ".json", ".md", ".html", ".jsonl", ".txt")
+URL_WINDOW = 512  # a URL's userinfo is found within this many bytes of its scheme
+
+
+def hash_file(path: Path, rel: str, secrets: list[str]) -> tuple[LocalFile, bool, bool]:
+    """sha256 and git blob ID in one read; also whether any secret's bytes occur in the file, and whether
+    (a text file) it holds a URL with credentials."""
     size = path.stat().st_size
     sha256, sha1 = hashlib.sha256(), hashlib.sha1()
     sha1.update(f"blob {size}\0".encode())
     needles = [s.encode() for s in secrets]
-    overlap = max((len(n) for n in needles), default=1) - 1
-    tail, leaked = b"", False
+    overlap = max(max((len(n) for n in needles), default=1) - 1, URL_WINDOW)
+    scan_urls = rel.endswith(CREDENTIAL_SCANNED)
+    tail, leaked, credentials = b"", False, False
     with open(path, "rb") as fh:
         for block in iter(lambda: fh.read(1 << 20), b""):
             sha256.update(block)
             sha1.update(block)
+            window = tail + block
             if needles and not leaked:
-                window = tail + block
                 leaked = any(n in window for n in needles)
-                tail = window[-overlap:] if overlap else b""
-    return LocalFile(rel, size, sha256.hexdigest(), sha1.hexdigest()), leaked
+            if scan_urls and not credentials:
+                credentials = holds_credentials(window)
+            tail = window[-overlap:]
+    return LocalFile(rel, size, sha256.hexdigest(), sha1.hexdigest()), leaked, credentials
 
 
 def collect(root: Path, secrets: list[str]) -> tuple[Plan, list[str]]:
@@ -127,10 +138,13 @@ def collect(root: Path, secrets: list[str]) -> tuple[Plan, list[str]]:
         if path.is_symlink() or not is_uploaded_path(rel):
             left_out.append(rel)
             continue
-        local, leaked = hash_file(path, rel, secrets)
+        local, leaked, credentials = hash_file(path, rel, secrets)
         if leaked:
             problems.append(f"{rel}: holds the value of a secret from the environment ({', '.join(SECRET_ENV)}); "
                             "remove it from the file (and rotate the secret) before publishing")
+        if credentials:
+            problems.append(f"{rel}: holds a URL with credentials (scheme://user:password@host); remove them from "
+                            "the file (and change that password) before publishing")
         files.append(local)
     return Plan(files, left_out), problems
 
@@ -342,13 +356,15 @@ def run_config_for(out_dir: Path, given: Any) -> Any:
     import yaml
     from pydantic import ValidationError
 
-    from pipeline.config import RunConfig
+    from pipeline.config import MAX_CONFIG_BYTES, ConfigError, RunConfig, load_yaml_bounded
 
     saved = out_dir / "config.yaml"
     if saved.is_file():
-        try:
-            return RunConfig.model_validate(yaml.safe_load(saved.read_text(encoding="utf-8")))
-        except (ValidationError, yaml.YAMLError) as exc:
+        try:  # the folder may come from elsewhere: the same bounds as for a config of one's own
+            if saved.stat().st_size > MAX_CONFIG_BYTES:
+                raise ConfigError(f"larger than {MAX_CONFIG_BYTES >> 20} MiB")
+            return RunConfig.model_validate(load_yaml_bounded(saved.read_text(encoding="utf-8"), str(saved)))
+        except (ValidationError, yaml.YAMLError, ConfigError, UnicodeDecodeError) as exc:
             log.warning("%s does not validate (%s); the card uses the given config instead",
                         saved, str(exc).splitlines()[0])
     return given

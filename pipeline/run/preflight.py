@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from pipeline.config import ConfigError, RunConfig
+from pipeline.io.layout import folder_target_problem
 from pipeline.run.flow import run_languages, stage_classes
 from pipeline.run.selection import StageSelection
 from pipeline.stages.base import RunContext
@@ -20,6 +21,9 @@ def preflight(cfg: RunConfig, selection: StageSelection | None = None, text_from
     ctx = RunContext(cfg=cfg, out_dir=cfg.output_dir(), prompts_dir=cfg.resolve_path(cfg.plan.prompts_dir),
                      languages=run_languages(cfg), text_from=text_from)
     problems: list[str] = []
+    problem = folder_target_problem(ctx.out_dir)
+    if problem:
+        problems.append(f"output folder {ctx.out_dir}: {problem}")
     for stage in stage_classes(cfg, selection):
         problems += stage.check(ctx)
     if problems:

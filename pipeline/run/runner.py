@@ -21,6 +21,7 @@ from pipeline.config import ConfigError, RunConfig, dump_resolved
 from pipeline.io.layout import Layout, atomic_write
 from pipeline.io.stats import compute_stats, write_stats
 from pipeline.io.text_cache import cached_ids, cached_rows
+from pipeline.redact import redact
 from pipeline.run.flow import build_stages, run_languages
 from pipeline.run.preflight import preflight
 from pipeline.run.selection import StageSelection
@@ -45,8 +46,8 @@ def run(cfg: RunConfig, stages: StageSelection | None = None, text_from: Path | 
         log.error("run stopped: %s", reason)
         try:  # best effort: the disk may be the problem
             with open(cfg.output_dir() / "state" / "runs.jsonl", "a", encoding="utf-8") as fh:
-                fh.write(json.dumps({"stopped_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                                     "reason": reason}) + "\n")
+                fh.write(redact(json.dumps({"stopped_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                                            "reason": reason})) + "\n")
         except OSError:
             pass
         raise JobStopped(reason) from exc
@@ -101,7 +102,7 @@ def planned_total(ctx: RunContext, stages: StageSelection) -> int:
 
 def run_once(cfg: RunConfig, stages: StageSelection | None = None, text_from: Path | None = None,
              quota: dict[str, int] | None = None) -> dict[str, Any]:
-    from pipeline.executor.ray_data import build_plan, gpu_shares, init_ray, require_gpus
+    from pipeline.executor.ray_data import build_plan, gpu_shares, init_ray, require_resources
     from pipeline.llm.server import LlamaCppServer
 
     stages = stages or StageSelection()
@@ -144,7 +145,7 @@ def run_once(cfg: RunConfig, stages: StageSelection | None = None, text_from: Pa
         ctx.llm_base_url = base_url
         init_ray()
         flow = build_stages(ctx, stages, resume_cached)
-        require_gpus(flow)
+        require_resources(flow)
         for batch in build_plan(flow, cfg.workers).iter_batches(batch_format="pyarrow", batch_size=None):
             for outcome in batch.to_pylist():
                 summary.add(outcome)
@@ -161,7 +162,8 @@ def run_once(cfg: RunConfig, stages: StageSelection | None = None, text_from: Pa
         stats["speakers_dropped"] = ctx.dropped_speakers  # which speaker, which clip, what is wrong with it
     write_stats(layout, stats)
     with open(layout.state / "runs.jsonl", "a", encoding="utf-8") as fh:
-        fh.write(json.dumps({"run_id": ctx.run_id, "text_digest": cfg.text_digest(), **stats["last_run"]}) + "\n")
+        record = {"run_id": ctx.run_id, "text_digest": cfg.text_digest(), **stats["last_run"]}
+        fh.write(redact(json.dumps(record)) + "\n")
     if layout.manifest_parts():  # the dataset card (README.md) and report.html describe the whole folder
         from pipeline.publish.card import card_resolution, write_card
 

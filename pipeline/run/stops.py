@@ -13,6 +13,7 @@ from typing import Any
 
 from pipeline.config import RunConfig
 from pipeline.llm.base import LLMUnavailable
+from pipeline.redact import redact
 
 RESUME = "finished shards are kept and nothing half-written was left in place; rerun the same command to resume"
 
@@ -46,12 +47,12 @@ def explain_stop(exc: BaseException, cfg: RunConfig) -> str | None:
                 f"(or choose another --out), then {RESUME}")
     outage = next((str(e) for e in chain if type(e) is LLMUnavailable), None)
     if outage is None:
-        found = re.search(r"LLMUnavailable: (LLM server \S+ unreachable[^\n]*)", text)
+        found = re.search(r"LLMUnavailable: (LLM server \S+ (?:unreachable|unusable)[^\n]*)", text)
         outage = found.group(1) if found else None
     if outage:
-        return (f"{outage}; the conversations generated so far are in the text cache, the rest were not "
-                f"recorded as rejected; make sure the server answers (llm.base_url; the embedded one is "
-                f"restarted by the rerun), then {RESUME}")
+        return redact(f"{outage}; the conversations generated so far are in the text cache, the rest were not "
+                      f"recorded as rejected; make sure the server answers (llm.base_url; the embedded one is "
+                      f"restarted by the rerun), then {RESUME}")
     if "ActorDiedError" in text or "ActorUnavailableError" in text:
         w = cfg.workers
         return (f"a worker process (TTS, ASR, LLM client or shard writer) kept crashing: its batch failed after "

@@ -6,6 +6,7 @@ from collections.abc import Callable
 from typing import Any
 
 from pipeline.config import TextConfig
+from pipeline.normalize.chars import hostile_character, strip_invisible
 from pipeline.normalize.en import normalize_en
 from pipeline.normalize.zh import normalize_zh
 from pipeline.reasons import Rejected
@@ -38,6 +39,11 @@ class TextStage(RowStage):
             if turn["role"] != expected:
                 raise Rejected("text_roles_not_alternating", f"turn {i} is {turn['role']}, expected {expected}", turn=i,
                                role=turn["role"])
+            # the LLM's text is checked in generate; a text cache read from elsewhere (--text-from) is not
+            turn["display_text"] = strip_invisible(turn["display_text"])
+            hostile = hostile_character(turn["display_text"])
+            if hostile:
+                raise Rejected("text_control_characters", f"turn {i}: {hostile}", turn=i, role=turn["role"])
             spoken = NORMALIZERS[language](turn["display_text"])
             if sum(c.isalpha() for c in spoken) < self.cfg.min_chars:
                 raise Rejected("text_nothing_to_say", f"turn {i}: {turn['display_text'][:80]!r}", turn=i, role=turn["role"],

@@ -93,30 +93,52 @@ def load_pool(path: Path) -> list[Speaker]:
     return speakers
 
 
+MAX_CLIP_PATH = 1024  # characters; a longer path is not a file name any filesystem keeps
+
+
 def reference_path(pool_file: Path, clip: ReferenceClip) -> Path:
-    """Resolve a clip path against the pool file's folder; refuse paths that leave it (data is untrusted)."""
-    p = Path(clip.path)
-    if p.is_absolute():
-        return p
+    """Resolve a clip path against the pool file's folder; refuse paths that leave it, absolute ones included
+    (a manifest is data from elsewhere: it may not point the pipeline at any file on the machine)."""
+    if "\0" in clip.path:
+        raise ConfigError(f"{pool_file}: reference clip path {clip.path!r} holds a NUL byte")
+    if len(clip.path) > MAX_CLIP_PATH:
+        raise ConfigError(f"{pool_file}: reference clip path of {len(clip.path)} characters (more than "
+                          f"{MAX_CLIP_PATH})")
     base = pool_file.resolve().parent
-    resolved = (base / p).resolve()
+    resolved = (base / clip.path).resolve()  # an absolute clip.path replaces base
     if base not in resolved.parents:
         raise ConfigError(f"{pool_file}: reference clip {clip.path!r} escapes the pool folder")
     return resolved
+
+
+def _path_problem(pool_file: Path, clip: ReferenceClip) -> str | None:
+    if "\0" in clip.path:
+        return "path holds a NUL byte"
+    if len(clip.path) > MAX_CLIP_PATH:
+        return f"path of {len(clip.path)} characters (more than {MAX_CLIP_PATH})"
+    try:
+        reference_path(pool_file, clip)
+    except ConfigError:
+        return ("absolute path outside the pool folder" if Path(clip.path).is_absolute()
+                else "path escapes the pool folder")
+    return None
 
 
 def clip_problem(pool_file: Path, clip: ReferenceClip) -> str | None:
     """Why a reference clip cannot be used, or None. Cheap: a stat and the header only, never the samples."""
     import soundfile as sf
 
+    problem = _path_problem(pool_file, clip)
+    if problem:
+        return problem
+    path = reference_path(pool_file, clip)
     try:
-        path = reference_path(pool_file, clip)
-    except ConfigError:
-        return "path escapes the pool folder"
-    if not path.is_file():
-        return "file not found"
-    if path.stat().st_size == 0:
-        return "empty file"
+        if not path.is_file():
+            return "file not found"
+        if path.stat().st_size == 0:
+            return "empty file"
+    except OSError as exc:  # a name too long for the filesystem, a permission
+        return f"not usable ({exc.strerror})"
     try:
         info = sf.info(str(path))
     except (RuntimeError, OSError) as exc:  # soundfile's LibsndfileError is a RuntimeError

@@ -157,15 +157,18 @@ PROBE_TEXT = {"en": "The quick brown fox jumps over the lazy dog, and then it ta
 
 
 def relative_clip_paths(speaker: Speaker, old_pool: Path, new_pool: Path) -> Speaker:
-    """Re-root a speaker's reference clips for a manifest written in another folder (absolute if they leave it)."""
+    """Re-root a speaker's reference clips for a manifest written in another folder. Clip paths may not leave a
+    pool's folder: a clip outside the new manifest's folder is a ConfigError (`outside_clips` says it first)."""
+    from pipeline.config import ConfigError
     from pipeline.voices.pool import reference_path
 
     new_base = new_pool.resolve().parent
     clips = []
     for clip in speaker.references:
         path = reference_path(old_pool, clip)
-        rel = path.relative_to(new_base) if new_base in path.parents else path
-        clips.append(clip.model_copy(update={"path": str(rel)}))
+        if new_base not in path.parents:
+            raise ConfigError(f"{new_pool}: reference clip {path} is outside its folder")
+        clips.append(clip.model_copy(update={"path": str(path.relative_to(new_base))}))
     return speaker.model_copy(update={"references": clips})
 
 
@@ -190,6 +193,15 @@ def synthesize_pool_cli(args) -> int:
             raise ConfigError("virtual voices mix XTTS-v2 conditioning latents: the sources must be backend 'xtts'")
         if args.out.resolve() == args.pool.resolve():
             raise ConfigError("--out must differ from --pool (the source pool is never rewritten)")
+        from pipeline.voices.pool import reference_path
+
+        out_base = args.out.resolve().parent
+        outside = [c.path for s in sources for c in s.references
+                   if out_base not in reference_path(args.pool, c).parents]
+        if outside:
+            raise ConfigError(f"--out {args.out}: {len(outside)} source clip(s) (e.g. {outside[0]}) are outside its "
+                              f"folder, and clip paths may not leave a pool's folder; write it in {args.pool.parent} "
+                              "or a folder above the clips")
         from pipeline.quality.speaker_embed import SpeakerEmbedder
         from pipeline.tts.xtts import XttsBackend
 

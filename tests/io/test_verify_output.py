@@ -197,6 +197,39 @@ def damage(root, how):
         [rejects] = layout.reject_parts()
         shutil.copy(rejects, rejects.with_name("part-rv-again.parquet"))
         return f"conversation en-{4:016x} is rejected 2 times"
+    if how == "member_is_a_link":  # an audio member replaced by a symbolic link of the same name
+        members = read_members(tar)
+        buf = io.BytesIO()
+        with tarfile.open(fileobj=buf, mode="w", format=tarfile.USTAR_FORMAT) as tf:
+            for n, data in members:
+                info = tarfile.TarInfo(n)
+                if n == f"{K2}.assistant.flac":
+                    info.type, info.linkname = tarfile.SYMTYPE, "/etc/passwd"
+                    tf.addfile(info)
+                else:
+                    info.size = len(data)
+                    tf.addfile(info, io.BytesIO(data))
+        tar.write_bytes(buf.getvalue())
+        rewrite_manifest(part, resync_tar=tar)
+        return f"{name}: member '{K2}.assistant.flac' is a symbolic link, not a regular file"
+    if how == "manifest_part_not_parquet":
+        part.write_bytes(part.read_bytes()[: part.stat().st_size // 2])
+        dtar.unlink()  # the shard's duplex half goes too: its conversations are no longer kept ones
+        dpart.unlink()
+        return re.compile(re.escape(f"manifest/{part.name}: does not open as Parquet (") + ".*"
+                          + re.escape("Parquet magic bytes not found in footer.") + r".*\)")
+    if how == "manifest_lacks_columns":
+        table = pq.read_table(part)
+        pq.write_table(table.drop_columns(["shard_sha256"]), part)
+        dtar.unlink()
+        dpart.unlink()
+        return f"manifest/{part.name}: lacks the column(s) shard_sha256"
+    if how == "manifest_row_without_key":
+        def blank(rows):
+            return [{**r, "key": None} if r["key"] == K2 else r for r in rows]
+        rewrite_manifest(part, blank)
+        return [f"manifest/{part.name}: 1 row(s) without a key, conversation_id or shard (first: row 1)",
+                f"{name}: sample {K2} is not in the manifest"]  # the row is left out, so its sample is unlisted
     if how == "kept_and_rejected":
         [rejects] = layout.reject_parts()
         table = pq.read_table(rejects).to_pylist()
@@ -271,7 +304,8 @@ KINDS = ["not_an_output", "temp_file", "orphan_tar", "empty_manifest_part", "pat
          "kept_and_rejected", "duplex_orphan_tar", "duplex_part_without_main_part", "duplex_path_escapes_the_output",
          "duplex_missing_tar", "duplex_wrong_member_set", "duplex_json_names_another_conversation",
          "duplex_audio_does_not_decode", "duplex_audio_not_stereo_16k", "duplex_segment_outside_the_recording",
-         "duplex_conversation_twice", "duplex_not_a_kept_conversation"]
+         "duplex_conversation_twice", "duplex_not_a_kept_conversation", "member_is_a_link",
+         "manifest_part_not_parquet", "manifest_lacks_columns", "manifest_row_without_key"]
 
 
 @pytest.mark.parametrize("how", KINDS)
@@ -282,6 +316,8 @@ def test_each_kind_of_damage_is_reported_with_its_own_message(dataset, tmp_path,
     problems = verify_output(copy)
     if how == "duplicate_key":  # each key of the copied part appears twice, and nothing else is wrong
         assert expected in problems and all(p.endswith("appears 2 times") for p in problems), problems
+    elif isinstance(expected, list):  # a damage with a consequence, both named
+        assert problems == expected
     elif isinstance(expected, re.Pattern):
         assert len(problems) == 1 and expected.fullmatch(problems[0]), (expected.pattern, problems)
     else:
@@ -324,7 +360,15 @@ def test_the_catalogue_covers_every_message_verify_output_can_print():
         "lies outside the": "duplex_segment_outside_the_recording",
         "duplex conversation {c} appears": "duplex_conversation_twice",
         "is not a kept conversation": "duplex_not_a_kept_conversation",
+        "not a regular file": "member_is_a_link", "does not open as Parquet": "manifest_part_not_parquet",
+        "lacks the column(s)": "manifest_lacks_columns", "without a key, conversation_id or": "manifest_row_without_key",
     }
+    # checks that need gigabytes or hours of audio to trip: their exact messages are tested in the hostile catalogue
+    hostile = (REPO_ROOT / "tests/test_bad_input_hostile.py").read_text()
+    elsewhere = {"declares {m.size:,} bytes": "test_11_a_member_declaring_2_gb_is_a_problem_read_in_bounded_memory",
+                 "lasts {seconds:,.0f} s": "test_11_a_flac_turn_declaring_eleven_minutes_is_a_problem"}
+    assert all(f"def {name}(" in hostile for name in elsewhere.values())
+    templates = [t for t in templates if not any(phrase in t for phrase in elsewhere)]
     for template in templates:
         matched = [kind for phrase, kinds in covered.items() if phrase in template
                    for kind in ([kinds] if isinstance(kinds, str) else kinds)]

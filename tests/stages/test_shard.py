@@ -77,7 +77,7 @@ def test_unfinished_tar_is_cleaned(written):
     layout = Layout(root)
     orphan = layout.shard_dir("en", "train") / "shard-rx-000000000000.tar"
     orphan.write_bytes(b"partial")
-    tmp = layout.manifest / "shard-rx.parquet.tmp"
+    tmp = layout.manifest / "shard-rx-000000000001.parquet.tmp"
     tmp.write_bytes(b"partial")
     assert sorted(layout.clean_unfinished()) == sorted([tmp, orphan])
     assert len(layout.shards()) == 1

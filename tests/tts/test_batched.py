@@ -28,6 +28,8 @@ from pipeline.tts.base import SynthesisRequest, call_batched, length_batches  # 
 from pipeline.tts.xtts_batched import BatchedXttsGPT, GptItem, Sampling, synthesize_batch  # noqa: E402
 from pipeline.voices.pool import Speaker, load_pool  # noqa: E402
 
+pytestmark = pytest.mark.integration  # builds tiny Coqui models (or loads Piper)
+
 TEXTS = ["Hi.", "Where is the nearest train station from here, and how long does it take to walk there?",
          "Okay, thanks.", "The museum opens at nine.",
          "I would like a cup of tea with some milk, please, and perhaps a small piece of that lemon cake too.",
