@@ -19,10 +19,11 @@ from __future__ import annotations
 import errno
 import hashlib
 import io
+import logging
 import os
 import re
 import stat
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import numpy as np
@@ -33,21 +34,38 @@ from pipeline.config import ConfigError
 from pipeline.faults import armed, checkpoint
 from pipeline.ids import ids_to_u64
 
+log = logging.getLogger(__name__)
+
 TMP_SUFFIX = ".tmp"
 DUPLEX = "duplex"  # the duplex subset's folder under data/<language>/ and manifest/ (never a split name)
 
-# The names the pipeline writes inside an output (relative, POSIX); cleanup touches only these and their `.tmp`.
-# (A minimal guard; issue 18's owned outputs add the marker at the output root and use the same names.)
-_NAME = r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}"
-_PART = r"r[0-9A-Za-z]{0,40}-[0-9a-f]{12}"
-OWN_NAMES = re.compile(rf"data/{_NAME}/{_NAME}/shard-{_PART}\.tar|manifest/shard-{_PART}\.parquet|"
-                       rf"(rejects|text)/part-{_PART}\.parquet|README\.md|report\.html|stats\.json|config\.yaml|"
-                       r"config\.[a-z]{2}(-[a-z]{2})*\.yaml|state/(runs\.jsonl|llm_server\.log)|plan/specs\.parquet")
+# The names the pipeline writes inside an output (relative, POSIX). Listing, reading, cleanup and publishing
+# touch only these (and their `.tmp`): a user's `data/en/train/holiday-photos.tar` or `manifest/notes.parquet` in
+# the same folder is never read as data, removed or uploaded.
+_NAME = r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}"  # config.SAFE_NAME: languages, splits
+_PART = r"r[0-9A-Za-z]{0,40}-[0-9a-f]{12}"  # <run id: r + UTC time>-<hash of the conversation IDs>
+OWN_PATTERNS: dict[str, re.Pattern[str]] = {
+    "shard": re.compile(rf"data/{_NAME}/{_NAME}/shard-{_PART}\.tar"),
+    "manifest": re.compile(rf"manifest/shard-{_PART}\.parquet"),
+    "duplex_shard": re.compile(rf"data/{_NAME}/{DUPLEX}/{_NAME}/shard-{_PART}\.tar"),
+    "duplex_manifest": re.compile(rf"manifest/{DUPLEX}/shard-{_PART}\.parquet"),
+    "rejects": re.compile(rf"rejects/part-{_PART}\.parquet"),
+    "text": re.compile(rf"text/part-{_PART}\.parquet"),
+    "near_dup": re.compile(rf"state/near_dup/(shard|text)-{_PART}\.parquet"),
+    "root": re.compile(r"README\.md|report\.html|stats\.json|config\.yaml|config\.[a-z]{2}(-[a-z]{2})*\.yaml"),
+    "state": re.compile(r"state/(runs\.jsonl|llm_server\.log|xtts_latents/[^/]+\.pt)"),
+    "plan": re.compile(r"plan/specs\.parquet"),
+}
+
+
+def is_own_name(rel: str, kind: str | None = None) -> bool:
+    """A name the pipeline writes (of that kind)."""
+    return any(p.fullmatch(rel) for p in ([OWN_PATTERNS[kind]] if kind else OWN_PATTERNS.values()))
 
 
 def is_own_temp(rel: str) -> bool:
     """`<a name the pipeline writes>.tmp`: a write of the pipeline's that never reached its rename."""
-    return rel.endswith(TMP_SUFFIX) and OWN_NAMES.fullmatch(rel[: -len(TMP_SUFFIX)]) is not None
+    return rel.endswith(TMP_SUFFIX) and is_own_name(rel[: -len(TMP_SUFFIX)])
 
 
 class Layout:
@@ -80,29 +98,42 @@ class Layout:
     def duplex_manifest(self) -> Path:
         return self.manifest / DUPLEX
 
+    def own(self, kind: str, found: Iterable[Path]) -> list[Path]:
+        """The files among `found` whose names are the pipeline's own of that kind, sorted."""
+        return sorted(p for p in found if is_own_name(p.relative_to(self.root).as_posix(), kind) and p.is_file())
+
     def duplex_manifest_parts(self) -> list[Path]:
-        return sorted(self.duplex_manifest.glob("*.parquet")) if self.duplex_manifest.is_dir() else []
+        return self.own("duplex_manifest", self.duplex_manifest.glob("*.parquet")) if self.duplex_manifest.is_dir() else []
 
     def duplex_shards(self) -> list[Path]:
-        return sorted(self.data.glob(f"*/{DUPLEX}/*/*.tar")) if self.data.is_dir() else []
+        return self.own("duplex_shard", self.data.glob(f"*/{DUPLEX}/*/*.tar")) if self.data.is_dir() else []
 
     def make_dirs(self) -> None:
         for d in (self.data, self.manifest, self.rejects, self.state):
             d.mkdir(parents=True, exist_ok=True)
 
     def manifest_parts(self) -> list[Path]:
-        return sorted(self.manifest.glob("*.parquet")) if self.manifest.is_dir() else []
+        return self.own("manifest", self.manifest.glob("*.parquet")) if self.manifest.is_dir() else []
 
     def reject_parts(self) -> list[Path]:
-        return sorted(self.rejects.glob("*.parquet")) if self.rejects.is_dir() else []
+        return self.own("rejects", self.rejects.glob("*.parquet")) if self.rejects.is_dir() else []
 
     def shards(self) -> list[Path]:
-        return sorted(self.data.glob("*/*/*.tar")) if self.data.is_dir() else []
+        return self.own("shard", self.data.glob("*/*/*.tar")) if self.data.is_dir() else []
+
+    def shards_of(self, language: str, split: str) -> list[Path]:
+        d = self.shard_dir(language, split)
+        return self.own("shard", d.glob("*.tar")) if d.is_dir() else []
+
+    def duplex_shards_of(self, language: str, split: str) -> list[Path]:
+        d = self.duplex_dir(language, split)
+        return self.own("duplex_shard", d.glob("*.tar")) if d.is_dir() else []
 
     def clean_unfinished(self) -> list[Path]:
         """Remove the pipeline's own temp files (`is_own_temp`: never a user's `notes/draft.tmp`), tars whose
         manifest part was never written (a crash between the two) and manifest parts whose tar did not reach the
-        disk (a power cut before the folders' fsync)."""
+        disk (a power cut before the folders' fsync). Only the pipeline's own names are listed, so nothing it
+        did not write is ever removed; each removal is logged."""
         removed = [p for p in self.root.rglob(f"*{TMP_SUFFIX}")
                    if p.is_file() and not p.is_symlink() and is_own_temp(p.relative_to(self.root).as_posix())
                    ] if self.root.is_dir() else []
@@ -116,6 +147,7 @@ class Layout:
         removed += [t for t in duplex_tars if t.stem not in duplex_finished]
         removed += [p for p in duplex_parts if p.stem not in duplex_written or p.stem not in main_finished]
         for p in removed:
+            log.warning("removing %s, left unfinished by an interrupted run", p)
             p.unlink(missing_ok=True)
         return removed
 

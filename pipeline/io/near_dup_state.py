@@ -30,7 +30,7 @@ def signature_dir(layout: Layout) -> Path:
 
 def signature_parts(layout: Layout) -> list[Path]:
     d = signature_dir(layout)
-    return sorted(d.glob("*.parquet")) if d.is_dir() else []
+    return layout.own("near_dup", d.glob("*.parquet")) if d.is_dir() else []
 
 
 def write_signatures(layout: Layout, name: str, rows: list[dict[str, Any]], settings: str) -> Path | None:

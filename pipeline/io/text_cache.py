@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import pyarrow.parquet as pq
 
-from pipeline.io.layout import part_ids, write_parquet_atomic
+from pipeline.io.layout import Layout, part_ids, write_parquet_atomic
 from pipeline.schema import TEXT_CACHE_SCHEMA, rows_to_table
 
 
@@ -36,7 +36,7 @@ def write_part(root: Path, run_id: str, generated: list[dict[str, Any]]) -> Path
 
 def cached_parts(root: Path) -> list[Path]:
     d = text_dir(root)
-    return sorted(d.glob("*.parquet")) if d.is_dir() else []
+    return Layout(root).own("text", d.glob("*.parquet")) if d.is_dir() else []
 
 
 def cached_ids(root: Path) -> np.ndarray:

@@ -23,7 +23,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import soundfile as sf
 
-from pipeline.io.layout import TMP_SUFFIX, Layout, file_sha256
+from pipeline.io.layout import TMP_SUFFIX, Layout, file_sha256, is_own_temp
 from pipeline.schema import DUPLEX_PARTS, OPTIONAL_AUDIO_FILES, SAMPLE_PARTS
 
 MAX_JSON_BYTES = 4 << 20        # a sample's metadata is a few KB
@@ -196,7 +196,8 @@ def verify_output(root: Path) -> list[str]:
     problems: list[str] = []
     if not layout.data.is_dir() and not layout.manifest.is_dir():
         return [f"{root}: not a speechchat output folder (no data/ or manifest/)"]
-    problems += [f"leftover temp file {p.relative_to(root)}" for p in sorted(root.rglob(f"*{TMP_SUFFIX}"))]
+    problems += [f"leftover temp file {p.relative_to(root)}" for p in sorted(root.rglob(f"*{TMP_SUFFIX}"))
+                 if is_own_temp(p.relative_to(root).as_posix())]  # a user's notes/draft.tmp is not ours
     manifest_stems = {p.stem for p in layout.manifest_parts()}
     problems += [f"{t.relative_to(root)}: no manifest part (unfinished shard)" for t in layout.shards()
                  if t.stem not in manifest_stems]

@@ -95,7 +95,7 @@ def splits_on_disk(layout: Layout) -> dict[str, list[str]]:
 
 def _has_clean_audio(layout: Layout, language: str, splits: list[str]) -> bool:
     """Does the language's first shard hold user_clean.flac members (augment.keep_clean)?"""
-    tars = sorted(p for s in splits for p in layout.shard_dir(language, s).glob("*.tar"))
+    tars = [p for s in splits for p in layout.shards_of(language, s)]
     if not tars:
         return False
     with tarfile.open(tars[0]) as tf:
@@ -104,7 +104,7 @@ def _has_clean_audio(layout: Layout, language: str, splits: list[str]) -> bool:
 
 def first_sample_meta(layout: Layout, language: str, split: str) -> dict[str, Any]:
     """The JSON of the first sample of the language's first shard (models and sample rates come from it)."""
-    tars = sorted(layout.shard_dir(language, split).glob("*.tar"))
+    tars = layout.shards_of(language, split)
     with tarfile.open(tars[0]) as tf:
         for member in tf:
             if member.name.endswith(".json"):
@@ -206,13 +206,13 @@ def card_metadata(cfg_dict: dict[str, Any], stats: dict[str, Any], layout: Layou
                       "features": features_yaml(_get(meta, "user.sample_rate"), _get(meta, "assistant.sample_rate"),
                                                 user_clean=_has_clean_audio(layout, lang, lang_splits)),
                       "download_size": sum(p.stat().st_size for s in lang_splits
-                                           for p in layout.shard_dir(lang, s).glob("*.tar"))})
+                                           for p in layout.shards_of(lang, s))})
     for lang, lang_splits in duplex_splits_on_disk(layout).items():  # the duplex subset: one config per language
         configs.append({"config_name": f"{lang}-duplex",
                         "data_files": [{"split": s, "path": f"data/{lang}/duplex/{s}/*.tar"} for s in lang_splits]})
         infos.append({"config_name": f"{lang}-duplex", "features": duplex_features_yaml(),
                       "download_size": sum(p.stat().st_size for s in lang_splits
-                                           for p in layout.duplex_dir(lang, s).glob("*.tar"))})
+                                           for p in layout.duplex_shards_of(lang, s))})
     meta: dict[str, Any] = {
         **resolution.card_metadata(),
         "language": languages,

@@ -1,7 +1,8 @@
 """`speechchat publish`: push a finished output folder to a dataset repo on the Hugging Face Hub.
 
-What goes up is an allow-list (UPLOAD_PATTERNS): the shards, manifest, rejects, stats.json, the dataset
-card, report.html and the resolved config. Everything else stays local and is listed as such: `state/`
+What goes up is an allow-list (UPLOAD_KINDS of the pipeline's own names, `pipeline.io.layout.OWN_PATTERNS`):
+the shards and the duplex subset's, the manifest, rejects, stats.json, the dataset card, report.html and the
+resolved config. A file the pipeline did not write (a user's `data/en/train/holiday-photos.tar`) never goes up. Everything else stays local and is listed as such: `state/`
 (resume bookkeeping, the LLM server's log), `text/` (the LLM text cache: every generated conversation,
 rejected ones included, kept only to remake audio without paying for the LLM again; the kept text is in
 each sample's JSON), temp files and anything hidden.
@@ -20,7 +21,6 @@ The token comes from HF_TOKEN (or a saved `hf auth login`) and is scrubbed from 
 
 from __future__ import annotations
 
-import fnmatch
 import hashlib
 import json
 import logging
@@ -35,14 +35,13 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
-from pipeline.io.layout import TMP_SUFFIX, Layout
+from pipeline.io.layout import TMP_SUFFIX, Layout, is_own_name
 from pipeline.redact import holds_credentials, redact
 
 log = logging.getLogger("speechchat.publish")
 
 # Relative to the output folder, matched part by part (a `*` never crosses a `/`).
-UPLOAD_PATTERNS = ("README.md", "report.html", "stats.json", "config.yaml", "config.*.yaml",
-                   "data/*/*/*.tar", "manifest/*.parquet", "rejects/*.parquet")
+UPLOAD_KINDS = ("root", "shard", "manifest", "duplex_shard", "duplex_manifest", "rejects")
 REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}/[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")
 # Secret-looking environment variables whose values must never leave the machine; short values are
 # skipped (a 3-character "secret" would match by chance in audio bytes).
@@ -77,14 +76,9 @@ class Plan:
 
 
 def is_uploaded_path(rel: str) -> bool:
-    parts = PurePosixPath(rel).parts
-    if any(p.startswith(".") for p in parts) or rel.endswith(TMP_SUFFIX):
+    if any(p.startswith(".") for p in PurePosixPath(rel).parts) or rel.endswith(TMP_SUFFIX):
         return False
-    for pattern in UPLOAD_PATTERNS:
-        want = PurePosixPath(pattern).parts
-        if len(want) == len(parts) and all(fnmatch.fnmatchcase(p, w) for p, w in zip(parts, want)):
-            return True
-    return False
+    return any(is_own_name(rel, kind) for kind in UPLOAD_KINDS)
 
 
 def secret_values(extra_env: list[str] = ()) -> list[str]:

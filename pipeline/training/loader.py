@@ -31,6 +31,7 @@ import numpy as np
 import soundfile as sf
 
 from pipeline.audio import resample, to_mono_float32
+from pipeline.io.layout import is_own_name
 from pipeline.training.features import (
     ENCODER_STRIDE,
     SAMPLE_RATE,
@@ -64,7 +65,8 @@ def find_shards(folder: Path | str, language: str | None = None, split: str | No
     """Tars of a dataset folder: data/<language>/<split>/*.tar, sorted (the same list on every node)."""
     root = Path(folder) / "data"
     pattern = f"{language or '*'}/{split or '*'}/*.tar"
-    shards = sorted(str(p) for p in root.glob(pattern))
+    # only the pipeline's own shard names: a user's data/en/train/holiday-photos.tar is not training data
+    shards = sorted(str(p) for p in root.glob(pattern) if is_own_name(p.relative_to(root.parent).as_posix(), "shard"))
     if not shards:
         raise FileNotFoundError(f"no shards match {root}/{pattern}")
     return shards
@@ -307,7 +309,8 @@ def find_duplex_shards(folder: Path | str, language: str | None = None, split: s
     """Tars of the duplex subset: data/<language>/duplex/<split>/*.tar, sorted."""
     root = Path(folder) / "data"
     pattern = f"{language or '*'}/duplex/{split or '*'}/*.tar"
-    shards = sorted(str(p) for p in root.glob(pattern))
+    shards = sorted(str(p) for p in root.glob(pattern)
+                    if is_own_name(p.relative_to(root.parent).as_posix(), "duplex_shard"))
     if not shards:
         raise FileNotFoundError(f"no duplex shards match {root}/{pattern} (was the run made with duplex.enabled?)")
     return shards

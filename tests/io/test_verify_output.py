@@ -134,14 +134,15 @@ def damage(root, how):
         shutil.rmtree(root / "manifest")
         return f"{root}: not a speechchat output folder (no data/ or manifest/)"
     if how == "temp_file":
-        (root / "manifest" / "x.parquet.tmp").write_bytes(b"x")
-        return "leftover temp file manifest/x.parquet.tmp"
+        (root / "manifest" / "shard-rx-000000000000.parquet.tmp").write_bytes(b"x")
+        (root / "manifest" / "notes.parquet.tmp").write_bytes(b"x")  # not a name of the pipeline's: not its problem
+        return "leftover temp file manifest/shard-rx-000000000000.parquet.tmp"
     if how == "orphan_tar":
         (tar.parent / "shard-rx-000000000000.tar").write_bytes(tar.read_bytes())
         return f"{tar.parent.relative_to(root)}/shard-rx-000000000000.tar: no manifest part (unfinished shard)"
     if how == "empty_manifest_part":
-        pq.write_table(MANIFEST_SCHEMA.empty_table(), root / "manifest" / "shard-rv-empty.parquet")
-        return "manifest/shard-rv-empty.parquet: empty manifest part"
+        pq.write_table(MANIFEST_SCHEMA.empty_table(), root / "manifest" / "shard-rv-0000000000e0.parquet")
+        return "manifest/shard-rv-0000000000e0.parquet: empty manifest part"
     if how == "path_escapes_the_output":
         def escape(rows):
             return [{**r, "shard": "../../outside/" + name} for r in rows]
@@ -191,11 +192,11 @@ def damage(root, how):
         rewrite_manifest(part, shift)
         return f"{name}: sample {K2} offset {true + 512} in the manifest, {true} in the tar"
     if how == "duplicate_key":
-        shutil.copy(part, part.with_name("shard-dup.parquet"))
+        shutil.copy(part, part.with_name("shard-rv-00000000d0b1.parquet"))
         return f"key {K1} appears 2 times"  # every key of the part appears twice; the first is named
     if how == "rejected_twice":
         [rejects] = layout.reject_parts()
-        shutil.copy(rejects, rejects.with_name("part-rv-again.parquet"))
+        shutil.copy(rejects, rejects.with_name("part-rv-00000000a9a1.parquet"))
         return f"conversation en-{4:016x} is rejected 2 times"
     if how == "member_is_a_link":  # an audio member replaced by a symbolic link of the same name
         members = read_members(tar)

@@ -22,7 +22,7 @@ from test_card import build_output, conversation, front_matter
 from pipeline.config import REPO_ROOT, dump_resolved, load_config
 from pipeline.io.layout import Layout
 from pipeline.main import main
-from pipeline.publish.hub import UPLOAD_PATTERNS, is_uploaded_path, scrub
+from pipeline.publish.hub import is_uploaded_path, scrub
 from pipeline.schema import rows_to_table
 from pipeline.stages.shard import ShardStage
 
@@ -72,15 +72,17 @@ def expected_upload(root):
 
 
 def test_the_allow_list():
+    part = "r1-0123456789ab"
     for rel in ("README.md", "report.html", "stats.json", "config.yaml", "config.zh.yaml", "config.en-zh.yaml",
-                "data/en/train/shard-r1-ab.tar",
-                "manifest/shard-r1-ab.parquet", "rejects/part-r1-ab.parquet"):
+                f"data/en/train/shard-{part}.tar", f"manifest/shard-{part}.parquet", f"rejects/part-{part}.parquet",
+                f"data/en/duplex/train/shard-{part}.tar", f"manifest/duplex/shard-{part}.parquet"):
         assert is_uploaded_path(rel), rel
-    for rel in ("state/runs.jsonl", "text/part-r1.parquet", "data/en/train/shard-r1-ab.tar.tmp", "README.md.tmp",
+    for rel in ("state/runs.jsonl", f"text/part-{part}.parquet", f"data/en/train/shard-{part}.tar.tmp", "README.md.tmp",
                 "data/en/shard.tar", "data/en/train/sub/shard.tar", ".cache/huggingface/x", "data/.x/train/a.tar",
-                "notes.txt", "manifest/x.parquet.tmp", "x/README.md", "config.yaml.tmp", "state/config.zh.yaml"):
+                "notes.txt", "manifest/x.parquet.tmp", "x/README.md", "config.yaml.tmp", "state/config.zh.yaml",
+                "data/en/train/holiday-photos.tar", "manifest/notes.parquet", "rejects/mine.parquet",
+                f"state/near_dup/shard-{part}.parquet"):  # a user's files in the folder and the resume state stay
         assert not is_uploaded_path(rel), rel
-    assert len(UPLOAD_PATTERNS) == 8
 
 
 def test_publish_uploads_the_dataset_files_and_a_second_publish_uploads_nothing(tmp_path, hub, capsys):
@@ -123,10 +125,10 @@ def test_publish_uploads_the_dataset_files_and_a_second_publish_uploads_nothing(
     assert not (root / ".publish-staging").exists()
 
     # a shard on the Hub that the folder does not have is reported (the card's glob would load it), not deleted
-    hub.repos["acme/spoken-chat"].branches["main"]["data/en/train/shard-old.tar"] = b"stale"
+    hub.repos["acme/spoken-chat"].branches["main"]["data/en/train/shard-r0-0000000000a1.tar"] = b"stale"
     assert publish(root, "acme/spoken-chat") == 0
     assert "1 data file(s) on the Hub are not in" in capsys.readouterr().out
-    assert "data/en/train/shard-old.tar" in hub.files("acme/spoken-chat")
+    assert "data/en/train/shard-r0-0000000000a1.tar" in hub.files("acme/spoken-chat")
 
 
 def test_an_interrupted_publish_resumes_without_resending_uploaded_objects(tmp_path, hub, capsys):
@@ -173,7 +175,7 @@ def test_a_folder_failing_verify_output_is_refused_before_any_request(tmp_path, 
     data = bytearray(tar.read_bytes())
     data[600] ^= 0xFF  # one flipped byte inside the first member
     tar.write_bytes(bytes(data))
-    (root / "data/en/train/shard-half.tar.tmp").write_bytes(b"partial")
+    (root / "data/en/train/shard-r0-0000000000a2.tar.tmp").write_bytes(b"partial")
     assert publish(root, "acme/broken") == 1
     err = capsys.readouterr().err
     assert "fails verify-output, refusing to publish" in err
@@ -272,10 +274,20 @@ def test_scrub():
     assert scrub("a s3cr3t-value b", ["s3cr3t-value"]) == "a *** b"
 
 
+@pytest.fixture(scope="module")
+def valid_llm():
+    """The replay stub answering only with recorded SmolLM2 answers the parser accepts: the claim here is about
+    loading and publishing what a run kept, so the run must keep something on every machine."""
+    from llm_stub import LLMStub
+
+    with LLMStub(valid_only=True) as base_url:
+        yield base_url
+
+
 @pytest.mark.integration
-def test_a_small_run_loads_through_its_card_and_publishes(tmp_path_factory, ray_session, llm_base_url, hub, capsys):
-    """A real run (llama.cpp, Piper, faster-whisper on a local Ray), loaded back with `datasets` through the
-    card's configs, published to the stand-in, and loaded again from what the stand-in received."""
+def test_a_small_run_loads_through_its_card_and_publishes(tmp_path_factory, ray_session, valid_llm, hub, capsys):
+    """A real run (the LLM replay stub, Piper, faster-whisper on a local Ray), loaded back with `datasets` through
+    the card's configs, published to the stand-in, and loaded again from what the stand-in received."""
     datasets = pytest.importorskip("datasets")
     import numpy as np
     from conftest import small_config
@@ -284,7 +296,7 @@ def test_a_small_run_loads_through_its_card_and_publishes(tmp_path_factory, ray_
     from pipeline.run.runner import run
 
     out = tmp_path_factory.mktemp("pub-e2e") / "speechchat-smoke"
-    cfg = small_config(out, "plan.num_conversations=2", f"llm.base_url={llm_base_url}", "llm.max_tokens=500",
+    cfg = small_config(out, "plan.num_conversations=2", f"llm.base_url={valid_llm}", "llm.max_tokens=500",
                        "shard.splits={train: 1.0}")
     stats = run(cfg)
     if not stats["totals"]["conversations_kept"]:

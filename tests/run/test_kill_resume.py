@@ -96,7 +96,7 @@ def snapshot(out):
         "manifest": {r["key"]: r for r in read_rows(finished)},
         "rejects": {r["conversation_id"]: r for r in read_rows(layout.reject_parts())},
         "cache": {r["conversation_id"]: r for r in read_rows(cached_parts(out))},
-        "tmp": sorted(str(p.relative_to(out)) for p in out.rglob(f"*{TMP_SUFFIX}")),
+        "tmp": sorted(str(p.relative_to(out)) for p in out.rglob(f"*{TMP_SUFFIX}") if str(p.relative_to(out)) not in FOREIGN),
     }
 
 
@@ -111,6 +111,23 @@ def sample_texts(out, keys):
                     if meta["key"] in keys:
                         texts[meta["key"]] = (meta["user"]["display_text"], meta["assistant"]["display_text"])
     return texts
+
+
+# a user's own files in the output folder, one in every folder the pipeline writes (nothing may delete, rewrite
+# or read as data what it did not write: restart cleanup included)
+FOREIGN = {"data/en/train/holiday-photos.tar": b"not a shard", "manifest/notes.parquet": b"not a manifest part",
+           "rejects/mine.parquet": b"mine", "text/draft.parquet": b"draft", "state/todo.txt": b"todo",
+           "data/en/duplex/train/other.tar": b"other", "manifest/duplex/x.parquet": b"x", "notes/draft.tmp": b"tmp"}
+
+
+def plant_foreign(out):
+    for rel, data in FOREIGN.items():
+        (out / rel).parent.mkdir(parents=True, exist_ok=True)
+        (out / rel).write_bytes(data)
+
+
+def assert_foreign_untouched(out):
+    assert {rel: (out / rel).read_bytes() if (out / rel).is_file() else None for rel in FOREIGN} == FOREIGN
 
 
 def test_the_stub_gives_this_plan_what_the_kill_points_need(llm_stub, tmp_path):
@@ -134,6 +151,7 @@ def test_kill_at_a_point_then_resume(point, after, left, tmp_path, ray_session, 
     cfg = small_config(out, *overrides(llm_stub.base_url))
     seed_of = planned(cfg, tmp_path)
     id_of = {seed: cid for cid, seed in seed_of.items()}
+    plant_foreign(out)
     env = {**os.environ, "SPEECHCHAT_FAULT_AT": point, "SPEECHCHAT_FAULT_AFTER": str(after),
            "SPEECHCHAT_FAULT_MARKER": str(marker), "SPEECHCHAT_FAULT_WAIT_S": "300"}
     env.pop("RAY_ADDRESS", None)
@@ -172,6 +190,7 @@ def test_kill_at_a_point_then_resume(point, after, left, tmp_path, ray_session, 
     resumed_requests = llm_stub.counts_by_seed()
 
     assert verify_output(out) == []
+    assert_foreign_untouched(out)  # through the kill and the restart cleanup
     after_snap = snapshot(out)
     # 1. what was committed stays, byte for byte
     for rel, digest in before["tars"].items():
