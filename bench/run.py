@@ -161,7 +161,7 @@ def pipeline_run(cfg, cache: Path, timeline: str | None) -> dict:
 
     sel = StageSelection(generate=False, audio=True)
     ctx = preflight(cfg, sel, text_from=cache)
-    ctx.run_id = "bench"
+    ctx.run_id = "rbench"
     Layout(ctx.out_dir).make_dirs()
     init_ray()  # Ray's own start-up is not part of the pipeline's throughput
     import ray

@@ -541,8 +541,11 @@ def test_16_a_trillion_conversation_plan_is_estimated_and_refused_when_it_cannot
 @pytest.mark.timeout(180)
 def test_16_a_killed_plan_shows_its_estimate_and_leaves_no_temp_file(tmp_path, sig, code):
     out = tmp_path / "specs.parquet"
+    # SIGINT back to its default in the child: a suite started in the background (nohup, `&`) inherits it ignored,
+    # and Python then never turns it into KeyboardInterrupt
     proc = popen([sys.executable, "-m", "pipeline", "plan", "-c", SMOKE, "--out", str(out),
-                  "plan.num_conversations=100000000"], cwd=REPO_ROOT, stderr=subprocess.PIPE, text=True)
+                  "plan.num_conversations=100000000"], cwd=REPO_ROOT, stderr=subprocess.PIPE, text=True,
+                 preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         line = proc.stderr.readline()  # the estimate, after the first block
         assert line.startswith(f"planning 100,000,000 conversation specs -> {out}: about "), line

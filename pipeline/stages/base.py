@@ -70,7 +70,7 @@ class RunContext:
     pool: list[Speaker] = field(default_factory=list)
     dropped_speakers: list[dict[str, str]] = field(default_factory=list)  # unusable reference clips
     # set by the runner for one pass
-    run_id: str = ""
+    run_id: str = "r0"  # the runner sets r<UTC time>; part names start with it (layout.OWN_PATTERNS)
     llm_base_url: str | None = None
     done_ids: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.uint64))  # kept or rejected
     plan_skip: np.ndarray | None = None  # done_ids plus IDs already in the text cache (never paid twice)

@@ -70,7 +70,7 @@ def test_the_next_run_starts_from_what_this_one_kept(tmp_path):
 
     # the bread conversation is rejected later (say by the ASR check): a third run no longer holds it
     gone = dict(kept[1], reject_stage="verify", reject_reason="asr_error_rate_above_threshold", reject_details="")
-    write_parquet_atomic(layout.rejects / "part-x.parquet", rows_to_table(rejects_rows([gone]), REJECTS_SCHEMA))
+    write_parquet_atomic(layout.rejects / "part-r1-0000000000aa.parquet", rows_to_table(rejects_rows([gone]), REJECTS_SCHEMA))
     third = NearDupStage(DedupConfig(), tmp_path)
     out = run_stage(third, [conversation(8, [t.upper() for t in BREAD])])
     assert third.preloaded == 1 and out["en-0000000000000008"]["reject_reason"] is None

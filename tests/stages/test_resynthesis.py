@@ -165,7 +165,7 @@ def write_cache(root, conversations):
                      "turns": [{"role": "user" if t % 2 == 0 else "assistant", "display_text": text}
                                for t, text in enumerate(texts)]})
     text_dir(root).mkdir(parents=True, exist_ok=True)
-    pq.write_table(rows_to_table(rows, TEXT_CACHE_SCHEMA), text_dir(root) / "part-test-000000000000.parquet")
+    pq.write_table(rows_to_table(rows, TEXT_CACHE_SCHEMA), text_dir(root) / "part-rtest-000000000000.parquet")
     return root
 
 
