@@ -37,6 +37,19 @@ MAX_CONFIG_VALUES = 20_000
 MAX_PROMPT_FILES = 1000  # the prompts folder holds a few dozen
 
 
+_URL_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
+
+
+def scheme_problem(location: str) -> str | None:
+    """A location with a URL scheme (s3://, gs://, hdfs://, file://): this version writes local folders only, and
+    such a string must never become a local folder named `s3:`."""
+    match = _URL_SCHEME.match(location.strip())
+    if match is None:
+        return None
+    return (f"{match.group(1)}:// outputs are not supported: the output must be a local folder (on a Ray cluster, "
+            "one that every node mounts at the same path)")
+
+
 class ConfigError(ValueError):
     """A config problem a user can fix; the message names the file and the field."""
 
@@ -669,6 +682,9 @@ class RunConfig(Section):
         if isinstance(value, str) and not value.strip():  # Path("") is the current folder
             raise ValueError("out_dir is empty (an unset shell variable in --out?); give a folder, or null for "
                              "out/<dataset>")
+        problem = scheme_problem(str(value)) if isinstance(value, (str, Path)) else None
+        if problem:
+            raise ValueError(problem)
         return value
 
     def output_dir(self) -> Path:
@@ -887,6 +903,8 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     if out_dir is not None:
         # `--out` is a command-line path: relative to the current folder (config paths: to the repository root)
         given = str(out_dir)
+        if scheme_problem(given):  # before it is made absolute: Path("s3://b/ds") would be a local s3:/b/ds
+            raise ConfigError(f"--out {given}: {scheme_problem(given)}")
         data = _deep_merge(data, {"out_dir": str(Path(given).absolute()) if given.strip() else given},
                            "command line (--out)", provenance)
     try:

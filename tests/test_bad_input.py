@@ -279,3 +279,18 @@ def test_a_speaker_with_a_bad_clip_is_dropped_and_counted_but_the_job_can_start(
 
 def test_catalogue_is_large_enough():
     assert len(CASES) >= 50
+
+
+@pytest.mark.parametrize("out", ["s3://my-bucket/ds", "gs://bucket/prefix", "file:///tmp/x"])
+def test_an_out_with_a_url_scheme_is_a_config_error_never_a_local_folder(tmp_path, monkeypatch, capsys, out):
+    """`--out s3://bucket/ds` used to write a local folder `s3:/bucket/ds` and report success."""
+    from pipeline.main import main
+
+    monkeypatch.chdir(tmp_path)
+    scheme = out.split(":")[0]
+    assert main(["run", "--config", str(BASE), "--out", out]) == 2
+    err = capsys.readouterr().err
+    assert f"--out {out}: {scheme}:// outputs are not supported: the output must be a local folder" in err
+    assert "Traceback" not in err and list(tmp_path.iterdir()) == []
+    with pytest.raises(ConfigError, match=f"out_dir: Value error, {scheme}:// outputs are not supported"):
+        load_config(BASE, [f"out_dir={out}"], None)  # the same from a config or an override
