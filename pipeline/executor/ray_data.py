@@ -45,8 +45,9 @@ def build_plan(stages: list[Stage], workers: WorkersConfig) -> ray.data.Dataset:
             stream = ray.data.read_datasource(StageSource(head), num_cpus=head.read_cpus,
                                               **({"override_num_blocks": head.estimated_blocks()}
                                                  if head.estimated_blocks() else {}))
+            # the read stage's own rows only: the stream it joins (freshly generated text) must not pass through it
+            stream = stream.map_batches(head, batch_format="pyarrow", num_cpus=LIGHT_CPUS, concurrency=LIGHT_CONCURRENCY)
             ds = stream if ds is None else ds.union(stream)
-            ds = ds.map_batches(head, batch_format="pyarrow", num_cpus=LIGHT_CPUS, concurrency=LIGHT_CONCURRENCY)
             continue
         if ds is None:
             raise ValueError(f"stage {head.name!r} has no input: a flow starts with a read stage")
