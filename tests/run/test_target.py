@@ -125,9 +125,6 @@ def test_exact_count_with_the_real_llm_and_piper_and_a_shard_actor_crash_in_the_
 
 @pytest.mark.integration
 @pytest.mark.timeout(2400)
-@pytest.mark.xfail(strict=True, reason="known bug, for issue 19: a restarted quota actor starts from the round's "
-                   "quota and forgets the places earlier batches of the round took (measured: 4 kept for a target of "
-                   "3); strict, so the fix turns this into a failure that says to remove the mark")
 def test_exact_count_when_the_quota_actor_dies_taking_the_last_place(tmp_path, llm_stub):
     """Deterministic (the replay stub). The quota actor, which counts the places left, dies as it takes the last
     one; its restart must not hand out places that earlier batches of the same round already took."""

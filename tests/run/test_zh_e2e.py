@@ -10,6 +10,7 @@ audio without the LLM), so the zh audio path is exercised whatever the small LLM
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections import Counter
 
@@ -46,7 +47,9 @@ def cached(language: str, index: int, user: str, assistant: str) -> dict:
 
 def write_cache(out, name: str, rows: list[dict]) -> None:
     (out / "text").mkdir(parents=True, exist_ok=True)
-    pq.write_table(rows_to_table(rows, TEXT_CACHE_SCHEMA), out / "text" / f"part-{name}.parquet")
+    # a name of the pipeline's own (layout.OWN_PATTERNS): a part named otherwise is not its cache
+    digest = hashlib.sha256(name.encode()).hexdigest()[:12]
+    pq.write_table(rows_to_table(rows, TEXT_CACHE_SCHEMA), out / "text" / f"part-rtest-{digest}.parquet")
 
 
 def zh_pool(root):

@@ -409,7 +409,7 @@ def test_the_pipeline_keeps_the_same_conversations_at_any_max_batch_turns(small_
     def one_run(max_batch_turns: int) -> tuple[dict, dict]:
         out = tmp_path / f"out-{max_batch_turns}"
         (out / "text").mkdir(parents=True)
-        pq.write_table(rows_to_table(rows, TEXT_CACHE_SCHEMA), out / "text/part-test-0.parquet")
+        pq.write_table(rows_to_table(rows, TEXT_CACHE_SCHEMA), out / "text/part-rtest-000000000000.parquet")
         cfg = load_config(REPO_ROOT / "configs/smoke.yaml",
                           ["dataset=xtts-batch", "tts.backend=xtts", f"tts.model={small_xtts}", "tts.device=cpu",
                            "tts.languages={en: en}", f"voices.pool={pool_file}", "voices.assistant_speaker=xa",

@@ -159,7 +159,7 @@ def test_two_thousand_vits_speakers_through_the_pipeline(tmp_path, tiny_vits, ra
                        {"role": "assistant", "display_text": SENTENCES[(i + 3) % 8] + "."}]}
             for i in range(N_SPEAKERS)]
     (out / "text").mkdir(parents=True)
-    pq.write_table(to_table(rows, TEXT_CACHE_SCHEMA), out / "text/part-test-0.parquet")
+    pq.write_table(to_table(rows, TEXT_CACHE_SCHEMA), out / "text/part-rtest-000000000000.parquet")
     cfg = load_config(REPO_ROOT / "configs/smoke.yaml",
                       ["dataset=coqui-test", "tts.backend=vits", f"tts.model={tiny_vits}", "tts.device=cpu",
                        f"voices.pool={pool}", "voices.assistant_speaker=vits-assistant", "verify.enabled=false",
