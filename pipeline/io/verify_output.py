@@ -163,6 +163,21 @@ def _check_timeline(rel: str, key: str, meta: dict, flac: bytes, problems: list[
             break
 
 
+def _check_shards(root: Path, part: Path, rows: list[dict], problems: list[str], duplex: bool = False) -> None:
+    """Each tar a manifest part names: inside the output, present, and holding what the part says."""
+    by_shard: dict[str, list[dict]] = defaultdict(list)
+    for r in rows:
+        by_shard[r["shard"]].append(r)
+    for shard, shard_rows in by_shard.items():
+        tar_path = (root / shard).resolve()
+        if root.resolve() not in tar_path.parents:
+            problems.append(f"{part.relative_to(root)}: shard path {shard!r} points outside the output")
+        elif not _is_file(tar_path):
+            problems.append(f"{part.relative_to(root)}: {'duplex ' if duplex else ''}shard {shard} is missing")
+        else:
+            _check_tar(tar_path, shard_rows, problems, duplex=duplex)
+
+
 def _check_duplex(root: Path, layout: Layout, kept_ids: set[str], problems: list[str]) -> None:
     manifest_stems = {p.stem for p in layout.manifest_parts()}
     duplex_stems = {p.stem for p in layout.duplex_manifest_parts()}
@@ -176,17 +191,7 @@ def _check_duplex(root: Path, layout: Layout, kept_ids: set[str], problems: list
         if rows is None:
             continue
         seen.update(r["conversation_id"] for r in rows)
-        by_shard: dict[str, list[dict]] = defaultdict(list)
-        for r in rows:
-            by_shard[r["shard"]].append(r)
-        for shard, shard_rows in by_shard.items():
-            tar_path = (root / shard).resolve()
-            if root.resolve() not in tar_path.parents:
-                problems.append(f"{part.relative_to(root)}: shard path {shard!r} points outside the output")
-            elif not _is_file(tar_path):
-                problems.append(f"{part.relative_to(root)}: duplex shard {shard} is missing")
-            else:
-                _check_tar(tar_path, shard_rows, problems, duplex=True)
+        _check_shards(root, part, rows, problems, duplex=True)
     problems += [f"duplex conversation {c} appears {n} times" for c, n in sorted(seen.items()) if n > 1]
     problems += [f"duplex conversation {c} is not a kept conversation" for c in sorted(set(seen) - kept_ids)]
 
@@ -218,17 +223,7 @@ def verify_output(root: Path) -> list[str]:
             rows = [r for i, r in enumerate(rows) if i not in set(bad)]
         keys.update(r["key"] for r in rows)
         kept_ids.update(r["conversation_id"] for r in rows)
-        by_shard: dict[str, list[dict]] = defaultdict(list)
-        for r in rows:
-            by_shard[r["shard"]].append(r)
-        for shard, shard_rows in by_shard.items():
-            tar_path = (root / shard).resolve()
-            if root.resolve() not in tar_path.parents:
-                problems.append(f"{part.relative_to(root)}: shard path {shard!r} points outside the output")
-            elif not _is_file(tar_path):
-                problems.append(f"{part.relative_to(root)}: shard {shard} is missing")
-            else:
-                _check_tar(tar_path, shard_rows, problems)
+        _check_shards(root, part, rows, problems)
     problems += [f"key {k} appears {n} times" for k, n in sorted(keys.items()) if n > 1]
     rejected = Counter(str(r["conversation_id"]) for p in layout.reject_parts()
                        for r in read_part(p, root, problems, ("conversation_id",)) or [])

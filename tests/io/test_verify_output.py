@@ -355,7 +355,7 @@ def test_the_catalogue_covers_every_message_verify_output_can_print():
         "is both kept and rejected": "kept_and_rejected",
         "no duplex manifest part (unfinished shard)": "duplex_orphan_tar",
         "duplex part without the main manifest part": "duplex_part_without_main_part",
-        "duplex shard {shard} is missing": "duplex_missing_tar",
+        "shard {shard} is missing": ("missing_tar", "duplex_missing_tar"),
         "duplex.flac does not decode": "duplex_audio_does_not_decode",
         "duplex.flac is {info.channels} channel(s)": "duplex_audio_not_stereo_16k",
         "lies outside the": "duplex_segment_outside_the_recording",
