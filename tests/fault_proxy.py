@@ -16,9 +16,12 @@ import httpx
 
 
 class FaultProxy:
-    def __init__(self, upstream: str, script: list[str], hang_s: float = 3.0):
+    def __init__(self, upstream: str, script: list[str], hang_s: float = 3.0, faults_on_get: bool = True):
         self.upstream = upstream.rstrip("/")  # e.g. http://127.0.0.1:1234/v1
         self.script, self.hang_s = list(script), hang_s
+        # False: GET requests (the client's /models probes after a failure) pass through without taking a fault, so
+        # the script counts chat requests only
+        self.faults_on_get = faults_on_get
         self.seen: list[str] = []
         self.requests: list[dict] = []  # the JSON body of every POST, in arrival order (what the LLM was asked)
         self.lock = threading.Lock()
@@ -47,7 +50,8 @@ class FaultProxy:
 
             def _forward(self, body: bytes | None):
                 with proxy.lock:
-                    fault = proxy.script.pop(0) if proxy.script else "pass"
+                    scripted = proxy.script and (body is not None or proxy.faults_on_get)
+                    fault = proxy.script.pop(0) if scripted else "pass"
                     proxy.seen.append(fault)
                     if body:
                         proxy.requests.append(json.loads(body))

@@ -63,14 +63,17 @@ def test_near_copies_in_a_source_are_rejected_before_any_llm_call(tmp_path, ray_
         return conversation_id(cfg.dataset, language, f"src.jsonl:{i}", cfg.text_digest())
 
     found = {cid_: r for cid_, r in rejects(tmp_path / "ds").items() if r["reason"] == "near_duplicate"}
-    assert set(found) == {cid(i) for i in edits}
+    # the edits, before any LLM call; beyond them only rewrites the LLM was asked for (the stub's recorded answers
+    # repeat, so two rewrites may nearly copy each other: the same check, after generation)
+    assert {cid(i) for i in edits} <= set(found)
+    assert set(found) - {cid(i) for i in edits} <= {cid(i) for i in range(len(rows)) if i not in edits}
     for i in edits:
         assert (found[cid(i)]["stage"], found[cid(i)]["duplicate_of"]) == ("near_dup", cid(copies[i]))
     # the LLM was asked once for each of the 20 others and never for an edit
     asked = [r["messages"][-1]["content"] for r in proxy.requests if "messages" in r]
     assert len(asked) == 20 and proxy.seen == ["pass"] * 20
     others = [r for r in rejects(tmp_path / "ds").values() if r["reason"] != "near_duplicate"]
-    assert stats["last_run"]["rejected"] == 10 + len(others)  # the stub's answers may be rejected on their own
+    assert stats["last_run"]["rejected"] == len(found) + len(others)  # stub answers may be rejected on their own
 
     def quoted(text):
         return json.dumps(text, ensure_ascii=False)[1:-1]

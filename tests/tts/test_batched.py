@@ -413,7 +413,7 @@ def test_the_pipeline_keeps_the_same_conversations_at_any_max_batch_turns(small_
         cfg = load_config(REPO_ROOT / "configs/smoke.yaml",
                           ["dataset=xtts-batch", "tts.backend=xtts", f"tts.model={small_xtts}", "tts.device=cpu",
                            "tts.languages={en: en}", f"voices.pool={pool_file}", "voices.assistant_speaker=xa",
-                           "verify.enabled=false", "tts.batch_size=12", "tts.max_actors=1", "tts.xtts_sampling=false",
+                           "verify.enabled=false", "dedup.enabled=false", "tts.batch_size=12", "tts.max_actors=1", "tts.xtts_sampling=false",
                            f"tts.max_batch_turns={max_batch_turns}", "tts.max_attempts=1", "tts.min_s_per_char=0.015",
                            "license_tags=[tts:tiny-random-xtts:test-only]"], out)
         stats = run(cfg, StageSelection.parse("tts,verify,shard"))

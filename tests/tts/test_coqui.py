@@ -162,7 +162,7 @@ def test_two_thousand_vits_speakers_through_the_pipeline(tmp_path, tiny_vits, ra
     pq.write_table(to_table(rows, TEXT_CACHE_SCHEMA), out / "text/part-rtest-000000000000.parquet")
     cfg = load_config(REPO_ROOT / "configs/smoke.yaml",
                       ["dataset=coqui-test", "tts.backend=vits", f"tts.model={tiny_vits}", "tts.device=cpu",
-                       f"voices.pool={pool}", "voices.assistant_speaker=vits-assistant", "verify.enabled=false",
+                       f"voices.pool={pool}", "voices.assistant_speaker=vits-assistant", "verify.enabled=false", "dedup.enabled=false",
                        "tts.batch_size=100", "tts.max_actors=2", "shard.conversations_per_shard=500",
                        "license_tags=[tts:tiny-random-vits:test-only]"], out)
     stats = run(cfg, StageSelection.parse("tts,verify,shard"))
