@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import time
 from pathlib import Path
 from typing import Any
 
@@ -162,8 +163,14 @@ class TTSStage(RowStage):
             found = self.guarded(row, self.jobs, row)
             if found is not None:
                 jobs[id(row)] = found
+        started = time.perf_counter()
         outcomes = speak_turns(self.backend, [j for js in jobs.values() for j in js], self.check_audio,
                                self.max_attempts, self.max_batch_turns, max_seconds=self.max_seconds, log=log)
+        # the batch's synthesis time, shared out by text length (the cost section reads tts_busy_s per row)
+        spent, chars = time.perf_counter() - started, {k: sum(len(j.text) for j in js) for k, js in jobs.items()}
+        for row in rows:
+            if chars.get(id(row)):
+                row["tts_busy_s"] = (row.get("tts_busy_s") or 0.0) + spent * chars[id(row)] / sum(chars.values())
         for row in rows:
             if id(row) in jobs:
                 self.guarded(row, self.write_audio, row, jobs[id(row)], outcomes)

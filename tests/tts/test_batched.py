@@ -15,6 +15,7 @@ one speaker (a corrupt voice); everything downstream of it runs for real.
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import numpy as np
@@ -353,11 +354,16 @@ def test_the_stage_batches_a_ray_batch_and_retries_only_the_failed_turns(small_x
     stage._ready = True
     real = stage.backend
     stage.backend = SpoilChosen(real, {})
+    started = time.perf_counter()
     clean = stage(rows_to_table(rows)).to_pylist()
+    wall = time.perf_counter() - started
     clean_calls = stage.backend.calls
     assert [len(c) for c in clean_calls[:2]] == [8, 4]  # round 1: all 12 turns, sorted by length, 8 per call
     first_round = sorted(t for call in clean_calls[:2] for t, _ in call)
     assert first_round == sorted(t["spoken_text"] for r in rows for t in r["turns"])
+    # the batch's synthesis time is shared out to its conversations (the cost section's busy TTS seconds):
+    # synthesis is nearly all of the stage call's time
+    assert all(r["tts_busy_s"] > 0 for r in clean) and sum(r["tts_busy_s"] for r in clean) > 0.5 * wall
 
     def attempts(result):
         return [[t["tts_attempts"] for t in r["turns"]] for r in result]
