@@ -206,17 +206,24 @@ def _existing_ancestor_problem(path: Path) -> str | None:
     return None
 
 
+def _target_mode(path: Path) -> tuple[int | None, str | None]:
+    """(the mode of what is at `path`, None if nothing is there; why it cannot be used at all, or None)."""
+    if not str(path).strip():
+        return None, "the path is empty"
+    try:
+        return os.stat(path).st_mode, None
+    except (FileNotFoundError, NotADirectoryError):
+        return None, None
+    except OSError as exc:
+        return None, exc.strerror or str(exc)
+
+
 def file_target_problem(path: Path) -> str | None:
     """Why `path` cannot become a new file by an atomic rename (a folder, a device, a pipe, a file as one of
     its folders), or None. Replacing a character device such as /dev/full with a file would break the system."""
-    if not str(path).strip():
-        return "the path is empty"
-    try:
-        mode = os.stat(path).st_mode
-    except (FileNotFoundError, NotADirectoryError):
-        mode = None
-    except OSError as exc:
-        return exc.strerror or str(exc)
+    mode, problem = _target_mode(path)
+    if problem:
+        return problem
     if mode is not None and stat.S_ISDIR(mode):
         return f"is a folder; give a file name in it, e.g. {Path(path) / 'specs.parquet'}"
     if mode is not None and not stat.S_ISREG(mode):
@@ -226,14 +233,9 @@ def file_target_problem(path: Path) -> str | None:
 
 def folder_target_problem(path: Path) -> str | None:
     """Why `path` cannot be (or become) an output folder, or None."""
-    if not str(path).strip():
-        return "the path is empty"
-    try:
-        mode = os.stat(path).st_mode
-    except (FileNotFoundError, NotADirectoryError):
-        mode = None
-    except OSError as exc:
-        return exc.strerror or str(exc)
+    mode, problem = _target_mode(path)
+    if problem:
+        return problem
     if mode is not None and not stat.S_ISDIR(mode):
         return f"exists and is {'a file' if stat.S_ISREG(mode) else _kind(mode)}, not a folder"
     return _existing_ancestor_problem(Path(path))
