@@ -61,6 +61,14 @@ def length_batches(lengths: Sequence[int], max_batch: int) -> list[list[int]]:
     return [order[i:i + max_batch] for i in range(0, len(order), max_batch)]
 
 
+def synthesize_one(backend, request: SynthesisRequest) -> tuple[np.ndarray, int]:
+    """`synthesize` for a backend whose batch path is its real one: a batch of one, its failure raised."""
+    result = backend.synthesize_batch([request])[0]
+    if isinstance(result, Exception):
+        raise result
+    return result
+
+
 def call_batched(backend, requests: Sequence[SynthesisRequest], max_batch: int) -> BatchResult:
     """The backend's `synthesize_batch` over length-sorted chunks of at most `max_batch` requests, results in the
     requests' order; a backend without a batch method is called turn by turn."""

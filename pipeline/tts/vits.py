@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.devices import torch_device
-from pipeline.tts.base import BatchResult, SynthesisRequest
+from pipeline.tts.base import BatchResult, SynthesisRequest, synthesize_one
 from pipeline.tts.coqui import fingerprint, resolve_model, vits_checkpoint
 from pipeline.voices.pool import Speaker
 
@@ -68,10 +68,7 @@ class VitsBackend:
         return self.language_ids[code] if len(self.language_ids) > 1 and code in self.language_ids else None
 
     def synthesize(self, text: str, speaker: Speaker, language: str = "en", seed: int = 0) -> tuple[np.ndarray, int]:
-        result = self.synthesize_batch([SynthesisRequest(text, speaker, language, seed)])[0]
-        if isinstance(result, Exception):
-            raise result
-        return result
+        return synthesize_one(self, SynthesisRequest(text, speaker, language, seed))
 
     def synthesize_batch(self, requests: list[SynthesisRequest]) -> BatchResult:
         from pipeline.tts.vits_batched import synthesize_batch

@@ -24,7 +24,7 @@ import numpy as np
 
 from pipeline.devices import torch_device
 from pipeline.normalize.split import split_for_tts
-from pipeline.tts.base import BatchResult, SynthesisRequest
+from pipeline.tts.base import BatchResult, SynthesisRequest, synthesize_one
 from pipeline.tts.coqui import XTTS_MODEL_NAME, fingerprint, resolve_model
 from pipeline.tts.patches import patch_xtts_for_transformers_cache_kwarg, patch_xtts_reference_reader
 from pipeline.voices.pool import Speaker, reference_path
@@ -168,10 +168,7 @@ class XttsBackend:
         return split_for_tts(text, self.language_code(language))
 
     def synthesize(self, text: str, speaker: Speaker, language: str = "en", seed: int = 0) -> tuple[np.ndarray, int]:
-        result = self.synthesize_batch([SynthesisRequest(text, speaker, language, seed)])[0]
-        if isinstance(result, Exception):
-            raise result
-        return result
+        return synthesize_one(self, SynthesisRequest(text, speaker, language, seed))
 
     def synthesize_batch(self, requests: list[SynthesisRequest]) -> BatchResult:
         from pipeline.tts.xtts_batched import synthesize_batch
