@@ -1,14 +1,17 @@
 """The output folder: where things go, atomic writes, and what a restart needs to know.
 
-out/<dataset>/
-  data/<language>/<split>/shard-<run>-<hash>.tar   samples (finished only once renamed into place)
-  manifest/shard-<run>-<hash>.parquet               one row per sample; written after its tar
+out/<dataset>/ (a local folder, or a prefix on object storage: s3://bucket/prefix, see `pipeline.io.storage`)
+  .speechchat-output.json                            the marker: this output is the pipeline's (`ownership`)
+  data/<language>/<split>/shard-<run>-<hash>.tar   samples (finished only once its manifest part exists)
+  manifest/shard-<run>-<hash>.parquet               one row per sample; written after its tar: the commit record
   rejects/part-<run>-<hash>.parquet                  one row per rejected conversation
+  text/part-<run>-<hash>.parquet                     the text cache
   state/runs.jsonl                                   one line per run (id, time, config digest)
-  config.yaml, stats.json
-A tar without its manifest part is unfinished and is deleted on restart, as are `.tmp` files and a manifest
-part without its tar (both are renamed into place before their folders are fsynced, so a power cut can keep
-either name alone).
+  config.yaml, stats.json, README.md (card), report.html
+A tar without its manifest part is unfinished and is deleted on restart, as are the pipeline's `.tmp` files,
+a manifest part without its tar (locally both are renamed into place before their folders are fsynced, so a
+power cut can keep either name alone) and, on S3, multipart uploads never completed. Only names the pipeline
+writes are listed, read or removed (`pipeline.io.ownership`): other files in the folder are left alone.
 """
 
 from __future__ import annotations
@@ -18,67 +21,108 @@ import io
 import os
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline.ids import ids_to_u64
+from pipeline.io.ownership import clean_unfinished, own_files
+from pipeline.io.storage import Store
 
 TMP_SUFFIX = ".tmp"
 
 
 class Layout:
-    def __init__(self, root: Path):
-        self.root = Path(root)
+    """An output: its store and the pipeline's parts in it. Listings return locations: Paths for a local
+    folder (as they always were), URLs for object storage; read them back through `read_table` / `open`."""
+
+    def __init__(self, root: Path | str | Store, env_names: dict[str, str] | None = None):
+        self.store = root if isinstance(root, Store) else Store(root, env_names)
 
     @property
-    def data(self) -> Path:
-        return self.root / "data"
+    def root(self) -> Path | str:
+        return self.store.location()
 
     @property
-    def manifest(self) -> Path:
-        return self.root / "manifest"
+    def local(self) -> bool:
+        return self.store.local
 
     @property
-    def rejects(self) -> Path:
-        return self.root / "rejects"
+    def data(self) -> Path | str:
+        return self.store.location("data")
 
     @property
-    def state(self) -> Path:
-        return self.root / "state"
+    def manifest(self) -> Path | str:
+        return self.store.location("manifest")
 
-    def shard_dir(self, language: str, split: str) -> Path:
-        return self.data / language / split
+    @property
+    def rejects(self) -> Path | str:
+        return self.store.location("rejects")
+
+    @property
+    def state(self) -> Path | str:
+        return self.store.location("state")
+
+    def shard_dir(self, language: str, split: str) -> Path | str:
+        return self.store.location(f"data/{language}/{split}")
 
     def make_dirs(self) -> None:
-        for d in (self.data, self.manifest, self.rejects, self.state):
-            d.mkdir(parents=True, exist_ok=True)
+        self.store.mkdirs("data", "manifest", "rejects", "state")
 
-    def manifest_parts(self) -> list[Path]:
-        return sorted(self.manifest.glob("*.parquet")) if self.manifest.is_dir() else []
+    def _own(self, kind: str) -> list[Path | str]:
+        return [self.store.location(rel) for rel in own_files(self.store, kind)]
 
-    def reject_parts(self) -> list[Path]:
-        return sorted(self.rejects.glob("*.parquet")) if self.rejects.is_dir() else []
+    def manifest_parts(self) -> list[Path | str]:
+        return self._own("manifest")
 
-    def shards(self) -> list[Path]:
-        return sorted(self.data.glob("*/*/*.tar")) if self.data.is_dir() else []
+    def reject_parts(self) -> list[Path | str]:
+        return self._own("rejects")
 
-    def clean_unfinished(self) -> list[Path]:
-        """Remove temp files, tars whose manifest part was never written (a crash between the two) and
-        manifest parts whose tar did not reach the disk (a power cut before the folders' fsync)."""
-        removed = [p for p in self.root.rglob(f"*{TMP_SUFFIX}") if p.is_file()] if self.root.is_dir() else []
-        parts, tars = self.manifest_parts(), self.shards()
-        finished, written = {p.stem for p in parts}, {t.stem for t in tars}
-        removed += [t for t in tars if t.stem not in finished] + [p for p in parts if p.stem not in written]
-        for p in removed:
-            p.unlink(missing_ok=True)
-        return removed
+    def text_parts(self) -> list[Path | str]:
+        return self._own("text")
+
+    def shards(self) -> list[Path | str]:
+        return self._own("shard")
+
+    def shards_of(self, language: str, split: str) -> list[Path | str]:
+        return [s for s in self.shards() if self.rel(s).startswith(f"data/{language}/{split}/")]
+
+    def rel(self, location: Path | str) -> str:
+        return self.store.rel(location)
+
+    def read_table(self, location: Path | str, columns: list[str] | None = None) -> pa.Table:
+        return self.store.read_table(location, columns)
+
+    def open(self, location: Path | str) -> Any:
+        return self.store.open(location)
+
+    def size(self, location: Path | str) -> int:
+        return self.store.size(location)
+
+    def sha256(self, location: Path | str) -> str:
+        h = hashlib.sha256()
+        with self.store.open(location) as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                h.update(block)
+        return h.hexdigest()
+
+    def write_bytes(self, rel: str, data: bytes) -> None:
+        self.store.write_bytes(rel, data)
+
+    def write_parquet(self, rel: str, table: pa.Table) -> None:
+        self.store.write_atomic(rel, lambda fh: pq.write_table(table, fh))
+
+    def clean_unfinished(self) -> list[Path | str]:
+        """Remove the pipeline's unfinished files and uploads (`ownership.clean_unfinished`); return where they
+        were (Paths for a local folder)."""
+        return [self.store.location(rel) for rel in clean_unfinished(self.store)]
 
     def done_ids(self) -> np.ndarray:
         """64-bit hashes of every conversation already kept or rejected, sorted (8 bytes each)."""
         parts = self.manifest_parts() + self.reject_parts()
-        return ids_to_u64(c for p in parts for c in pq.read_table(p, columns=["conversation_id"]).column(0).to_pylist())
+        return ids_to_u64(c for p in parts for c in self.read_table(p, ["conversation_id"]).column(0).to_pylist())
 
 
 def file_sha256(path: Path) -> str:

@@ -1,10 +1,17 @@
 """Writing shards: WebDataset tars and their manifest parts, committed so that a crash never leaves half a shard.
 
-A shard is finished when its tar is in place *and* its manifest part is written. Both are written and fsynced
-as `.tmp`, then renamed tar first, and one folder fsync covers both renames; a restart deletes a tar whose
-manifest part is missing and a part whose tar is missing (`Layout.clean_unfinished`), so readers of a live
-folder never see a part before its tar. The tar bytes are webdataset's (`TarWriter`) byte for byte: a test
-compares them.
+A shard is finished when its tar is in place *and* its manifest part is written: the manifest part is the
+commit record, and every reader of the pipeline (verify-output, stats, the card, publish, the loader) lists
+shards through the manifest, so a tar without its part is invisible to them until a restart deletes it
+(`ownership.clean_unfinished`).
+- Local folder: both are written and fsynced as `.tmp`, then renamed tar first, and one folder fsync covers
+  both renames; a restart deletes a tar whose manifest part is missing and a part whose tar is missing.
+- Object storage (no rename): the tar is streamed to its final name (`data/<lang>/<split>/shard-<run>-<hash of
+  the conversation IDs>.tar`) as a multipart upload that becomes visible only when completed; then the manifest
+  part is put (one PUT, visible whole or not at all). A killed writer leaves either an unfinished upload
+  (aborted on restart) or a tar without its part (deleted on restart); a retried batch writes the same names.
+  Nothing is staged on local disk.
+The tar bytes are webdataset's (`TarWriter`) byte for byte: a test compares them.
 """
 
 from __future__ import annotations
@@ -177,6 +184,8 @@ def write_shard(layout: Layout, name: str, rows: list[dict[str, Any]], language:
     The manifest part is made and fsynced on a second thread while the tar is fsynced, so the two waits
     overlap (the file system's journal can commit both at once), and one folder fsync covers both renames.
     """
+    if not layout.local:
+        return write_shard_to_object_store(layout, name, rows, language, split, license_tags)
     tar_path = layout.shard_dir(language, split) / f"{name}.tar"
     manifest_path = layout.manifest / f"{name}.parquet"
     shard_rel = str(tar_path.relative_to(layout.root))
@@ -202,5 +211,27 @@ def write_shard(layout: Layout, name: str, rows: list[dict[str, Any]], language:
     checkpoint("shard.between_tar_and_manifest")
     publish(manifest_tmp, manifest_path)
     sync_folders(tar_path, manifest_path)
+    checkpoint("shard.after_manifest")
+    return shard_rel, manifest
+
+
+def write_shard_to_object_store(layout: Layout, name: str, rows: list[dict[str, Any]], language: str, split: str,
+                                license_tags: list[str]) -> tuple[str, list[dict[str, Any]]]:
+    """`write_shard` on object storage: the tar streamed to its final key as a multipart upload, completed,
+    then the manifest part (the commit record) put in one request."""
+    shard_rel = f"data/{language}/{split}/{name}.tar"
+    samples = (s for row in rows for s in conversation_samples(row, license_tags))
+    upload = layout.store.upload(shard_rel)
+    try:
+        offsets, digest = write_tar(upload, samples)
+        upload.flush_parts()
+        checkpoint("shard.tar_uploading")  # every part sent, the upload not completed: invisible, unfinished
+        upload.complete()
+    except BaseException:
+        upload.abort()
+        raise
+    manifest = manifest_rows(rows, language, split, shard_rel, offsets, digest)
+    checkpoint("shard.between_tar_and_manifest")
+    layout.write_parquet(f"manifest/{name}.parquet", rows_to_table(manifest, MANIFEST_SCHEMA))
     checkpoint("shard.after_manifest")
     return shard_rel, manifest

@@ -1,4 +1,4 @@
-"""`speechchat verify-output DIR`: check that a dataset folder is whole and consistent.
+"""`speechchat verify-output DIR|URL`: check that a dataset folder (or object-store prefix) is whole and consistent.
 
 Every tar opens; every sample has exactly json + user.flac + assistant.flac; the JSON names its own key;
 the audio members are FLAC; checksums and byte offsets match the manifest; manifest and tars list the same
@@ -7,32 +7,57 @@ keys; no key or conversation appears twice, nor both kept and rejected; no temp 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import tarfile
 from collections import Counter, defaultdict
 from pathlib import Path
+from typing import Any
 
-import pyarrow.parquet as pq
-
-from pipeline.io.layout import TMP_SUFFIX, Layout, file_sha256
+from pipeline.io.layout import Layout
+from pipeline.io.ownership import OWN_PATTERNS, is_own_temp, read_marker
 from pipeline.schema import SAMPLE_PARTS
 
 
-def _check_tar(tar_path: Path, rows: list[dict], problems: list[str]) -> None:
-    rel = tar_path.name
-    if file_sha256(tar_path) != rows[0]["shard_sha256"]:
-        problems.append(f"{rel}: sha256 differs from the manifest")
+class _HashingReader:
+    """A file wrapper that hashes what is read, so a tar is checked and checksummed in one pass (one download
+    from object storage)."""
+
+    def __init__(self, fh: Any):
+        self.fh, self.sha = fh, hashlib.sha256()
+
+    def read(self, n: int = -1) -> bytes:
+        data = self.fh.read(n)
+        self.sha.update(data)
+        return data
+
+    def finish(self) -> str:
+        while self.read(1 << 20):
+            pass
+        return self.sha.hexdigest()
+
+
+def _check_tar(layout: Layout, shard: str, rows: list[dict], problems: list[str]) -> None:
+    rel = shard.rsplit("/", 1)[-1]
     members: dict[str, dict[str, bytes]] = defaultdict(dict)
     first_offset: dict[str, int] = {}
-    try:
-        with tarfile.open(tar_path) as tf:
-            for m in tf:
-                key, _, ext = m.name.partition(".")
-                first_offset.setdefault(key, m.offset)
-                fh = tf.extractfile(m)
-                members[key][ext] = fh.read() if fh else b""
-    except (tarfile.TarError, OSError, EOFError) as exc:
-        problems.append(f"{rel}: does not open as a tar ({exc})")
+    broken = None
+    with layout.open(shard) as raw:
+        reader = _HashingReader(raw)
+        try:
+            with tarfile.open(fileobj=reader, mode="r|") as tf:
+                for m in tf:
+                    key, _, ext = m.name.partition(".")
+                    first_offset.setdefault(key, m.offset)
+                    fh = tf.extractfile(m)
+                    members[key][ext] = fh.read() if fh else b""
+        except (tarfile.TarError, OSError, EOFError) as exc:
+            broken = exc
+        digest = reader.finish()
+    if digest != rows[0]["shard_sha256"]:
+        problems.append(f"{rel}: sha256 differs from the manifest")
+    if broken is not None:
+        problems.append(f"{rel}: does not open as a tar ({broken})")
         return
     manifest_keys = {r["key"] for r in rows}
     for key in sorted(set(members) - manifest_keys):
@@ -60,21 +85,30 @@ def _check_tar(tar_path: Path, rows: list[dict], problems: list[str]) -> None:
             problems.append(f"{rel}: sample {key} offset {row['offset']} in the manifest, {first_offset.get(key)} in the tar")
 
 
-def verify_output(root: Path) -> list[str]:
-    layout = Layout(root)
+def verify_output(root: Path | str | Layout) -> list[str]:
+    """Every problem found in the output (an empty list: it is whole). Files that are not the pipeline's are
+    not looked at; unfinished multipart uploads (S3) are problems too."""
+    layout = root if isinstance(root, Layout) else Layout(root)
+    store = layout.store
     problems: list[str] = []
-    if not layout.data.is_dir() and not layout.manifest.is_dir():
-        return [f"{root}: not a speechchat output folder (no data/ or manifest/)"]
-    problems += [f"leftover temp file {p.relative_to(root)}" for p in sorted(root.rglob(f"*{TMP_SUFFIX}"))]
-    manifest_stems = {p.stem for p in layout.manifest_parts()}
-    problems += [f"{t.relative_to(root)}: no manifest part (unfinished shard)" for t in layout.shards()
-                 if t.stem not in manifest_stems]
+    everything = store.list_files()
+    if read_marker(store) is None and not any(rel.startswith(("data/", "manifest/")) for rel in everything):
+        return [f"{store.url}: not a speechchat output folder (no data/ or manifest/)"]
+    problems += [f"leftover temp file {rel}" for rel in everything if is_own_temp(rel)]
+    problems += [f"{rel}: upload started and never completed (an interrupted writer)"
+                 for rel, _ in store.unfinished_uploads()]
+    parts = [rel for rel in everything if OWN_PATTERNS["manifest"].fullmatch(rel)]
+    manifest_stems = {p.rsplit("/", 1)[-1].removesuffix(".parquet") for p in parts}
+    problems += [f"{rel}: no manifest part (unfinished shard)" for rel in everything
+                 if OWN_PATTERNS["shard"].fullmatch(rel) and rel.rsplit("/", 1)[-1].removesuffix(".tar")
+                 not in manifest_stems]
     keys: Counter = Counter()
     kept_ids: set[str] = set()
-    for part in layout.manifest_parts():
-        rows = pq.read_table(part).to_pylist()
+    files = set(everything)
+    for part in parts:
+        rows = layout.read_table(part).to_pylist()
         if not rows:
-            problems.append(f"{part.relative_to(root)}: empty manifest part")
+            problems.append(f"{part}: empty manifest part")
             continue
         keys.update(r["key"] for r in rows)
         kept_ids.update(r["conversation_id"] for r in rows)
@@ -82,16 +116,15 @@ def verify_output(root: Path) -> list[str]:
         for r in rows:
             by_shard[r["shard"]].append(r)
         for shard, shard_rows in by_shard.items():
-            tar_path = (root / shard).resolve()
-            if root.resolve() not in tar_path.parents:
-                problems.append(f"{part.relative_to(root)}: shard path {shard!r} points outside the output")
-            elif not tar_path.is_file():
-                problems.append(f"{part.relative_to(root)}: shard {shard} is missing")
+            if not OWN_PATTERNS["shard"].fullmatch(shard):
+                problems.append(f"{part}: shard path {shard!r} points outside the output's data/")
+            elif shard not in files:
+                problems.append(f"{part}: shard {shard} is missing")
             else:
-                _check_tar(tar_path, shard_rows, problems)
+                _check_tar(layout, shard, shard_rows, problems)
     problems += [f"key {k} appears {n} times" for k, n in sorted(keys.items()) if n > 1]
     rejected = Counter(c for p in layout.reject_parts()
-                       for c in pq.read_table(p, columns=["conversation_id"]).column(0).to_pylist())
+                       for c in layout.read_table(p, ["conversation_id"]).column(0).to_pylist())
     problems += [f"conversation {c} is rejected {n} times" for c, n in sorted(rejected.items()) if n > 1]
     problems += [f"conversation {c} is both kept and rejected" for c in sorted(kept_ids & set(rejected))]
     return problems

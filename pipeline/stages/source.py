@@ -18,6 +18,7 @@ import numpy as np
 import pyarrow as pa
 
 from pipeline.ids import conversation_id, is_done, split_for
+from pipeline.io.inputs import local_source
 from pipeline.io.source_reader import SourceError, iter_records, source_files
 from pipeline.reasons import Rejected
 from pipeline.schema import reject, rows_to_table
@@ -112,7 +113,8 @@ class SourcePlanStage(ReadStage):
     max_exchanges: int
     max_answer_chars: int
     done_ids: np.ndarray
-    path: Path | None = None   # what is read (source.path)
+    path: Path | str | None = None   # what is read (source.path: local, or a URL fetched by each node that reads)
+    storage_env: dict[str, str] | None = None
     limit: int | None = None   # source.limit
     block_rows: int = 8        # records per block (the LLM's batch size)
 
@@ -122,7 +124,7 @@ class SourcePlanStage(ReadStage):
     @classmethod
     def check(cls, ctx: RunContext) -> list[str]:
         try:
-            source_files(ctx.cfg.resolve_path(ctx.cfg.source.path))
+            source_files(local_source(ctx.cfg.resolve_location(ctx.cfg.source.path), ctx.cfg.storage.env_names()))
         except (SourceError, OSError) as exc:
             return [str(exc)]
         return []
@@ -130,16 +132,17 @@ class SourcePlanStage(ReadStage):
     @classmethod
     def build(cls, ctx: RunContext) -> SourcePlanStage:
         cfg, src = ctx.cfg, ctx.cfg.source
-        path = cfg.resolve_path(src.path)
-        return cls(dataset=cfg.dataset, language=src.language, source_name=path.name, text_digest=cfg.text_digest(),
+        path = cfg.resolve_location(src.path)
+        return cls(dataset=cfg.dataset, language=src.language, source_name=str(path).rstrip("/").rsplit("/", 1)[-1], text_digest=cfg.text_digest(),
                    splits=dict(cfg.shard.splits), fmt=src.format, max_exchanges=src.max_exchanges,
                    max_answer_chars=src.max_answer_chars,
                    done_ids=ctx.done_ids if ctx.plan_skip is None else ctx.plan_skip, path=path, limit=src.limit,
-                   block_rows=cfg.llm.batch_size)
+                   block_rows=cfg.llm.batch_size, storage_env=cfg.storage.env_names())
 
     def read_tasks(self, parallelism: int) -> list[ReadTask]:
         """One sequential read of every record (the record number is part of the conversation ID)."""
-        return [ReadTask(_record_blocks(self.path, self.limit, max(1, self.block_rows)), input_files=(str(self.path),))]
+        return [ReadTask(_record_blocks(self.path, self.limit, max(1, self.block_rows), self.storage_env),
+                         input_files=(str(self.path),))]
 
     def row(self, index: int, record_text: str) -> dict[str, Any] | None:
         conv_id = conversation_id(self.dataset, self.language, f"{self.source_name}:{index}", self.text_digest)
@@ -167,11 +170,11 @@ class SourcePlanStage(ReadStage):
         return rows_to_table([r for r in rows if r is not None])
 
 
-def _record_blocks(path: Path, limit: int | None, block_rows: int):
+def _record_blocks(path: Path | str, limit: int | None, block_rows: int, storage_env: dict[str, str] | None = None):
     """(source_index, record as JSON text) in blocks; a line that is not JSON becomes "!<why>"."""
     def read() -> Iterator[pa.Table]:
         buf: list[tuple[int, str]] = []
-        for index, record in iter_records(path, limit):
+        for index, record in iter_records(local_source(path, storage_env), limit):
             text = f"!{record}" if isinstance(record, SourceError) else json.dumps(record, ensure_ascii=False, default=str)
             buf.append((index, text))
             if len(buf) >= block_rows:

@@ -16,7 +16,8 @@ from typing import Any
 import numpy as np
 
 from pipeline.audio import encode_flac, resample
-from pipeline.io.layout import Layout
+from pipeline.config import is_url
+from pipeline.io.inputs import local_pool_file, node_state_dir
 from pipeline.reasons import Rejected
 from pipeline.stages.base import Resources, RowStage, RunContext
 from pipeline.threads import limit_threads, threads_for
@@ -52,7 +53,7 @@ class TTSStage(RowStage):
                     min_s_per_char=t.min_s_per_char, max_s_per_char=t.max_s_per_char,
                     threads=threads_for(t.num_cpus, t.cpu_threads))
         stage.resources = Resources(num_cpus=t.num_cpus, num_gpus=t.num_gpus, threads=stage.threads,
-                                    actors=t.max_actors)
+                                    actors=t.max_actors, custom=dict(t.ray_resources))
         stage.batch_size = t.batch_size
         return stage
 
@@ -71,6 +72,11 @@ class TTSStage(RowStage):
     def setup(self) -> None:
         limit_threads(self.threads)
         options = dict(self.backend_options)
+        storage_env = options.pop("storage_env", None)
+        if is_url(options.get("pool_file")):  # a pool on object storage: this node's copy
+            options["pool_file"] = local_pool_file(options["pool_file"], storage_env)
+        if options.get("latent_dir") is not None:  # where this node keeps the XTTS latents
+            options["latent_dir"] = node_state_dir(options["latent_dir"], "xtts_latents")
         if self.backend_name == "piper" and self.threads is not None:
             options["threads"] = self.threads
         self.backend = make_backend(self.backend_name, self.piper_voice, **options)
@@ -138,6 +144,6 @@ def backend_options(ctx: RunContext) -> dict[str, Any]:
     options: dict[str, Any] = {"model": str(ctx.tts_model or t.model), "device": t.device,
                                "languages": dict(t.languages)}
     if t.backend == "xtts":
-        options.update(pool=ctx.pool, pool_file=ctx.cfg.resolve_path(ctx.cfg.voices.pool), chunk_gap_s=t.chunk_gap_s,
-                       latent_dir=Layout(ctx.out_dir).state / "xtts_latents")
+        options.update(pool=ctx.pool, pool_file=ctx.cfg.resolve_location(ctx.cfg.voices.pool),
+                       chunk_gap_s=t.chunk_gap_s, latent_dir=ctx.out_dir, storage_env=ctx.cfg.storage.env_names())
     return options

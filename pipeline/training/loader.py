@@ -61,10 +61,14 @@ class LoaderConfig:
 
 
 def find_shards(folder: Path | str, language: str | None = None, split: str | None = "train") -> list[str]:
-    """Tars of a dataset folder: data/<language>/<split>/*.tar, sorted (the same list on every node)."""
+    """The pipeline's tars of a dataset folder: data/<language>/<split>/shard-*.tar, sorted (the same list on
+    every node); other files there are not samples."""
+    from pipeline.io.ownership import is_own_name
+
     root = Path(folder) / "data"
-    pattern = f"{language or '*'}/{split or '*'}/*.tar"
-    shards = sorted(str(p) for p in root.glob(pattern))
+    pattern = f"{language or '*'}/{split or '*'}/shard-*.tar"
+    shards = sorted(str(p) for p in root.glob(pattern)
+                    if is_own_name(p.relative_to(root.parent).as_posix(), "shard"))
     if not shards:
         raise FileNotFoundError(f"no shards match {root}/{pattern}")
     return shards

@@ -10,6 +10,8 @@ from test_shard import conversation
 
 from pipeline.config import REPO_ROOT
 from pipeline.io.layout import Layout
+from pipeline.io.ownership import claim_output
+from pipeline.io.storage import Store
 from pipeline.io.verify_output import verify_output
 from pipeline.schema import rows_to_table
 from pipeline.stages.shard import ShardStage
@@ -18,6 +20,7 @@ from pipeline.stages.shard import ShardStage
 @pytest.fixture()
 def dataset(tmp_path):
     root = tmp_path / "ds"
+    claim_output(Store(root), "ds")
     stage = ShardStage(root, "rv", ["t"])
     stage(rows_to_table([conversation(1, 2), conversation(2, 1)]))
     stage(rows_to_table([conversation(3, 3), conversation(4, 1, rejected=True)]))
@@ -47,10 +50,10 @@ def damaged(dataset, tmp_path, how):
     elif how == "orphan_tar":
         (tar.parent / "shard-rx-000000000000.tar").write_bytes(tar.read_bytes())
     elif how == "temp_file":
-        (copy / "manifest" / "x.parquet.tmp").write_bytes(b"x")
+        (copy / "manifest" / "shard-rx-000000000000.parquet.tmp").write_bytes(b"x")
     elif how == "duplicate_manifest":
         part = layout.manifest_parts()[0]
-        shutil.copy(part, part.with_name("shard-dup.parquet"))
+        shutil.copy(part, part.with_name("shard-rdup-000000000000.parquet"))
     elif how == "kept_and_rejected":
         manifest_id = pq.read_table(layout.manifest_parts()[0]).column("conversation_id")[0].as_py()
         table = pq.read_table(layout.reject_parts()[0]).to_pylist()
@@ -64,7 +67,7 @@ def damaged(dataset, tmp_path, how):
     ("flipped_byte", "sha256 differs from the manifest"),
     ("missing_tar", "is missing"),
     ("orphan_tar", "no manifest part (unfinished shard)"),
-    ("temp_file", "leftover temp file manifest/x.parquet.tmp"),
+    ("temp_file", "leftover temp file manifest/shard-rx-000000000000.parquet.tmp"),
     ("duplicate_manifest", "appears 2 times"),
     ("kept_and_rejected", "is both kept and rejected"),
 ])

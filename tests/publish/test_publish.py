@@ -68,12 +68,14 @@ def expected_upload(root):
 
 def test_the_allow_list():
     for rel in ("README.md", "report.html", "stats.json", "config.yaml", "config.zh.yaml", "config.en-zh.yaml",
-                "data/en/train/shard-r1-ab.tar",
-                "manifest/shard-r1-ab.parquet", "rejects/part-r1-ab.parquet"):
+                "data/en/train/shard-r1-0123456789ab.tar",
+                "manifest/shard-r1-0123456789ab.parquet", "rejects/part-r1-0123456789ab.parquet"):
         assert is_uploaded_path(rel), rel
     for rel in ("state/runs.jsonl", "text/part-r1.parquet", "data/en/train/shard-r1-ab.tar.tmp", "README.md.tmp",
                 "data/en/shard.tar", "data/en/train/sub/shard.tar", ".cache/huggingface/x", "data/.x/train/a.tar",
-                "notes.txt", "manifest/x.parquet.tmp", "x/README.md", "config.yaml.tmp", "state/config.zh.yaml"):
+                "notes.txt", "manifest/x.parquet.tmp", "x/README.md", "config.yaml.tmp", "state/config.zh.yaml",
+                # not the pipeline's names: a user's files in the output's folders never go up
+                "data/en/train/holiday-photos.tar", "manifest/notes.parquet", "rejects/mine.parquet"):
         assert not is_uploaded_path(rel), rel
     assert len(UPLOAD_PATTERNS) == 8
 
@@ -169,7 +171,7 @@ def test_a_folder_failing_verify_output_is_refused_before_any_request(tmp_path, 
     data = bytearray(tar.read_bytes())
     data[600] ^= 0xFF  # one flipped byte inside the first member
     tar.write_bytes(bytes(data))
-    (root / "data/en/train/shard-half.tar.tmp").write_bytes(b"partial")
+    (root / "data/en/train/shard-rhalf-000000000000.tar.tmp").write_bytes(b"partial")
     assert publish(root, "acme/broken") == 1
     err = capsys.readouterr().err
     assert "fails verify-output, refusing to publish" in err

@@ -10,7 +10,9 @@ import webdataset as wds
 
 from pipeline.audio import decode_audio, encode_flac
 from pipeline.io.layout import Layout, file_sha256
+from pipeline.io.ownership import claim_output
 from pipeline.io.shard_writer import _Headers, member_offsets, write_tar
+from pipeline.io.storage import Store
 from pipeline.schema import rows_to_table
 from pipeline.stages.shard import ShardStage
 
@@ -40,6 +42,7 @@ def conversation(idx, exchanges, rejected=False):
 
 @pytest.fixture()
 def written(tmp_path):
+    claim_output(Store(tmp_path), "ds")  # a run marks its output before writing (restart cleanup needs the marker)
     stage = ShardStage(tmp_path, "rtest", ["tts:test"])
     rows = [conversation(1, 2), conversation(2, 3), conversation(3, 1, rejected=True)]
     outcomes = stage(rows_to_table(rows)).to_pylist()
@@ -99,7 +102,7 @@ def test_unfinished_tar_is_cleaned(written):
     layout = Layout(root)
     orphan = layout.shard_dir("en", "train") / "shard-rx-000000000000.tar"
     orphan.write_bytes(b"partial")
-    tmp = layout.manifest / "shard-rx.parquet.tmp"
+    tmp = layout.manifest / "shard-rx-000000000001.parquet.tmp"
     tmp.write_bytes(b"partial")
     assert sorted(layout.clean_unfinished()) == sorted([tmp, orphan])
     assert len(layout.shards()) == 1
