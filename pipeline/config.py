@@ -386,8 +386,14 @@ class StorageConfig(Section):
                                                                 "AWS_SECRET_ACCESS_KEY or the standard chain)")
     session_token_env: str | None = Field(None, description="env var holding a session token (null: AWS_SESSION_TOKEN)")
     region_env: str | None = Field(None, description="env var holding the region (null: AWS_REGION)")
+    part_size_mb: int = Field(8, ge=5, le=5000, description="S3 multipart upload part size (parts go up in "
+                                                            "parallel while the shard is written)")
+    multipart_threshold_mb: int = Field(8, ge=0, le=5000, description="a shard smaller than this goes up in one "
+                                                                      "PUT; larger ones as a streamed multipart "
+                                                                      "upload (0: always multipart)")
 
-    @field_validator("*")
+    @field_validator("endpoint_url_env", "access_key_id_env", "secret_access_key_env", "session_token_env",
+                     "region_env")
     @classmethod
     def _env_names(cls, name: str | None) -> str | None:
         if name is not None and not ENV_NAME.match(name):
@@ -396,8 +402,10 @@ class StorageConfig(Section):
         return name
 
     def env_names(self) -> dict[str, str]:
-        """{storage option: env var name} for the keys that are set."""
-        return {k.removesuffix("_env"): v for k, v in self.model_dump().items() if v}
+        """{storage option: env var name} for the keys that are set, plus the upload sizes (`part_size_mb`,
+        `multipart_threshold_mb`), which are no secrets."""
+        names = {k.removesuffix("_env"): v for k, v in self.model_dump().items() if k.endswith("_env") and v}
+        return {**names, "part_size_mb": self.part_size_mb, "multipart_threshold_mb": self.multipart_threshold_mb}
 
 
 class RunConfig(Section):

@@ -119,6 +119,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)
+    for noisy in ("botocore", "aiobotocore", "s3fs"):  # "found credentials in environment variables" on every start
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     if args.command is None:
         build_parser().print_help()
         return 2

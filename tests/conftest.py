@@ -67,11 +67,13 @@ def s3_endpoint(tmp_path_factory):
 @pytest.fixture
 def s3_bucket(s3_endpoint, request):
     """A fresh bucket for one test, made through the S3 API; its s3:// URL."""
+    import hashlib
     import re
 
     from s3_server import make_bucket
 
-    name = re.sub(r"[^a-z0-9-]", "-", request.node.name.lower())[:40].strip("-") + f"-{os.getpid() % 10000}"
+    digest = hashlib.sha256(f"{request.node.nodeid}:{os.getpid()}".encode()).hexdigest()[:8]
+    name = re.sub(r"[^a-z0-9-]", "-", request.node.name.lower())[:40].strip("-") + f"-{digest}"
     return make_bucket(name)
 
 

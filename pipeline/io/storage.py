@@ -50,7 +50,8 @@ class StorageError(OSError):
 
 
 def credential_values(env_names: dict[str, str] | None = None) -> list[str]:
-    names = [*CREDENTIAL_ENV, *(v for k, v in (env_names or {}).items() if k != "endpoint_url" and k != "region")]
+    names = [*CREDENTIAL_ENV, *(v for k, v in (env_names or {}).items() if k in ENV_OPTION
+                                and k not in ("endpoint_url", "region"))]
     return [v for v in (os.environ.get(n, "") for n in dict.fromkeys(names)) if len(v) >= MIN_SECRET_LEN]
 
 
@@ -172,6 +173,8 @@ class Store:
         opts: dict[str, Any] = {}
         if self.scheme == "s3":
             for option, env in self.env_names.items():
+                if option not in ENV_OPTION:
+                    continue
                 value = os.environ.get(env)
                 if value is None:
                     raise StorageError(f"storage.{option}_env names {env}, which is not set in this process's "
@@ -376,11 +379,20 @@ class S3MultipartUpload(ObjectUpload):
     def __init__(self, store: Store, rel: str):
         self.store, self.rel = store, rel
         self.bucket, _, self.key = store._path(rel).partition("/")
-        with store._guard("start upload", rel):
-            self.upload_id = store.fs.call_s3("create_multipart_upload", Bucket=self.bucket, Key=self.key)["UploadId"]
+        self.part_size = int(store.env_names.get("part_size_mb", PART_SIZE >> 20)) << 20
+        # an object that ends before this many bytes goes up in one PUT (what S3 clients do), else multipart
+        self.threshold = int(store.env_names.get("multipart_threshold_mb", PART_SIZE >> 20)) << 20
+        self.upload_id: str | None = None
         self.buf = bytearray()
         self.parts: list[Future] = []
         self.bytes = 0
+        if self.threshold == 0:
+            self._start()
+
+    def _start(self) -> None:
+        with self.store._guard("start upload", self.rel):
+            self.upload_id = self.store.fs.call_s3("create_multipart_upload", Bucket=self.bucket,
+                                                   Key=self.key)["UploadId"]
 
     @classmethod
     def pool(cls) -> ThreadPoolExecutor:
@@ -406,13 +418,18 @@ class S3MultipartUpload(ObjectUpload):
         self.buf += data
         n = memoryview(data).nbytes
         self.bytes += n
-        while len(self.buf) >= PART_SIZE:
-            self._submit(bytes(self.buf[:PART_SIZE]))
-            del self.buf[:PART_SIZE]
+        if self.upload_id is None and len(self.buf) >= max(self.threshold, 1):
+            self._start()
+        while self.upload_id is not None and len(self.buf) >= self.part_size:
+            self._submit(bytes(self.buf[:self.part_size]))
+            del self.buf[:self.part_size]
         return n
 
     def flush_parts(self) -> None:
-        """Send the last part and wait for every part (the object is still invisible)."""
+        """Send the last part and wait for every part (the object is still invisible). A small object has
+        no upload yet: it goes up whole in `complete`."""
+        if self.upload_id is None:
+            return
         if self.buf or not self.parts:
             self._submit(bytes(self.buf))
             self.buf = bytearray()
@@ -420,6 +437,10 @@ class S3MultipartUpload(ObjectUpload):
             f.result()
 
     def complete(self) -> None:
+        if self.upload_id is None:  # below the multipart threshold: one PUT, visible whole or not at all
+            with self.store._guard("write", self.rel):
+                self.store.fs.call_s3("put_object", Bucket=self.bucket, Key=self.key, Body=bytes(self.buf))
+            return
         self.flush_parts()
         parts = [f.result() for f in self.parts]
         with self.store._guard("complete upload of", self.rel):
@@ -429,6 +450,8 @@ class S3MultipartUpload(ObjectUpload):
     def abort(self) -> None:
         for f in self.parts:
             f.exception()
+        if self.upload_id is None:
+            return
         try:
             self.store.abort_upload(self.rel, self.upload_id)
         except (StorageError, FileNotFoundError) as exc:  # the restart aborts it then

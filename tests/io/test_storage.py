@@ -59,11 +59,10 @@ def test_store_round_trip_on_s3(s3_bucket):
     assert store.location("x/y") == f"{s3_bucket}/ds/x/y" and store.rel(f"{s3_bucket}/ds/x/y") == "x/y"
 
 
-def test_a_shard_on_s3_is_a_completed_multipart_upload_then_its_manifest_part(s3_bucket, monkeypatch):
-    """Parts are cut at PART_SIZE (made small here so that one tar has several parts); the tar is whole and
-    verify-output (which reads the bucket) finds the manifest's checksums and offsets in it."""
-    monkeypatch.setattr("pipeline.io.storage.PART_SIZE", 5 << 20)
-    layout = Layout(f"{s3_bucket}/ds")
+def test_a_shard_on_s3_is_a_completed_multipart_upload_then_its_manifest_part(s3_bucket):
+    """Parts are cut at storage.part_size_mb (the smallest S3 allows here, so that one tar has several parts);
+    the tar is whole and verify-output (which reads the bucket) finds the manifest's checksums and offsets."""
+    layout = Layout(f"{s3_bucket}/ds", {"part_size_mb": 5, "multipart_threshold_mb": 5})
     claim_output(layout.store, "ds")
     big = rows(3, exchanges=2)
     for r in big:
@@ -83,8 +82,9 @@ def test_a_shard_on_s3_is_a_completed_multipart_upload_then_its_manifest_part(s3
     assert verify_output(layout) == []
 
 
-def test_a_failed_shard_on_s3_leaves_no_object_and_no_upload(s3_bucket):
-    layout = Layout(f"{s3_bucket}/ds")
+@pytest.mark.parametrize("threshold_mb", [0, 8])
+def test_a_failed_shard_on_s3_leaves_no_object_and_no_upload(s3_bucket, threshold_mb):
+    layout = Layout(f"{s3_bucket}/ds", {"multipart_threshold_mb": threshold_mb})
     good, bad = rows(2)
     bad["turns"][1]["audio_flac"] = 12345
     with pytest.raises(TypeError, match="assistant.flac is int"):
@@ -96,7 +96,7 @@ def test_a_killed_writer_s_upload_is_aborted_on_restart_and_a_foreign_one_is_not
     """What `kill -9` of a shard writer mid-upload leaves: an upload that was started, sent parts, and never
     completed. The restart cleanup aborts it (an own name inside a marked output) and lists it; a multipart
     upload of someone else's file under the same prefix is left alone."""
-    store = Store(f"{s3_bucket}/ds")
+    store = Store(f"{s3_bucket}/ds", {"multipart_threshold_mb": 0})  # even a small tar as a multipart upload
     claim_output(store, "ds")
     killed = S3MultipartUpload(store, "data/en/train/shard-rk-000000000001.tar")
     killed.write(b"x" * 1000)
@@ -167,6 +167,8 @@ def test_a_storage_section_names_env_vars_and_never_holds_values(s3_bucket, monk
     store = Layout(cfg.output_location(), cfg.storage.env_names()).store
     store.write_bytes("x.json", b"{}")
     assert store.storage_options() == {"key": FAKE_AWS_KEY_ID, "secret": FAKE_AWS_SECRET}
+    assert cfg.storage.env_names() == {"access_key_id": "MY_S3_KEY", "secret_access_key": "MY_S3_SECRET",
+                                       "part_size_mb": 8, "multipart_threshold_mb": 8}
     import pickle
 
     blob = pickle.dumps(store)  # what Ray sends to a worker on another node
