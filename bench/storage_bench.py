@@ -8,6 +8,7 @@ The S3 server is moto's standalone server (tests/s3_server.py) on 127.0.0.1: a P
 are its, not S3's; the ratio says what the writer costs on top of moving the bytes. Rows:
   shard writer vs put_object   write_shard (tar encode + sha256 + streamed multipart upload + manifest part)
                                vs one put_object of the finished tar's bytes (already in memory)
+  shard writer, one PUT        the same with the shard under the multipart threshold (tar encode + sha256 + PUT)
   shard writer vs pyarrow      the same against pyarrow.fs.S3FileSystem's output stream
   smoke run S3 vs local        wall time of `pipeline/main.py run` to a local folder / to s3:// (same config)
 """
@@ -51,7 +52,7 @@ def best_of(n: int, fn) -> float:
     return min(times)
 
 
-def writer_rows(repeats: int, conversations: int, audio_kb: int) -> list[tuple[str, float, str]]:
+def writer_rows(repeats: int, conversations: int, audio_kb: int, part_mb: int = 8) -> list[tuple[str, float, str]]:
     import pyarrow.fs as pafs
     from s3_server import make_bucket, s3fs_client
 
@@ -65,7 +66,7 @@ def writer_rows(repeats: int, conversations: int, audio_kb: int) -> list[tuple[s
     write_tar(buf, (s for r in rows for s in conversation_samples(r, ["t"])))
     data = buf.getvalue()
     mb = len(data) / 1e6
-    layout = Layout(f"{bucket}/writer")
+    layout = Layout(f"{bucket}/writer", {"part_size_mb": part_mb, "multipart_threshold_mb": 8})
     fs = s3fs_client()
     endpoint = os.environ["AWS_ENDPOINT_URL"]
     arrow = pafs.S3FileSystem(endpoint_override=endpoint, region="us-east-1")
@@ -73,6 +74,11 @@ def writer_rows(repeats: int, conversations: int, audio_kb: int) -> list[tuple[s
 
     def writer():
         write_shard(layout, f"shard-rb-{next(runs):012x}", rows, "en", "train", ["t"])
+
+    one_put = Layout(f"{bucket}/one-put", {"part_size_mb": part_mb, "multipart_threshold_mb": 4096})
+
+    def writer_one_put():
+        write_shard(one_put, f"shard-rb-{next(runs):012x}", rows, "en", "train", ["t"])
 
     def put_object():
         fs.call_s3("put_object", Bucket=bucket[5:], Key=f"raw/{next(runs)}.tar", Body=data)
@@ -85,8 +91,13 @@ def writer_rows(repeats: int, conversations: int, audio_kb: int) -> list[tuple[s
     writer()  # warm: connections, thread pools
     t_writer = best_of(repeats, writer)
     t_put = best_of(repeats, put_object)
+    writer_one_put()
+    t_one = best_of(repeats, writer_one_put)
     rows = [("shard writer vs put_object", t_put / t_writer,
-             f"{mb:.1f} MB tar: writer {mb / t_writer:.1f} MB/s, put_object {mb / t_put:.1f} MB/s (best of {repeats})")]
+             f"{mb:.1f} MB tar, {part_mb} MB parts: writer {mb / t_writer:.1f} MB/s, put_object {mb / t_put:.1f} MB/s (best of {repeats})")]
+    rows.append(("shard writer, one PUT, vs put_object", t_put / t_one,
+                 f"the same shard under storage.multipart_threshold_mb: writer {mb / t_one:.1f} MB/s (what the "
+                 f"multipart protocol costs on this server: the row above against this one)"))
     try:
         t_arrow = best_of(repeats, pyarrow_stream)
         rows.append(("shard writer vs pyarrow", t_arrow / t_writer,
@@ -118,6 +129,7 @@ def main() -> int:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--conversations", type=int, default=64, help="conversations in the benchmark shard")
     ap.add_argument("--audio-kb", type=int, default=96, help="audio bytes per turn")
+    ap.add_argument("--part-mb", type=int, default=8, help="storage.part_size_mb of the writer")
     ap.add_argument("--runs", action="store_true", help="also time a smoke run to S3 and to local disk")
     ap.add_argument("--run-conversations", type=int, default=4)
     args = ap.parse_args()
@@ -128,7 +140,7 @@ def main() -> int:
                       AWS_REGION="us-east-1", AWS_EC2_METADATA_DISABLED="true", RAY_AUTH_MODE="disabled")
     load = os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as tmp, S3Server(port, Path(tmp) / "moto.log"):
-        rows = writer_rows(args.repeats, args.conversations, args.audio_kb)
+        rows = writer_rows(args.repeats, args.conversations, args.audio_kb, args.part_mb)
         if args.runs:
             rows += run_rows(args.run_conversations)
     print(f"load average at start {load:.1f}, {os.cpu_count()} CPUs; target >= 0.8 for the writer rows")

@@ -94,3 +94,39 @@ def test_kill_at_a_point_then_resume(point, after, baseline, tmp_path, llm_base_
     assert len(kept) == len(set(kept)) and len(rejected) == len(set(rejected))  # no duplicates
     assert (set(kept), set(rejected)) == baseline  # nothing lost, same outcome as an uninterrupted run
     assert stats["totals"]["conversations_kept"] == len(baseline[0])
+
+
+FOREIGN = {"notes/draft.tmp": b"my draft", "draft.tmp": b"mine", "data/en/train/holiday-photos.tar": b"photos",
+           "data/en/train/holiday-photos.tar.tmp": b"half", "manifest/notes.parquet": b"not a manifest",
+           "rejects/mine.parquet": b"x", "text/part-mine.parquet": b"x", "state/notes.txt": b"x"}
+
+
+def test_a_user_s_files_survive_runs_kills_and_restarts(baseline, tmp_path, llm_base_url):
+    """A folder holding the user's files in every subfolder: refused without --adopt-output, then adopted,
+    killed mid-shard (a torn shard to clean up), resumed and run again; the user's files are untouched and
+    never read as data, the outcome is the uninterrupted run's."""
+    out, marker = tmp_path / "ds", tmp_path / "killed-here"
+    for rel, data in FOREIGN.items():
+        (out / rel).parent.mkdir(parents=True, exist_ok=True)
+        (out / rel).write_bytes(data)
+    cmd = [sys.executable, "pipeline/main.py", "run", "--config", "configs/smoke.yaml", "--out", str(out),
+           *overrides(llm_base_url)]
+    refused = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+    assert refused.returncode == 2 and "--adopt-output" in refused.stderr and str(out) in refused.stderr
+    env = {**os.environ, "SPEECHCHAT_FAULT_AT": "shard.between_tar_and_manifest", "SPEECHCHAT_FAULT_AFTER": "0",
+           "SPEECHCHAT_FAULT_MARKER": str(marker), "SPEECHCHAT_FAULT_WAIT_S": "300"}
+    env.pop("RAY_ADDRESS", None)
+    proc = subprocess.Popen([*cmd, "--adopt-output"], cwd=REPO_ROOT, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 300
+        while not marker.exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert marker.exists(), f"the job never reached the shard (exit code {proc.poll()})"
+    finally:
+        kill_tree(proc)
+    for _ in range(2):  # the resume, then a run with nothing left to do
+        run(small_config(out, *overrides(llm_base_url)))
+        assert {rel: (out / rel).read_bytes() for rel in FOREIGN} == FOREIGN
+        assert verify_output(out) == []
+        assert (set(kept_ids(out)), set(rejected_ids(out))) == baseline
