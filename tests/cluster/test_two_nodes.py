@@ -70,10 +70,19 @@ class Cluster:
 
     def start(self) -> None:
         resources = json.dumps({"tts_slot": 1, "verify_slot": 1})
-        self._ray("start", "--head", "--node-ip-address", "127.0.0.1", "--port", str(self.port),
-                  "--temp-dir", str(self.temp_dir), "--num-cpus", "4", "--resources", resources,
-                  "--dashboard-host", "127.0.0.1", "--dashboard-port", str(self.dashboard_port),
-                  "--object-store-memory", str(200 << 20), "--disable-usage-stats")
+        for attempt in range(3):  # `ray start` gives the GCS and raylet 30 s: a loaded machine can miss that
+            try:
+                self._ray("start", "--head", "--node-ip-address", "127.0.0.1", "--port", str(self.port),
+                          "--temp-dir", str(self.temp_dir), "--num-cpus", "4", "--resources", resources,
+                          "--dashboard-host", "127.0.0.1", "--dashboard-port", str(self.dashboard_port),
+                          "--object-store-memory", str(200 << 20), "--disable-usage-stats")
+                break
+            except AssertionError:
+                self.stop()
+                if attempt == 2:
+                    raise
+                self.port, self.dashboard_port = free_port(), free_port()
+                time.sleep(5)
         self.head_pids = self.ours()
         for attempt in range(3):  # `ray start` gives a raylet 30 s to register: a loaded machine can miss that
             ports = [free_port() for _ in range(7)]
