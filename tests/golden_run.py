@@ -9,7 +9,7 @@ The LLM must give the same text to both runs: point --llm at the replay stub (`p
 --port PORT`, recorded SmolLM2 answers). Piper's sampling noise is off, so the audio is the same too.
 Compared: every sample's JSON (parsed) and audio bytes, the manifest rows without the shard's name, checksum and
 byte offset (they carry the run ID and the arrival order), the rejects' columns that both versions have, the
-text cache, stats.json without `last_run`, and the resolved config.
+text cache, stats.json without `last_run`, and the resolved config without `out_dir`.
 """
 
 from __future__ import annotations
@@ -59,6 +59,7 @@ def snapshot(root: Path) -> dict:
     stats = json.loads((root / "stats.json").read_text())
     stats.pop("last_run", None)
     config = yaml.safe_load((root / "config.yaml").read_text())
+    config.pop("out_dir", None)  # the two runs write to two folders
     return {"samples": samples, "manifest": manifest, "rejects": rejects, "text": text, "stats": stats,
             "config": config}
 

@@ -85,3 +85,21 @@ def test_zh_full_run_without_weights_stops_before_work_saying_what_to_download(t
     assert piper.returncode == 2 and "tts.backend piper" in piper.stderr and "--stages generate" in piper.stderr
     ok = cli("script", "check-config", "--config", "configs/zh.yaml", "--stages", "generate")
     assert ok.returncode == 0, ok.stderr
+
+
+def test_stages_plan_alone_plans_and_calls_no_llm(tmp_path):
+    """`--stages plan` is the planner alone: every spec to <out>/plan/specs.parquet, no LLM (its address is dead)."""
+    import pyarrow.parquet as pq
+
+    res = cli("script", "run", "--config", "configs/smoke.yaml", "--out", str(tmp_path / "o"), "--stages", "plan",
+              "plan.num_conversations=5", "llm.base_url=http://127.0.0.1:9/v1")
+    assert res.returncode == 0, res.stderr
+    specs = pq.read_table(tmp_path / "o/plan/specs.parquet").to_pylist()
+    assert len(specs) == 5 and len({s["conversation_id"] for s in specs}) == 5
+    assert "5 conversation specs" in res.stdout and not (tmp_path / "o/text").exists()
+
+
+@pytest.mark.parametrize("stages", ["text", "voices", "text,voices"])
+def test_text_or_voices_alone_say_what_they_run_with(stages, tmp_path):
+    res = cli("script", "run", "--config", "configs/smoke.yaml", "--out", str(tmp_path / "o"), "--stages", stages)
+    assert res.returncode == 2 and "run with tts,verify,shard" in res.stderr and "generate for text only" in res.stderr
