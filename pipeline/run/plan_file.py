@@ -24,7 +24,7 @@ from pipeline.stages.plan import PlanStage
 
 
 def make_plan_stage(cfg: RunConfig, done_ids: np.ndarray | None = None) -> PlanStage:
-    ctx = RunContext(cfg=cfg, out_dir=cfg.output_dir(), prompts_dir=cfg.resolve_path(cfg.plan.prompts_dir),
+    ctx = RunContext(cfg=cfg, out_dir=cfg.output_location(), prompts_dir=cfg.resolve_path(cfg.plan.prompts_dir),
                      languages=list(cfg.plan.languages))
     if done_ids is not None:
         ctx.done_ids = done_ids
