@@ -33,6 +33,7 @@ from pipeline.io.layout import Layout
 pytestmark = pytest.mark.integration
 
 RAY_BIN = Path(sys.executable).parent
+START_TRIES = 5  # Ray waits a fixed 30 s for a new node to register (ray/_private/node.py)
 BASE = ["plan.num_conversations=5", "plan.exchanges.en.min=1", "plan.exchanges.en.max=1", "llm.max_tokens=200",
         "llm.batch_size=1", "tts.piper_noise_scale=0", "tts.piper_noise_w_scale=0", "tts.batch_size=1",
         "verify.batch_size=1", "shard.conversations_per_shard=1"]
@@ -70,7 +71,7 @@ class Cluster:
 
     def start(self) -> None:
         resources = json.dumps({"tts_slot": 1, "verify_slot": 1})
-        for attempt in range(3):  # `ray start` gives the GCS and raylet 30 s: a loaded machine can miss that
+        for attempt in range(START_TRIES):  # `ray start` gives the GCS and raylet 30 s: a loaded machine can miss it
             try:
                 self._ray("start", "--head", "--node-ip-address", "127.0.0.1", "--port", str(self.port),
                           "--temp-dir", str(self.temp_dir), "--num-cpus", "4", "--resources", resources,
@@ -79,12 +80,12 @@ class Cluster:
                 break
             except AssertionError:
                 self.stop()
-                if attempt == 2:
+                if attempt == START_TRIES - 1:
                     raise
                 self.port, self.dashboard_port = free_port(), free_port()
-                time.sleep(5)
+                time.sleep(15)
         self.head_pids = self.ours()
-        for attempt in range(3):  # `ray start` gives a raylet 30 s to register: a loaded machine can miss that
+        for attempt in range(START_TRIES):  # `ray start` gives a raylet 30 s to register: a loaded machine can miss it
             ports = [free_port() for _ in range(7)]
             try:
                 self._ray("start", "--address", f"127.0.0.1:{self.port}", "--node-ip-address", "127.0.0.1",
@@ -97,9 +98,9 @@ class Cluster:
                 break
             except AssertionError:
                 self.kill(self.ours() - self.head_pids)  # the half-started node, by its PIDs
-                if attempt == 2:
+                if attempt == START_TRIES - 1:
                     raise
-                time.sleep(5)
+                time.sleep(15)
         self.worker_pids = self.ours() - self.head_pids
         deadline = time.monotonic() + 120
         while len(self.alive_nodes()) < 2 and time.monotonic() < deadline:
