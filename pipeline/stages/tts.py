@@ -75,8 +75,8 @@ class TTSStage(RowStage):
         storage_env = options.pop("storage_env", None)
         if is_url(options.get("pool_file")):  # a pool on object storage: this node's copy
             options["pool_file"] = local_pool_file(options["pool_file"], storage_env)
-        if options.get("latent_dir") is not None:  # where this node keeps the XTTS latents
-            options["latent_dir"] = node_state_dir(options["latent_dir"], "xtts_latents")
+        if "latent_output" in options:  # where this node keeps the XTTS latents of this output
+            options["latent_dir"] = node_state_dir(options.pop("latent_output"), "xtts_latents")
         if self.backend_name == "piper" and self.threads is not None:
             options["threads"] = self.threads
         self.backend = make_backend(self.backend_name, self.piper_voice, **options)
@@ -145,5 +145,5 @@ def backend_options(ctx: RunContext) -> dict[str, Any]:
                                "languages": dict(t.languages)}
     if t.backend == "xtts":
         options.update(pool=ctx.pool, pool_file=ctx.cfg.resolve_location(ctx.cfg.voices.pool),
-                       chunk_gap_s=t.chunk_gap_s, latent_dir=ctx.out_dir, storage_env=ctx.cfg.storage.env_names())
+                       chunk_gap_s=t.chunk_gap_s, latent_output=ctx.out_dir, storage_env=ctx.cfg.storage.env_names())
     return options
