@@ -30,7 +30,7 @@ from s3_server import all_objects, make_bucket, s3fs_client, unfinished_uploads
 from pipeline.config import REPO_ROOT
 from pipeline.io.layout import Layout
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(2400)]  # a cluster start, then whole jobs
 
 RAY_BIN = Path(sys.executable).parent
 START_TRIES = 5  # Ray waits a fixed 30 s for a new node to register (ray/_private/node.py)
