@@ -72,11 +72,11 @@ class Cluster:
     def start(self) -> None:
         resources = json.dumps({"tts_slot": 1, "verify_slot": 1})
         for attempt in range(START_TRIES):  # `ray start` gives the GCS and raylet 30 s: a loaded machine can miss it
-            try:
+            try:  # every port of its own: Ray's defaults (e.g. the agent's 52365) may be taken by another Ray here
                 self._ray("start", "--head", "--node-ip-address", "127.0.0.1", "--port", str(self.port),
                           "--temp-dir", str(self.temp_dir), "--num-cpus", "4", "--resources", resources,
                           "--dashboard-host", "127.0.0.1", "--dashboard-port", str(self.dashboard_port),
-                          "--object-store-memory", str(200 << 20), "--disable-usage-stats")
+                          "--object-store-memory", str(200 << 20), "--disable-usage-stats", *self.node_ports())
                 break
             except AssertionError:
                 self.stop()
@@ -86,15 +86,10 @@ class Cluster:
                 time.sleep(15)
         self.head_pids = self.ours()
         for attempt in range(START_TRIES):  # `ray start` gives a raylet 30 s to register: a loaded machine can miss it
-            ports = [free_port() for _ in range(7)]
             try:
                 self._ray("start", "--address", f"127.0.0.1:{self.port}", "--node-ip-address", "127.0.0.1",
                           "--num-cpus", "3", "--resources", resources, "--object-store-memory", str(200 << 20),
-                          "--node-manager-port", str(ports[0]), "--object-manager-port", str(ports[1]),
-                          "--dashboard-agent-listen-port", str(ports[2]), "--dashboard-agent-grpc-port",
-                          str(ports[3]), "--metrics-export-port", str(ports[4]), "--runtime-env-agent-port",
-                          str(ports[5]), "--min-worker-port", str(ports[6] + 1), "--max-worker-port",
-                          str(ports[6] + 200), "--disable-usage-stats")
+                          "--disable-usage-stats", *self.node_ports())
                 break
             except AssertionError:
                 self.kill(self.ours() - self.head_pids)  # the half-started node, by its PIDs
@@ -113,6 +108,14 @@ class Cluster:
                 break
             time.sleep(2)
         assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
+
+    @staticmethod
+    def node_ports() -> list[str]:
+        ports = [free_port() for _ in range(7)]
+        return ["--node-manager-port", str(ports[0]), "--object-manager-port", str(ports[1]),
+                "--dashboard-agent-listen-port", str(ports[2]), "--dashboard-agent-grpc-port", str(ports[3]),
+                "--metrics-export-port", str(ports[4]), "--runtime-env-agent-port", str(ports[5]),
+                "--min-worker-port", str(ports[6] + 1), "--max-worker-port", str(ports[6] + 200)]
 
     def _ray(self, *args: str) -> None:
         res = subprocess.run([str(RAY_BIN / "ray"), *args], env=self.env, capture_output=True, text=True, timeout=300)
