@@ -234,7 +234,8 @@ def test_shards_load_from_the_bucket_with_webdataset_and_with_datasets_through_t
     layout = Layout(out)
     manifest = [r for p in layout.manifest_parts() for r in layout.read_table(p).to_pylist()]
     # webdataset: an s3:// opener through fsspec (docs/cluster.md)
-    wds.gopen.gopen_schemes["s3"] = lambda url, mode="rb", bufsize=8192, **kw: fsspec.open(url, mode).open()
+    gopen = sys.modules["webdataset.gopen"]  # the module (`wds.gopen` is its function)
+    gopen.gopen_schemes["s3"] = lambda url, mode="rb", bufsize=8192, **kw: fsspec.open(url, mode).open()
     samples = list(wds.WebDataset([str(s) for s in layout.shards()], shardshuffle=False))
     assert sorted(s["__key__"] for s in samples) == sorted(m["key"] for m in manifest)
     assert all(s["user.flac"][:4] == b"fLaC" and json.loads(s["json"])["key"] == s["__key__"] for s in samples)
