@@ -5,9 +5,8 @@ tests/plain_install first on PYTHONPATH, which hides the modules of the gpu and 
 
 import json
 import os
-import sys
-
 import re
+import sys
 
 import pytest
 from proc import run as run_proc

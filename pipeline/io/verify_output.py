@@ -25,7 +25,7 @@ from typing import Any
 import pyarrow as pa
 import soundfile as sf
 
-from pipeline.io.layout import Layout, file_sha256, is_own_temp
+from pipeline.io.layout import MARKER, Layout, file_sha256, is_own_temp
 from pipeline.schema import DUPLEX_PARTS, OPTIONAL_AUDIO_FILES, SAMPLE_PARTS
 
 MAX_JSON_BYTES = 4 << 20        # a sample's metadata is a few KB
@@ -263,7 +263,7 @@ def verify_output(root: Path | str | Layout) -> list[str]:
     store = layout.store
     problems: list[str] = []
     everything = store.list_files()
-    if not any(rel.startswith(("data/", "manifest/")) for rel in everything) and not (
+    if MARKER not in everything and not any(rel.startswith(("data/", "manifest/")) for rel in everything) and not (
             layout.local and (Path(layout.data).is_dir() or Path(layout.manifest).is_dir())):
         return [f"{store.url}: not a speechchat output folder (no data/ or manifest/)"]
     problems += [f"leftover temp file {rel}" for rel in everything if is_own_temp(rel)]  # never a user's draft.tmp

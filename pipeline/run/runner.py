@@ -119,8 +119,8 @@ def run_once(cfg: RunConfig, stages: StageSelection | None = None, text_from: Pa
         return plan_once(ctx)
     total = planned_total(ctx, stages)
     layout = ctx.layout()
-    claim_output(layout.store, cfg.dataset, adopt_output)  # OutputNotOwned: a ConfigError naming the folder
     try:
+        claim_output(layout.store, cfg.dataset, adopt_output)  # OutputNotOwned: a ConfigError naming the folder
         layout.make_dirs()
     except OSError as exc:  # /proc/x, a read-only disk, a file where a folder should be, an unreachable bucket
         raise ConfigError(f"output folder {ctx.out_dir}: cannot create it ({exc.strerror or exc}); choose another "

@@ -25,6 +25,8 @@ from pathlib import Path
 import psutil
 import pytest
 from conftest import FAKE_AWS_KEY_ID, FAKE_AWS_SECRET
+from proc import kill_tree, popen
+from proc import run as run_proc
 from s3_server import all_objects, make_bucket, s3fs_client, unfinished_uploads
 
 from pipeline.config import REPO_ROOT
@@ -102,8 +104,8 @@ class Cluster:
             time.sleep(1)
         assert len(self.alive_nodes()) == 2, "the second node never joined"
         for _ in range(60):  # the head's job agent answers a while after the node is up
-            res = subprocess.run([str(RAY_BIN / "ray"), "job", "submit", "--address", self.dashboard, "--", "true"],
-                                 env=self.env, capture_output=True, text=True, timeout=300)
+            res = run_proc([str(RAY_BIN / "ray"), "job", "submit", "--address", self.dashboard, "--", "true"],
+                           env=self.env, capture_output=True, text=True, timeout=300)
             if res.returncode == 0:
                 break
             time.sleep(2)
@@ -118,7 +120,7 @@ class Cluster:
                 "--min-worker-port", str(ports[6] + 1), "--max-worker-port", str(ports[6] + 200)]
 
     def _ray(self, *args: str) -> None:
-        res = subprocess.run([str(RAY_BIN / "ray"), *args], env=self.env, capture_output=True, text=True, timeout=300)
+        res = run_proc([str(RAY_BIN / "ray"), *args], env=self.env, capture_output=True, text=True, timeout=300)
         assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
 
     def alive_nodes(self) -> list:
@@ -158,9 +160,8 @@ class Cluster:
             cmd += ["--runtime-env-json", json.dumps({"env_vars": env_vars})]
         cmd += ["--", "python", "pipeline/main.py", "run", "--config", "configs/smoke.yaml", "--out", out, *overrides]
         if not wait:
-            return subprocess.Popen(cmd + [], cwd=REPO_ROOT, env=self.env, stdout=subprocess.PIPE,
-                                    stderr=subprocess.STDOUT, text=True, start_new_session=True)
-        return subprocess.run(cmd, cwd=REPO_ROOT, env=self.env, capture_output=True, text=True, timeout=timeout)
+            return popen(cmd, cwd=REPO_ROOT, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        return run_proc(cmd, cwd=REPO_ROOT, env=self.env, capture_output=True, text=True, timeout=timeout)
 
 
 @pytest.fixture(scope="module")
@@ -188,8 +189,8 @@ def rejected_ids(url):
 
 
 def verify_cli(url):
-    return subprocess.run([sys.executable, "pipeline/main.py", "verify-output", url], cwd=REPO_ROOT,
-                          capture_output=True, text=True, timeout=600)
+    return run_proc([sys.executable, "pipeline/main.py", "verify-output", url], cwd=REPO_ROOT,
+                    capture_output=True, text=True, timeout=600)
 
 
 @pytest.fixture(scope="module")
@@ -243,7 +244,8 @@ def test_shards_load_from_the_bucket_with_webdataset_and_with_datasets_through_t
     card = layout.store.read_text("README.md")
     meta = yaml.safe_load(card.split("---\n")[1])
     config = next(c for c in meta["configs"] if c["config_name"] == "en")
-    datasets = pytest.importorskip("datasets")
+    import datasets
+
     ds = datasets.load_dataset("webdataset", data_files={f["split"]: f"{out}/{f['path']}" for f in config["data_files"]},
                                split="train", storage_options={})
     assert ds.num_rows == len(manifest)
@@ -325,8 +327,7 @@ def test_a_job_killed_mid_upload_resumes_into_the_same_bucket_exactly_once(clust
         assert pids
         cluster.kill(pids)
     finally:
-        job.kill()
-        job.wait(timeout=60)
+        kill_tree(job.pid)  # the `ray job submit` client (the job itself is gone with its driver)
     assert [k for k in unfinished_uploads(out) if "/data/en/" in k], "the kill left no unfinished upload"
     time.sleep(5)  # Ray notices the dead driver and ends its actors
     for _ in range(2):  # the resumed run, then one more: nothing to do, nothing lost
@@ -361,7 +362,7 @@ def test_the_second_node_killed_mid_run(cluster, tmp_path):
         job.wait(timeout=1200)
     finally:
         if job.poll() is None:
-            job.kill()
+            kill_tree(job.pid)
     first = job.stdout.read()
     kept, rejected = kept_ids(out), rejected_ids(out)
     assert len(kept) == len(set(kept)) and len(rejected) == len(set(rejected)) and not set(kept) & set(rejected)

@@ -4,13 +4,14 @@ the pipeline cannot write refused before anything starts."""
 
 import io
 import json
-import subprocess
 import sys
 import tarfile
 
 import pyarrow as pa
 import pytest
 from conftest import FAKE_AWS_KEY_ID, FAKE_AWS_SECRET
+from proc import run as run_proc
+from rows import shard_conversation as conversation
 from s3_server import all_objects, s3fs_client, unfinished_uploads
 
 from pipeline.config import REPO_ROOT, ConfigError, load_config
@@ -21,11 +22,10 @@ from pipeline.io.storage import S3MultipartUpload, StorageError, Store, cached_c
 from pipeline.io.verify_output import verify_output
 from pipeline.schema import rows_to_table
 
+pytestmark = pytest.mark.integration  # moto's server (the first test runs the CLI only)
+
 
 def rows(n=2, exchanges=1):
-    sys.path.insert(0, str(REPO_ROOT / "tests/stages"))  # the shard tests' conversation builder
-    from test_shard import conversation
-
     return rows_to_table([conversation(i, exchanges) for i in range(1, n + 1)]).to_pylist()
 
 
@@ -38,9 +38,9 @@ def rows(n=2, exchanges=1):
 def test_a_location_the_pipeline_cannot_write_is_a_config_error_before_anything_starts(out, expected, tmp_path):
     with pytest.raises(ConfigError, match=expected.replace("(", r"\(").replace(")", r"\)").replace("?", r"\?")):
         load_config(REPO_ROOT / "configs/smoke.yaml", [], out)
-    res = subprocess.run([sys.executable, str(REPO_ROOT / "pipeline/main.py"), "run", "--config",
-                          str(REPO_ROOT / "configs/smoke.yaml"), "--out", out], cwd=tmp_path, capture_output=True,
-                         text=True, timeout=120)
+    res = run_proc([sys.executable, str(REPO_ROOT / "pipeline/main.py"), "run", "--config",
+                    str(REPO_ROOT / "configs/smoke.yaml"), "--out", out], cwd=tmp_path, capture_output=True,
+                   text=True, timeout=120)
     assert res.returncode == 2 and expected in res.stderr, res.stderr
     assert list(tmp_path.iterdir()) == [] and not (REPO_ROOT / "s3:").exists()  # no folder named `s3:` anywhere
     assert "Traceback" not in res.stderr
