@@ -190,3 +190,40 @@ def test_parquet_and_text_cache_read_back_from_s3(s3_bucket):
     assert cached_rows(layout) == 2 and len(cached_ids(layout)) == 2
     layout.write_parquet("rejects/part-rt-000000000001.parquet", pa.table({"conversation_id": ["a", "b"]}))
     assert layout.read_table(layout.reject_parts()[0]).num_rows == 2
+
+
+def test_everything_the_shard_stage_writes_goes_to_s3_and_reads_back(s3_bucket):
+    """Duplex shards and their parts, near-duplicate signatures, rejects: all in the bucket through the Store;
+    verify-output and the readers (resume set, signatures, duplex listing) take them from there; a duplex tar
+    and part whose main shard never got its part are removed on restart, as on a local disk."""
+    from pipeline.config import DuplexConfig
+    from pipeline.io.near_dup_state import read_signatures
+    from pipeline.stages.duplex import DuplexStage
+    from pipeline.stages.shard import ShardStage
+
+    layout = Layout(f"{s3_bucket}/ds")
+    claim_output(layout.store, "ds")
+    duplex = DuplexStage(DuplexConfig(enabled=True, pause_detector="energy"))  # silero-vad would be a model
+    stage = ShardStage(layout, "rv", ["t"], signature_settings="s1")
+    convs = [conversation(1, 2), conversation(2, 1), conversation(3, 1), conversation(4, 1, rejected=True)]
+    for i, c in enumerate(convs):
+        c["near_dup_signature"] = [i + 1] * 4
+    stage(duplex(rows_to_table(convs[:2])))
+    stage(duplex(rows_to_table(convs[2:])))
+    objects = all_objects(layout.store.url)
+    assert len([k for k in objects if k.startswith("data/en/duplex/train/shard-")]) == 2
+    assert len([k for k in objects if k.startswith("manifest/duplex/shard-")]) == 2
+    assert [k for k in objects if k.startswith("state/near_dup/")] and [k for k in objects if k.startswith("rejects/")]
+    assert verify_output(layout) == []
+    ids, signatures = read_signatures(layout, "s1", exclude=layout.rejected_ids())
+    assert sorted(ids) == sorted(c["conversation_id"] for c in convs[:3]) and signatures.shape == (3, 4)
+    assert len(layout.done_ids()) == 4 and len(layout.duplex_shards()) == 2
+    # a crash between the duplex commit and the main shard's part: the duplex pair alone is unfinished
+    [tar] = [k for k in objects if k.startswith("data/en/duplex/train/")][:1]
+    orphan = tar.replace(tar.rsplit("/", 1)[1], "shard-rv-0000000000aa.tar")
+    layout.store.write_bytes(orphan, objects[tar])
+    layout.store.write_bytes("manifest/duplex/shard-rv-0000000000aa.parquet", b"part")
+    assert any("no duplex manifest part" in p or "without the main manifest part" in p for p in verify_output(layout))
+    assert sorted(layout.rel(p) for p in layout.clean_unfinished()) == [
+        orphan, "manifest/duplex/shard-rv-0000000000aa.parquet"]
+    assert verify_output(layout) == []
