@@ -26,13 +26,13 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(REPO), str(REPO / "tests"), str(REPO / "tests/stages")]
+sys.path[:0] = [str(REPO), str(REPO / "tests")]
 
 
 def shard_rows(conversations: int, audio_kb: int) -> list[dict]:
     """Conversations as the shard writer receives them, each turn with `audio_kb` of audio bytes (incompressible:
     FLAC payloads are)."""
-    from test_shard import conversation
+    from rows import shard_conversation as conversation
 
     from pipeline.schema import rows_to_table
 

@@ -83,7 +83,11 @@ class Loop(Stage):
         self.resources = Resources(num_cpus=max(s.resources.num_cpus for s in body),
                                    num_gpus=max(s.resources.num_gpus for s in body),
                                    threads=max((s.resources.threads or 1) for s in body),
-                                   actors="auto" if "auto" in actors else max(a or 1 for a in actors))
+                                   actors="auto" if "auto" in actors else max(a or 1 for a in actors),
+                                   # custom Ray resources (nodes started with --resources): every body stage's
+                                   custom={k: max(s.resources.custom.get(k, 0) for s in body)
+                                           for k in dict.fromkeys(k for s in body for k in s.resources.custom)},
+                                   driver_node=any(s.resources.driver_node for s in body))
         self.batch_size = body[0].batch_size
 
     def setup(self) -> None:

@@ -152,6 +152,8 @@ class Cluster:
             self.kill(left)
             time.sleep(1)
         shutil.rmtree(self.temp_dir, ignore_errors=True)
+        for log in self.temp_dir.parent.glob(f"{self.temp_dir.name}-job-*.log"):
+            log.unlink(missing_ok=True)
 
     def submit(self, out: str, *overrides: str, env_vars: dict[str, str] | None = None, wait: bool = True,
                timeout: float = 1200) -> subprocess.CompletedProcess | subprocess.Popen:
@@ -159,8 +161,11 @@ class Cluster:
         if env_vars:
             cmd += ["--runtime-env-json", json.dumps({"env_vars": env_vars})]
         cmd += ["--", "python", "pipeline/main.py", "run", "--config", "configs/smoke.yaml", "--out", out, *overrides]
-        if not wait:
-            return popen(cmd, cwd=REPO_ROOT, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        if not wait:  # the client's output to a file: a pipe nobody reads while waiting fills and blocks it
+            log = open(self.temp_dir.parent / f"{self.temp_dir.name}-job-{time.monotonic_ns()}.log", "w+")
+            job = popen(cmd, cwd=REPO_ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT, text=True)
+            job.log = log
+            return job
         return run_proc(cmd, cwd=REPO_ROOT, env=self.env, capture_output=True, text=True, timeout=timeout)
 
 
@@ -175,6 +180,11 @@ def cluster(s3_endpoint):
         yield c
     finally:
         c.stop()
+
+
+def job_output(job) -> str:
+    job.log.seek(0)
+    return job.log.read()
 
 
 def kept_ids(url):
@@ -219,14 +229,17 @@ def test_job_submit_on_two_nodes_writes_to_s3_and_passes_verify_output(cluster, 
     alive = {n.node_id for n in cluster.alive_nodes()}
     head = {n.node_id for n in cluster.alive_nodes() if n.is_head_node}
     assert nodes_of.get("GenerateStage") == head  # beside the embedded LLM server on the driver's 127.0.0.1
-    assert nodes_of.get("TTSStage", set()) | nodes_of.get("VerifyStage", set()) == alive, nodes_of
-    assert (nodes_of.get("TTSStage") == alive) or (nodes_of.get("VerifyStage") == alive), nodes_of
+    # TTS and verify run in one actor pool when re-synthesis is on (Loop_TTSStage_VerifyStage), apart otherwise
+    tts = set().union(*(n for name, n in nodes_of.items() if "TTSStage" in name))
+    verify = set().union(*(n for name, n in nodes_of.items() if "VerifyStage" in name))
+    assert tts | verify == alive, nodes_of
+    assert tts == alive or verify == alive, nodes_of
     objects = all_objects(out)
     assert ".speechchat-output.json" in objects and "README.md" in objects and "state/runs.jsonl" in objects
     assert unfinished_uploads(out) == []
 
 
-def test_shards_load_from_the_bucket_with_webdataset_and_with_datasets_through_the_card(first_job):
+def test_shards_load_from_the_bucket_with_webdataset_and_with_datasets_through_the_card(first_job, monkeypatch):
     import fsspec
     import webdataset as wds
     import yaml
@@ -246,6 +259,7 @@ def test_shards_load_from_the_bucket_with_webdataset_and_with_datasets_through_t
     config = next(c for c in meta["configs"] if c["config_name"] == "en")
     import datasets
 
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", False)  # the session is offline; the bucket is local
     ds = datasets.load_dataset("webdataset", data_files={f["split"]: f"{out}/{f['path']}" for f in config["data_files"]},
                                split="train", storage_options={})
     assert ds.num_rows == len(manifest)
@@ -261,6 +275,9 @@ def test_publish_from_the_bucket_to_the_hub_standin(first_job, monkeypatch, tmp_
 
     out, _ = first_job
     monkeypatch.setattr(hf_constants, "HF_HUB_DISABLE_XET", True)
+    # the session is offline (conftest); this Hub is the stand-in on 127.0.0.1 (the socket guard refuses others)
+    monkeypatch.setattr(hf_constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
     monkeypatch.setattr(hf_constants, "AGENT_HARNESSES_PATH", str(tmp_path / "hf-agent-harnesses.json"))
     with HubStandIn(FAKE_HF_TOKEN) as hub:
         monkeypatch.setattr(hf_constants, "ENDPOINT", hub.url)
@@ -322,7 +339,7 @@ def test_a_job_killed_mid_upload_resumes_into_the_same_bucket_exactly_once(clust
         deadline = time.monotonic() + 900
         while not marker.exists() and job.poll() is None and time.monotonic() < deadline:
             time.sleep(1)
-        assert marker.exists(), f"the job never reached the upload ({job.poll()}): {job.stdout.read()[-3000:]}"
+        assert marker.exists(), f"the job never reached the upload ({job.poll()}): {job_output(job)[-3000:]}"
         pids = driver_pids(out)
         assert pids
         cluster.kill(pids)
@@ -357,13 +374,13 @@ def test_the_second_node_killed_mid_run(cluster, tmp_path):
         deadline = time.monotonic() + 900
         while not marker.exists() and job.poll() is None and time.monotonic() < deadline:
             time.sleep(1)
-        assert marker.exists(), job.stdout.read()[-3000:] if job.poll() is not None else "no verify in time"
+        assert marker.exists(), job_output(job)[-3000:] if job.poll() is not None else "no verify in time"
         cluster.kill(cluster.worker_pids)
         job.wait(timeout=1200)
     finally:
         if job.poll() is None:
             kill_tree(job.pid)
-    first = job.stdout.read()
+    first = job_output(job)
     kept, rejected = kept_ids(out), rejected_ids(out)
     assert len(kept) == len(set(kept)) and len(rejected) == len(set(rejected)) and not set(kept) & set(rejected)
     res = cluster.submit(out, *overrides)  # the head alone now
