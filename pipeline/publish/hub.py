@@ -22,6 +22,7 @@ The token comes from HF_TOKEN (or a saved `hf auth login`) and is scrubbed from 
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import logging
 import os
@@ -350,7 +351,8 @@ def _commit_from_store(api: Any, layout: Layout, repo_id: str, files: list[Local
     info = None
     for start in range(0, len(files), COMMIT_FILES):
         batch = files[start:start + COMMIT_FILES]
-        handles = [layout.open(f.path) for f in batch]
+        # fsspec's files are io.IOBase; the Hub client takes a buffered binary reader (ranged reads underneath)
+        handles = [io.BufferedReader(layout.open(f.path), 1 << 20) for f in batch]
         try:
             ops = [CommitOperationAdd(path_in_repo=f.path, path_or_fileobj=fh) for f, fh in zip(batch, handles)]
             info = api.create_commit(repo_id=repo_id, repo_type="dataset", operations=ops, revision=revision,
