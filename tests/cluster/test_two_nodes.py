@@ -39,11 +39,13 @@ START_TRIES = 5  # Ray waits a fixed 30 s for a new node to register (ray/_priva
 BASE = ["plan.num_conversations=5", "plan.exchanges.en.min=1", "plan.exchanges.en.max=1", "llm.max_tokens=200",
         "llm.batch_size=1", "tts.piper_noise_scale=0", "tts.piper_noise_w_scale=0", "tts.batch_size=1",
         "verify.batch_size=1", "shard.conversations_per_shard=1"]
-# TTS and verify as pools of their own (re-synthesis off): with the re-synthesis loop's single pool, the actor
-# that is ready first takes every batch of a run this small (Ray Data queues several tasks per actor)
+# TTS and verify as pools of their own (re-synthesis off), one actor of each per node (their custom resources)
 SPREAD = ["tts.max_actors=auto", "tts.cpu_threads=1", "tts.ray_resources={tts_slot: 1}",
           "verify.max_actors=auto", "verify.cpu_threads=1", "verify.ray_resources={verify_slot: 1}",
           "verify.resynthesis_rounds=0"]
+# the job's Ray Data waits until every actor of a pool is up before it hands out batches (else the actor that is
+# ready first takes every batch of a job this small, and nothing runs on the other node)
+WAIT_FOR_POOLS = {"RAY_DATA_DEFAULT_WAIT_FOR_MIN_ACTORS_S": "600"}
 FOREIGN = {"notes/draft.tmp": b"my draft", "data/en/train/holiday-photos.tar": b"photos",
            "manifest/notes.parquet": b"not a manifest", "rejects/mine.parquet": b"x", "text/mine.txt": b"x",
            "state/notes.txt": b"x", "draft.tmp": b"x"}
@@ -209,7 +211,7 @@ def verify_cli(url):
 @pytest.fixture(scope="module")
 def first_job(cluster):
     out = f"{make_bucket('speechchat-first')}/ds"
-    res = cluster.submit(out, *BASE, *SPREAD)
+    res = cluster.submit(out, *BASE, *SPREAD, env_vars=WAIT_FOR_POOLS)
     assert res.returncode == 0 and "succeeded" in res.stdout, res.stdout[-3000:] + res.stderr[-3000:]
     return out, res
 
