@@ -39,10 +39,12 @@ START_TRIES = 5  # Ray waits a fixed 30 s for a new node to register (ray/_priva
 BASE = ["plan.num_conversations=5", "plan.exchanges.en.min=1", "plan.exchanges.en.max=1", "llm.max_tokens=200",
         "llm.batch_size=1", "tts.piper_noise_scale=0", "tts.piper_noise_w_scale=0", "tts.batch_size=1",
         "verify.batch_size=1", "shard.conversations_per_shard=1"]
-# TTS and verify as pools of their own (re-synthesis off), one actor of each per node (their custom resources)
+# TTS and verify as pools of their own (re-synthesis off), one actor of each per node (their custom resources);
+# the near-duplicate actor passes each conversation on as a block of its own (its batch of 16 would reach TTS as
+# one block: one task, one actor, in a job this small)
 SPREAD = ["tts.max_actors=auto", "tts.cpu_threads=1", "tts.ray_resources={tts_slot: 1}",
           "verify.max_actors=auto", "verify.cpu_threads=1", "verify.ray_resources={verify_slot: 1}",
-          "verify.resynthesis_rounds=0"]
+          "verify.resynthesis_rounds=0", "dedup.batch_size=1"]
 # the job's Ray Data waits until every actor of a pool is up before it hands out batches (else the actor that is
 # ready first takes every batch of a job this small, and nothing runs on the other node)
 WAIT_FOR_POOLS = {"RAY_DATA_DEFAULT_WAIT_FOR_MIN_ACTORS_S": "600"}
