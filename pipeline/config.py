@@ -15,6 +15,7 @@ from typing import Annotated, Any, ClassVar, Literal
 import yaml
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     PositiveInt,
@@ -37,17 +38,64 @@ MAX_CONFIG_VALUES = 20_000
 MAX_PROMPT_FILES = 1000  # the prompts folder holds a few dozen
 
 
-_URL_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
+ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+# Where outputs, speaker pools and sources may live besides local folders: URL scheme -> the fsspec package
+# that reads and writes it. Any other scheme is a config error (never a local folder named `s3:`).
+STORAGE_SCHEMES = {"s3": "s3fs", "gs": "gcsfs", "gcs": "gcsfs", "hdfs": "pyarrow"}
+URL_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]+):")  # two letters at least: `C:` stays a Windows drive
 
 
-def scheme_problem(location: str) -> str | None:
-    """A location with a URL scheme (s3://, gs://, hdfs://, file://): this version writes local folders only, and
-    such a string must never become a local folder named `s3:`."""
-    match = _URL_SCHEME.match(location.strip())
-    if match is None:
+def url_scheme(text: str) -> str | None:
+    """`s3` for `s3://bucket/x`; None for a local path (and for `file://`, which is local)."""
+    m = URL_SCHEME.match(text)
+    if m is None or m.group(1).lower() == "file":
         return None
-    return (f"{match.group(1)}:// outputs are not supported: the output must be a local folder (on a Ray cluster, "
-            "one that every node mounts at the same path)")
+    return m.group(1).lower()
+
+
+def location_problem(text: str) -> str | None:
+    """Why `text` is not a location the pipeline can read and write (None: it is)."""
+    if not text.strip():
+        return "is empty: give a folder or a URL such as s3://bucket/prefix"
+    scheme = url_scheme(text)
+    if scheme is None:
+        return None
+    if scheme not in STORAGE_SCHEMES:
+        return (f"{text!r}: the pipeline cannot write {scheme}:// (it writes local folders and "
+                f"{', '.join(s + '://' for s in STORAGE_SCHEMES)})")
+    rest = text[len(scheme) + 1:]
+    if not rest.startswith("//") or not rest[2:].strip("/"):
+        guess = f" (did you mean {scheme}://{rest.lstrip('/')}?)" if rest.strip("/") else ""
+        return f"{text!r}: expected {scheme}://<bucket>/<prefix>{guess}"
+    package = STORAGE_SCHEMES[scheme]
+    import importlib.util
+
+    if importlib.util.find_spec(package) is None:
+        return f"{text!r}: {scheme}:// needs the {package} package (pip install {package})"
+    return None
+
+
+def _location(value: Any) -> Any:
+    """A local path (a Path, relative ones to the repository root or the working folder) or a storage URL
+    (a str, kept as written less a trailing slash)."""
+    if value is None or isinstance(value, Path):
+        return value
+    if not isinstance(value, str):
+        raise ValueError(f"expected a path or a URL, got {type(value).__name__}")
+    problem = location_problem(value)
+    if problem:
+        raise ValueError(problem)
+    if url_scheme(value) is None:
+        return Path(value[len("file://"):] if value.startswith("file://") else value)
+    return value.rstrip("/")
+
+
+Location = Annotated[Path | str, BeforeValidator(_location)]
+
+
+def is_url(location: Path | str | None) -> bool:
+    return isinstance(location, str) and url_scheme(location) is not None
 
 
 class ConfigError(ValueError):
@@ -162,7 +210,8 @@ class SourceConfig(Section):
 
     kind: Literal["generate", "dataset"] = Field("generate", description="generate: the LLM writes conversations from "
                                                                       "the taxonomy; dataset: it rewrites source.path")
-    path: Path | None = Field(None, description="JSONL, JSON, Parquet, a saved HF dataset folder, or a folder of files")
+    path: Location | None = Field(None, description="JSONL, JSON, Parquet, a saved HF dataset folder, or a folder of "
+                                                    "files; local or a URL (s3://bucket/src.jsonl, cached per node)")
     format: Literal["auto", "sharegpt", "messages", "alpaca"] = Field("auto", description="shape of the source records")
     language: Literal["en", "zh"] = Field("en", description="language of the source records")
     max_exchanges: int = Field(4, ge=1, le=50, description="longer dialogues keep their first N exchanges")
@@ -263,8 +312,10 @@ class DiversityConfig(Section):
 
 
 class VoicesConfig(Section):
-    pool: Path = Field(Path("speakers/piper_en.jsonl"), description="speaker-pool manifest (JSONL, schema v2); "
-                                                                    "reference clips are relative to its folder")
+    pool: Location = Field(Path("speakers/piper_en.jsonl"), description="speaker-pool manifest (JSONL, schema v2), "
+                                                                        "local or a URL (s3://bucket/pools/en.jsonl, "
+                                                                        "cached per node); reference clips are "
+                                                                        "relative to its folder")
     assistant_speaker: str | list[str] | dict[str, str | list[str]] = Field(
         "piper-en_US-joe-medium",
         description="the assistant persona: one speaker_id, a small set (each conversation takes one by ID hash), "
@@ -303,6 +354,10 @@ class WorkerConfig(Section):
     cpu_threads: int | None = Field(None, ge=1, description="CPU threads of each actor's models (ONNX Runtime, "
                                                             "CTranslate2, torch); null: num_cpus rounded, at least 1")
     batch_size: int = Field(2, ge=1, description="conversations per call of one actor (the Ray batch)")
+    ray_resources: dict[str, float] = Field(default_factory=dict, description="custom Ray resources one actor asks for "
+                                                                              "(e.g. {tts_node: 1} to place actors on "
+                                                                              "nodes started with --resources); auto "
+                                                                              "pools fit them too")
 
     def _check_devices(self) -> None:
         name = self.section
@@ -629,12 +684,48 @@ class AugmentConfig(Section):
         return self
 
 
+class StorageConfig(Section):
+    """Object storage (s3://, gs://): endpoint and credentials come from the environment the standard way
+    (AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION, an instance role, ...); these keys
+    only *name* other environment variables to read them from, never hold the values."""
+
+    endpoint_url_env: str | None = Field(None, description="env var holding the S3 endpoint URL (null: AWS_ENDPOINT_URL "
+                                                           "or AWS's own)")
+    access_key_id_env: str | None = Field(None, description="env var holding the access key ID (null: AWS_ACCESS_KEY_ID "
+                                                            "or the standard chain)")
+    secret_access_key_env: str | None = Field(None, description="env var holding the secret key (null: "
+                                                                "AWS_SECRET_ACCESS_KEY or the standard chain)")
+    session_token_env: str | None = Field(None, description="env var holding a session token (null: AWS_SESSION_TOKEN)")
+    region_env: str | None = Field(None, description="env var holding the region (null: AWS_REGION)")
+    part_size_mb: int = Field(8, ge=5, le=5000, description="S3 multipart upload part size (parts go up in "
+                                                            "parallel while the shard is written)")
+    multipart_threshold_mb: int = Field(8, ge=0, le=5000, description="a shard smaller than this goes up in one "
+                                                                      "PUT; larger ones as a streamed multipart "
+                                                                      "upload (0: always multipart)")
+
+    @field_validator("endpoint_url_env", "access_key_id_env", "secret_access_key_env", "session_token_env",
+                     "region_env")
+    @classmethod
+    def _env_names(cls, name: str | None) -> str | None:
+        if name is not None and not ENV_NAME.match(name):
+            raise ValueError(f"{name!r} is not an environment variable name (these keys name variables, never "
+                             "hold credentials)")
+        return name
+
+    def env_names(self) -> dict[str, str]:
+        """{storage option: env var name} for the keys that are set, plus the upload sizes (`part_size_mb`,
+        `multipart_threshold_mb`), which are no secrets."""
+        names = {k.removesuffix("_env"): v for k, v in self.model_dump().items() if k.endswith("_env") and v}
+        return {**names, "part_size_mb": self.part_size_mb, "multipart_threshold_mb": self.multipart_threshold_mb}
+
+
 class RunConfig(Section):
     dataset: str = Field("speechchat", description="dataset name: the output folder out/<dataset> and part of every "
                                                    "conversation ID")
-    out_dir: Path | None = Field(None, description="output folder; null means out/<dataset>; relative: to the "
-                                                   "repository root, like every path in a config (`--out` on the "
-                                                   "command line is relative to the current folder)")
+    out_dir: Location | None = Field(None, description="output folder or object-store prefix (s3://bucket/prefix, "
+                                                       "gs://, hdfs://); null means out/<dataset>; relative: to "
+                                                       "the repository root, like every path in a config "
+                                                       "(`--out` on the command line: to the current folder)")
     license_tags: list[str] = Field(default_factory=lambda: ["text:generated-by-SmolLM2-135M-Instruct:apache-2.0",
                                                              "tts:piper-en_US-joe-medium:see-model-card"],
                                     description="licence tags written into every sample and the dataset card")
@@ -654,6 +745,7 @@ class RunConfig(Section):
     workers: WorkersConfig = Field(default_factory=WorkersConfig)
     duplex: DuplexConfig = Field(default_factory=DuplexConfig)
     augment: AugmentConfig = Field(default_factory=AugmentConfig)
+    storage: StorageConfig = Field(default_factory=StorageConfig)
 
     @model_validator(mode="after")
     def _held_out_speakers_need_a_test_split(self) -> RunConfig:
@@ -682,17 +774,31 @@ class RunConfig(Section):
         if isinstance(value, str) and not value.strip():  # Path("") is the current folder
             raise ValueError("out_dir is empty (an unset shell variable in --out?); give a folder, or null for "
                              "out/<dataset>")
-        problem = scheme_problem(str(value)) if isinstance(value, (str, Path)) else None
-        if problem:
-            raise ValueError(problem)
         return value
 
-    def output_dir(self) -> Path:
+    def output_location(self) -> Path | str:
+        """The output: a local folder (absolute Path) or an object-store URL (str)."""
+        if is_url(self.out_dir):
+            return self.out_dir
         return self.resolve_path(self.out_dir or Path("out") / self.dataset)
 
-    def resolve_path(self, path: Path) -> Path:
+    def output_dir(self) -> Path:
+        """The output as a local folder; an object-store output has none (use `output_location`)."""
+        location = self.output_location()
+        if isinstance(location, str):
+            raise ConfigError(f"the output {location} is on object storage, not a local folder")
+        return location
+
+    def resolve_path(self, path: Path | str) -> Path:
         """Relative paths in configs are relative to the repository root (where `ray job submit` runs)."""
+        if is_url(path):
+            raise ConfigError(f"{path} is a URL, not a local path (read it through pipeline.io.storage)")
+        path = Path(path)
         return path if path.is_absolute() else (REPO_ROOT / path).resolve()
+
+    def resolve_location(self, location: Path | str) -> Path | str:
+        """A URL as it is; a local path resolved as `resolve_path` does."""
+        return location if is_url(location) else self.resolve_path(location)
 
     def text_digest(self) -> str:
         """Digest of every setting that changes the *text* of a conversation; part of each conversation ID."""
@@ -714,7 +820,7 @@ class RunConfig(Section):
             "vllm_model": self.llm.vllm.model_source if self.llm.backend == "vllm" else None,
             "text": self.text.model_dump(mode="json"),
             "source": {**self.source.model_dump(mode="json", exclude={"path"}),
-                       "path": self.source.path.name if self.source.path else None},
+                       "path": str(self.source.path).rstrip("/").rsplit("/", 1)[-1] if self.source.path else None},
         }
         h.update(json.dumps(text_side, sort_keys=True).encode())
         for p in prompt_files:
@@ -903,10 +1009,13 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     if out_dir is not None:
         # `--out` is a command-line path: relative to the current folder (config paths: to the repository root)
         given = str(out_dir)
-        if scheme_problem(given):  # before it is made absolute: Path("s3://b/ds") would be a local s3:/b/ds
-            raise ConfigError(f"--out {given}: {scheme_problem(given)}")
-        data = _deep_merge(data, {"out_dir": str(Path(given).absolute()) if given.strip() else given},
-                           "command line (--out)", provenance)
+        if given.strip() and url_scheme(given) is not None:  # before it is made absolute: Path("s3://b/ds")
+            problem = location_problem(given)                 # would be a local folder s3:/b/ds
+            if problem:
+                raise ConfigError(f"--out {given}: {problem}")
+        elif given.strip():
+            given = str(Path(given[len("file://"):] if given.startswith("file://") else given).absolute())
+        data = _deep_merge(data, {"out_dir": given}, "command line (--out)", provenance)
     try:
         return RunConfig.model_validate(data)
     except ValidationError as exc:
@@ -925,6 +1034,8 @@ def dump_resolved(cfg: RunConfig) -> str:
 def _type_name(annotation: Any) -> str:
     text = getattr(annotation, "__name__", None) if isinstance(annotation, type) else None
     text = text or str(annotation)
+    if "_location" in text:
+        return "path or URL" + (" \\| null" if "None" in text else "")
     for noise in ("typing.", "pathlib.", "pipeline.config.", "__main__.", "Annotated[", ", Gt(gt=0)]"):
         text = text.replace(noise, "")
     text = text.replace("NoneType", "null").replace("Literal", "one of ").replace("Union[int, one of ['auto']]",
@@ -963,7 +1074,9 @@ def reference_markdown() -> str:
                 nested.append((f"{prefix}{name}", sub))
                 continue
             meaning = (field.description or "").replace("|", "\\|")
-            rows.append(f"| `{prefix}{name}` | {_type_name(field.annotation)} | `{_default(field)}` | {meaning} |")
+            kind = ("path or URL" if any(getattr(m, "func", None) is _location for m in field.metadata)
+                    else _type_name(field.annotation))
+            rows.append(f"| `{prefix}{name}` | {kind} | `{_default(field)}` | {meaning} |")
         if rows:
             title = prefix.rstrip(".") or "top level"
             lines.extend([f"## {title}", ""])

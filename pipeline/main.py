@@ -26,15 +26,19 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command")
     p_run = sub.add_parser("run", help="generate -> speak -> verify -> shard, resuming what is done")
     p_run.add_argument("--config", "-c", required=True, help="YAML config (may inherit with `base:`)")
-    p_run.add_argument("--out", help="output folder (default out/<dataset>)")
+    p_run.add_argument("--out", help="output folder or object-store prefix, e.g. s3://bucket/ds (default out/<dataset>)")
+    p_run.add_argument("--adopt-output", action="store_true", help="let a non-empty folder without the pipeline's "
+                       "marker become this output (its files are kept; only the pipeline's own names are ever "
+                       "replaced or cleaned up)")
     p_run.add_argument("--stages", help="comma list of stages to run (default all): e.g. generate (text only, "
                        "cached as Parquet) or tts,verify,shard (audio from cached text, no LLM calls)")
-    p_run.add_argument("--text-from", type=Path, help="output folder whose text/ cache feeds --stages tts,verify,shard "
+    p_run.add_argument("--text-from", help="output folder whose text/ cache feeds --stages tts,verify,shard "
                        "(default: the output folder itself)")
     p_run.add_argument("overrides", nargs="*", help="dotted overrides, e.g. tts.max_actors=2 plan.num_conversations=5")
     p_check = sub.add_parser("check-config", help="validate a config and print it resolved")
     p_check.add_argument("--config", "-c", required=True)
     p_check.add_argument("--out")
+    p_check.add_argument("--adopt-output", action="store_true", help="as for run")
     p_check.add_argument("--stages", help="check only what these stages need (see run --stages)")
     p_check.add_argument("overrides", nargs="*")
     p_plan = sub.add_parser("plan", help="write every conversation spec of a config to one Parquet file "
@@ -42,11 +46,12 @@ def build_parser() -> argparse.ArgumentParser:
     p_plan.add_argument("--config", "-c", required=True)
     p_plan.add_argument("--out", "-o", required=True, type=Path, help="Parquet file to write, e.g. specs.parquet")
     p_plan.add_argument("overrides", nargs="*", help="dotted overrides, e.g. plan.num_conversations=7000000")
-    p_verify = sub.add_parser("verify-output", help="check a dataset folder: tars, samples, checksums, manifest")
-    p_verify.add_argument("folder", type=Path)
+    p_verify = sub.add_parser("verify-output", help="check a dataset folder or prefix (s3://...): tars, samples, "
+                              "checksums, manifest")
+    p_verify.add_argument("folder", help="output folder or URL (credentials from the environment: AWS_* ...)")
     p_inspect = sub.add_parser("inspect", help="per-shard/per-language durations, token estimates and the pooled "
                                "speech-token reduction (needs torch: the dev or gpu extra)")
-    p_inspect.add_argument("folder", type=Path)
+    p_inspect.add_argument("folder")
     p_inspect.add_argument("--tokenizer", help="HF tokenizer folder or tokenizer.json for text tokens (default: estimate)")
     p_inspect.add_argument("--pool-threshold", type=float, default=0.97, help="affinity pooling cosine threshold")
     p_inspect.add_argument("--token-budget", type=int, default=8192, help="padded tokens per batch")
@@ -87,13 +92,23 @@ def inspect_cli(args: argparse.Namespace) -> int:
     return 0
 
 
-def verify_output_cli(folder: Path) -> int:
-    import pyarrow.parquet as pq
-
+def verify_output_cli(folder: str) -> int:
+    from pipeline.config import location_problem
     from pipeline.io.layout import Layout
     from pipeline.io.verify_output import verify_output
 
-    problems = verify_output(folder)
+    problem = location_problem(folder)
+    if problem:
+        print(f"speechchat verify-output: {folder!r} {problem}" if problem.startswith("is ") else
+              f"speechchat verify-output: {problem}", file=sys.stderr)
+        return 2
+    layout = Layout(folder)
+    try:
+        problems = verify_output(layout)
+        samples = sum(layout.store.parquet_rows(p) for p in layout.manifest_parts()) if not problems else 0
+    except OSError as exc:  # storage errors arrive scrubbed of credentials
+        print(f"speechchat verify-output: {exc}", file=sys.stderr)
+        return 2
     if problems:
         print(f"{folder}: {len(problems)} problem(s)", file=sys.stderr)
         for p in problems[:200]:
@@ -101,8 +116,6 @@ def verify_output_cli(folder: Path) -> int:
         if len(problems) > 200:
             print(f"  ... and {len(problems) - 200} more", file=sys.stderr)
         return 1
-    layout = Layout(folder)
-    samples = sum(pq.ParquetFile(p).metadata.num_rows for p in layout.manifest_parts())
     print(f"{folder}: OK ({len(layout.shards())} shards, {samples} samples, {len(layout.reject_parts())} rejects parts)")
     return 0
 
@@ -114,6 +127,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)
+    for noisy in ("botocore", "aiobotocore", "s3fs"):  # "found credentials in environment variables" on every start
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     if args.command is None:
         build_parser().print_help()
         return 2
@@ -146,10 +161,18 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "check-config":
             from pipeline.run.preflight import preflight
 
-            preflight(cfg, StageSelection.parse(args.stages))
+            preflight(cfg, StageSelection.parse(args.stages), adopt_output=args.adopt_output)
             print(dump_resolved(cfg))
             return 0
-        run(cfg, StageSelection.parse(args.stages), args.text_from)
+        text_from = None
+        if args.text_from is not None:
+            from pipeline.config import is_url, location_problem
+
+            problem = location_problem(args.text_from)
+            if problem:
+                raise ConfigError(f"--text-from {problem}" if problem.startswith("is ") else f"--text-from {problem}")
+            text_from = args.text_from if is_url(args.text_from) else Path(args.text_from)
+        run(cfg, StageSelection.parse(args.stages), text_from, adopt_output=args.adopt_output)
         return 0
     except ConfigError as exc:
         print(f"speechchat: {redact(str(exc))}", file=sys.stderr)

@@ -95,6 +95,38 @@ FAKE_HF_TOKEN = "hf_test_FAKE_TOKEN_never_logged_0000"
 os.environ["OPENAI_API_KEY"] = FAKE_OPENAI_KEY
 os.environ["HF_TOKEN"] = FAKE_HF_TOKEN
 
+# Object storage: the S3 stand-in (tests/s3_server.py) listens on this port once a test asks for `s3_endpoint`;
+# endpoint and fake credentials are in the environment from the start, the standard way (AWS_*), so that every
+# Ray worker inherits them. The keys are planted: tests check that they reach no output file, log or message.
+FAKE_AWS_KEY_ID = "AKIAFAKEKEYNEVERLOGGED"
+FAKE_AWS_SECRET = "fake/Secret+Access-Key-never-logged-0000"
+S3_PORT = int(os.environ.get("SPEECHCHAT_TEST_S3_PORT", "0")) or __import__("s3_server").free_port()
+os.environ.update(AWS_ENDPOINT_URL=f"http://127.0.0.1:{S3_PORT}", AWS_ACCESS_KEY_ID=FAKE_AWS_KEY_ID,
+                  AWS_SECRET_ACCESS_KEY=FAKE_AWS_SECRET, AWS_REGION="us-east-1", AWS_DEFAULT_REGION="us-east-1",
+                  AWS_EC2_METADATA_DISABLED="true", SPEECHCHAT_TEST_S3_PORT=str(S3_PORT))
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint(tmp_path_factory):
+    """A real S3-compatible server (moto's standalone server) on 127.0.0.1:S3_PORT for the whole session."""
+    from s3_server import S3Server
+
+    with S3Server(S3_PORT, tmp_path_factory.mktemp("s3") / "moto.log") as endpoint:
+        yield endpoint
+
+
+@pytest.fixture
+def s3_bucket(s3_endpoint, request):
+    """A fresh bucket for one test, made through the S3 API; its s3:// URL."""
+    import hashlib
+    import re
+
+    from s3_server import make_bucket
+
+    digest = hashlib.sha256(f"{request.node.nodeid}:{os.getpid()}".encode()).hexdigest()[:8]
+    name = re.sub(r"[^a-z0-9-]", "-", request.node.name.lower())[:40].strip("-") + f"-{digest}"
+    return make_bucket(name)
+
 
 @pytest.fixture
 def stage_plan(monkeypatch) -> list[tuple[str, float | None]]:

@@ -61,8 +61,9 @@ def build_plan(stages: list[Stage], workers: WorkersConfig) -> ray.data.Dataset:
                                 **batch)
             continue
         ds = ds.map_batches(actor_class(group), fn_constructor_kwargs={"stages": group},
-                            compute=actor_pool(res.actors, res.threads or 1, res.num_gpus), batch_format="pyarrow",
-                            num_cpus=res.num_cpus, num_gpus=res.num_gpus or None, **batch, **crash)
+                            compute=actor_pool(res.actors, res.threads or 1, res.num_gpus, res.custom),
+                            batch_format="pyarrow", num_cpus=res.num_cpus, num_gpus=res.num_gpus or None, **batch,
+                            **crash, **placement(res))
     if ds is None:
         raise ValueError("no stages to run")
     return ds
@@ -82,7 +83,11 @@ class Loop(Stage):
         self.resources = Resources(num_cpus=max(s.resources.num_cpus for s in body),
                                    num_gpus=max(s.resources.num_gpus for s in body),
                                    threads=max((s.resources.threads or 1) for s in body),
-                                   actors="auto" if "auto" in actors else max(a or 1 for a in actors))
+                                   actors="auto" if "auto" in actors else max(a or 1 for a in actors),
+                                   # custom Ray resources (nodes started with --resources): every body stage's
+                                   custom={k: max(s.resources.custom.get(k, 0) for s in body)
+                                           for k in dict.fromkeys(k for s in body for k in s.resources.custom)},
+                                   driver_node=any(s.resources.driver_node for s in body))
         self.batch_size = body[0].batch_size
 
     def setup(self) -> None:
@@ -149,7 +154,23 @@ def actor_class(group: list[Stage]) -> type:
     return type(name, (StageActor,), {"__qualname__": name})
 
 
-def actor_pool(actors: int | str, threads: int, num_gpus: float = 0.0) -> ray.data.ActorPoolStrategy:
+def placement(res) -> dict:
+    """Ray remote args that place a stage's actors: custom resources, and the driver's node for a stage that
+    talks to a server on the driver's 127.0.0.1 (the embedded LLM server: on a cluster, use llm.base_url to a
+    server every node reaches, or llm.backend vllm, to spread generation over the nodes)."""
+    args: dict = {}
+    if res.custom:
+        args["resources"] = dict(res.custom)
+    if res.driver_node:
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        args["scheduling_strategy"] = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(),
+                                                                     soft=False)
+    return args
+
+
+def actor_pool(actors: int | str, threads: int, num_gpus: float = 0.0,
+               custom: dict[str, float] | None = None) -> ray.data.ActorPoolStrategy:
     """N: a pool that grows from 1 to N actors with the backlog. auto: as many actors as the cluster has CPUs
     for `threads` threads each (or, with a GPU share, as many as its shares fit on the cluster's GPUs), all
     started at once: a pool grown on demand adds its second actor only after the first has worked through a
@@ -158,8 +179,12 @@ def actor_pool(actors: int | str, threads: int, num_gpus: float = 0.0) -> ray.da
         return ray.data.ActorPoolStrategy(min_size=1, max_size=int(actors))
     resources = ray.cluster_resources()
     if num_gpus > 0:
-        return ray.data.ActorPoolStrategy(size=max(1, int(resources.get("GPU", 0) / num_gpus + 1e-9)))
-    return ray.data.ActorPoolStrategy(size=max(1, int(resources.get("CPU", 1) // threads)))
+        size = int(resources.get("GPU", 0) / num_gpus + 1e-9)
+    else:
+        size = int(resources.get("CPU", 1) // threads)
+    for name, amount in (custom or {}).items():  # as many as the nodes' custom resources fit, too
+        size = min(size, int(resources.get(name, 0) / amount + 1e-9))
+    return ray.data.ActorPoolStrategy(size=max(1, size))
 
 
 def vllm_processor(stage: ProcessorStage):

@@ -18,7 +18,6 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from pipeline.ids import id_to_u64
 from pipeline.io.layout import Layout
@@ -43,10 +42,15 @@ def _smallest_hashes(ids: list[str], n: int) -> set[str]:
     return {ids[i] for i in np.argpartition(hashes, n - 1)[:n]}
 
 
-def read_json_member(path: Path, offset: int, key: str) -> dict[str, Any] | None:
+def _open(path: Path | str, layout: Layout | None) -> Any:
+    return layout.open(path) if layout is not None else open(path, "rb")
+
+
+def read_json_member(path: Path | str, offset: int, key: str, layout: Layout | None = None) -> dict[str, Any] | None:
     """The `{key}.json` member of the sample whose first header starts at `offset`, or None. Plain ustar
-    headers are hopped over (name and size from the header, data skipped by seeking)."""
-    with open(path, "rb") as fh:
+    headers are hopped over (name and size from the header, data skipped by seeking; on object storage each
+    seek is a ranged read)."""
+    with _open(path, layout) as fh:
         fh.seek(offset)
         for _ in range(8):  # a sample has three members; a pax header would add one per member
             block = fh.read(tarfile.BLOCKSIZE)
@@ -54,7 +58,7 @@ def read_json_member(path: Path, offset: int, key: str) -> dict[str, Any] | None
                 return None
             info = tarfile.TarInfo.frombuf(block, "utf-8", "surrogateescape")
             if info.type in (tarfile.XHDTYPE, tarfile.XGLTYPE, tarfile.GNUTYPE_LONGNAME):
-                return _json_by_stream(path, offset, key)
+                return _json_by_stream(path, offset, key, layout)
             if not info.name.startswith(key + "."):
                 return None
             if info.name == f"{key}.json":
@@ -63,8 +67,8 @@ def read_json_member(path: Path, offset: int, key: str) -> dict[str, Any] | None
     return None
 
 
-def _json_by_stream(path: Path, offset: int, key: str) -> dict[str, Any] | None:
-    with open(path, "rb") as fh:
+def _json_by_stream(path: Path | str, offset: int, key: str, layout: Layout | None = None) -> dict[str, Any] | None:
+    with _open(path, layout) as fh:
         fh.seek(offset)
         with tarfile.open(fileobj=fh, mode="r|") as tf:
             for member in tf:
@@ -77,7 +81,7 @@ def _json_by_stream(path: Path, offset: int, key: str) -> dict[str, Any] | None:
 
 def _from_shards(layout: Layout, per_language: int) -> dict[str, KeptText]:
     columns = ["key", "conversation_id", "exchange_index", "language", "topic", "scenario", "domain", "shard", "offset"]
-    tables = [pq.read_table(p, columns=columns) for p in layout.manifest_parts()]
+    tables = [layout.read_table(p, columns=columns) for p in layout.manifest_parts()]
     manifest = pa.concat_tables(tables, promote_options="default").to_pylist()
     out: dict[str, KeptText] = defaultdict(KeptText)
     exchanges: dict[str, list[dict[str, Any]]] = defaultdict(list)
@@ -96,7 +100,7 @@ def _from_shards(layout: Layout, per_language: int) -> dict[str, KeptText]:
         for conv_id in sorted(_smallest_hashes(ids, per_language)):
             turns: list[tuple[str, str]] = []
             for row in sorted(exchanges[conv_id], key=lambda r: r["exchange_index"]):
-                meta = read_json_member(layout.root / row["shard"], int(row["offset"]), row["key"])
+                meta = read_json_member(layout.store.location(row["shard"]), int(row["offset"]), row["key"], layout)
                 if meta is None:  # unreadable sample: the conversation is left out of the sample
                     turns = []
                     break
@@ -109,8 +113,8 @@ def _from_shards(layout: Layout, per_language: int) -> dict[str, KeptText]:
 def _from_text_cache(layout: Layout, per_language: int) -> dict[str, KeptText]:
     rejected = layout.rejected_ids()
     rows: dict[str, dict[str, Any]] = {}
-    for part in cached_parts(layout.root):
-        for row in pq.read_table(part, columns=["conversation_id", "language", "topic", "scenario", "domain",
+    for part in cached_parts(layout):
+        for row in layout.read_table(part, columns=["conversation_id", "language", "topic", "scenario", "domain",
                                                 "turns"]).to_pylist():
             u = np.uint64(id_to_u64(row["conversation_id"]))
             pos = int(np.searchsorted(rejected, u))

@@ -1,6 +1,7 @@
 """The output folder: where things go, atomic writes, and what a restart needs to know.
 
-out/<dataset>/
+out/<dataset>/ (a local folder, or a prefix on object storage: s3://bucket/prefix, see `pipeline.io.storage`)
+  .speechchat-output.json                            the marker: this output is the pipeline's (`ownership`)
   data/<language>/<split>/shard-<run>-<hash>.tar   samples (finished only once renamed into place)
   manifest/shard-<run>-<hash>.parquet               one row per sample; written after its tar
   data/<language>/duplex/<split>/shard-*.tar        duplex.enabled: one stereo timeline per conversation
@@ -8,6 +9,8 @@ out/<dataset>/
   rejects/part-<run>-<hash>.parquet                  one row per rejected conversation
   state/runs.jsonl                                   one line per run (id, time, config digest)
   config.yaml, stats.json
+On object storage (no rename) the manifest part is the commit record: a tar without it is invisible to readers,
+and multipart uploads a killed writer never completed are aborted on restart.
 A tar without its manifest part is unfinished and is deleted on restart, as are `.tmp` files and a manifest
 part without its tar (both are renamed into place before their folders are fsynced, so a power cut can keep
 either name alone). A duplex tar and part are finished only when the main manifest part of the same name is
@@ -23,8 +26,9 @@ import logging
 import os
 import re
 import stat
-from collections.abc import Callable, Iterable
-from pathlib import Path
+from collections.abc import Callable
+from pathlib import Path, PurePosixPath
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -33,6 +37,7 @@ import pyarrow.parquet as pq
 from pipeline.config import ConfigError
 from pipeline.faults import armed, checkpoint
 from pipeline.ids import ids_to_u64
+from pipeline.io.storage import Store
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +49,9 @@ DUPLEX = "duplex"  # the duplex subset's folder under data/<language>/ and manif
 # the same folder is never read as data, removed or uploaded.
 _NAME = r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}"  # config.SAFE_NAME: languages, splits
 _PART = r"r[0-9A-Za-z]{0,40}-[0-9a-f]{12}"  # <run id: r + UTC time>-<hash of the conversation IDs>
+MARKER = ".speechchat-output.json"  # the owned output's marker (`pipeline.io.ownership`)
 OWN_PATTERNS: dict[str, re.Pattern[str]] = {
+    "marker": re.compile(re.escape(MARKER)),
     "shard": re.compile(rf"data/{_NAME}/{_NAME}/shard-{_PART}\.tar"),
     "manifest": re.compile(rf"manifest/shard-{_PART}\.parquet"),
     "duplex_shard": re.compile(rf"data/{_NAME}/{DUPLEX}/{_NAME}/shard-{_PART}\.tar"),
@@ -56,6 +63,9 @@ OWN_PATTERNS: dict[str, re.Pattern[str]] = {
     "state": re.compile(r"state/(runs\.jsonl|llm_server\.log|xtts_latents/[^/]+\.pt)"),
     "plan": re.compile(r"plan/specs\.parquet"),
 }
+# the folder each kind of part lives under (listing a folder is cheaper than listing the whole output)
+KIND_DIRS = {"shard": "data", "manifest": "manifest", "duplex_shard": "data", "duplex_manifest": f"manifest/{DUPLEX}",
+             "rejects": "rejects", "text": "text", "near_dup": "state/near_dup"}
 
 
 def is_own_name(rel: str, kind: str | None = None) -> bool:
@@ -69,101 +79,154 @@ def is_own_temp(rel: str) -> bool:
 
 
 class Layout:
-    def __init__(self, root: Path):
-        self.root = Path(root)
+    """An output: its store and the pipeline's own parts in it. Listings return locations: Paths for a local
+    folder (as they always were), URLs for object storage; read them back through the layout's store."""
+
+    def __init__(self, root: Path | str | Store, env_names: dict[str, str] | None = None):
+        self.store = root if isinstance(root, Store) else Store(root, env_names)
 
     @property
-    def data(self) -> Path:
-        return self.root / "data"
+    def root(self) -> Path | str:
+        return self.store.location()
 
     @property
-    def manifest(self) -> Path:
-        return self.root / "manifest"
+    def local(self) -> bool:
+        return self.store.local
 
     @property
-    def rejects(self) -> Path:
-        return self.root / "rejects"
+    def data(self) -> Path | str:
+        return self.store.location("data")
 
     @property
-    def state(self) -> Path:
-        return self.root / "state"
-
-    def shard_dir(self, language: str, split: str) -> Path:
-        return self.data / language / split
-
-    def duplex_dir(self, language: str, split: str) -> Path:
-        return self.data / language / DUPLEX / split
+    def manifest(self) -> Path | str:
+        return self.store.location("manifest")
 
     @property
-    def duplex_manifest(self) -> Path:
-        return self.manifest / DUPLEX
+    def rejects(self) -> Path | str:
+        return self.store.location("rejects")
 
-    def own(self, kind: str, found: Iterable[Path]) -> list[Path]:
-        """The files among `found` whose names are the pipeline's own of that kind, sorted."""
-        return sorted(p for p in found if is_own_name(p.relative_to(self.root).as_posix(), kind) and p.is_file())
+    @property
+    def state(self) -> Path | str:
+        return self.store.location("state")
 
-    def duplex_manifest_parts(self) -> list[Path]:
-        return self.own("duplex_manifest", self.duplex_manifest.glob("*.parquet")) if self.duplex_manifest.is_dir() else []
+    def shard_dir(self, language: str, split: str) -> Path | str:
+        return self.store.location(f"data/{language}/{split}")
 
-    def duplex_shards(self) -> list[Path]:
-        return self.own("duplex_shard", self.data.glob(f"*/{DUPLEX}/*/*.tar")) if self.data.is_dir() else []
+    def duplex_dir(self, language: str, split: str) -> Path | str:
+        return self.store.location(f"data/{language}/{DUPLEX}/{split}")
+
+    @property
+    def duplex_manifest(self) -> Path | str:
+        return self.store.location(f"manifest/{DUPLEX}")
+
+    def rel(self, location: Path | str) -> str:
+        return self.store.rel(location)
+
+    def own(self, kind: str, under: str | None = None) -> list[Path | str]:
+        """The pipeline's own files of that kind (under one folder of the output), sorted."""
+        return [self.store.location(rel) for rel in self.store.list_files(under or KIND_DIRS[kind])
+                if is_own_name(rel, kind)]
+
+    def duplex_manifest_parts(self) -> list[Path | str]:
+        return self.own("duplex_manifest", f"manifest/{DUPLEX}")
+
+    def duplex_shards(self) -> list[Path | str]:
+        return self.own("duplex_shard")
 
     def make_dirs(self) -> None:
-        for d in (self.data, self.manifest, self.rejects, self.state):
-            d.mkdir(parents=True, exist_ok=True)
+        self.store.mkdirs("data", "manifest", "rejects", "state")
 
-    def manifest_parts(self) -> list[Path]:
-        return self.own("manifest", self.manifest.glob("*.parquet")) if self.manifest.is_dir() else []
+    def manifest_parts(self) -> list[Path | str]:
+        return self.own("manifest")
 
-    def reject_parts(self) -> list[Path]:
-        return self.own("rejects", self.rejects.glob("*.parquet")) if self.rejects.is_dir() else []
+    def reject_parts(self) -> list[Path | str]:
+        return self.own("rejects")
 
-    def shards(self) -> list[Path]:
-        return self.own("shard", self.data.glob("*/*/*.tar")) if self.data.is_dir() else []
+    def text_parts(self) -> list[Path | str]:
+        return self.own("text")
 
-    def shards_of(self, language: str, split: str) -> list[Path]:
-        d = self.shard_dir(language, split)
-        return self.own("shard", d.glob("*.tar")) if d.is_dir() else []
+    def shards(self) -> list[Path | str]:
+        return self.own("shard")
 
-    def duplex_shards_of(self, language: str, split: str) -> list[Path]:
-        d = self.duplex_dir(language, split)
-        return self.own("duplex_shard", d.glob("*.tar")) if d.is_dir() else []
+    def shards_of(self, language: str, split: str) -> list[Path | str]:
+        return self.own("shard", f"data/{language}/{split}")
 
-    def clean_unfinished(self) -> list[Path]:
+    def duplex_shards_of(self, language: str, split: str) -> list[Path | str]:
+        return self.own("duplex_shard", f"data/{language}/{DUPLEX}/{split}")
+
+    def read_table(self, location: Path | str, columns: list[str] | None = None) -> pa.Table:
+        return self.store.read_table(location, columns)
+
+    def open(self, location: Path | str) -> Any:
+        return self.store.open(location)
+
+    def size(self, location: Path | str) -> int:
+        return self.store.size(location)
+
+    def sha256(self, location: Path | str) -> str:
+        h = hashlib.sha256()
+        with self.store.open(location) as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                h.update(block)
+        return h.hexdigest()
+
+    def write_bytes(self, rel: str, data: bytes) -> None:
+        self.store.write_bytes(rel, data)
+
+    def write_parquet(self, rel: str, table: pa.Table, fault_point: str | None = None) -> None:
+        """Readers see the whole part or nothing. A kill test's fault point stops a local write half-way
+        (a torn `.tmp`); on object storage, before the one PUT (there is no half-written object)."""
+        if self.local:
+            write_parquet_atomic(self.store.location(rel), table, fault_point)
+            return
+        if fault_point is not None:
+            checkpoint(fault_point)
+        self.store.write_atomic(rel, lambda fh: pq.write_table(table, fh))
+
+    def clean_unfinished(self) -> list[Path | str]:
         """Remove the pipeline's own temp files (`is_own_temp`: never a user's `notes/draft.tmp`), tars whose
-        manifest part was never written (a crash between the two) and manifest parts whose tar did not reach the
-        disk (a power cut before the folders' fsync). Only the pipeline's own names are listed, so nothing it
-        did not write is ever removed; each removal is logged."""
-        removed = [p for p in self.root.rglob(f"*{TMP_SUFFIX}")
-                   if p.is_file() and not p.is_symlink() and is_own_temp(p.relative_to(self.root).as_posix())
-                   ] if self.root.is_dir() else []
-        parts, tars = self.manifest_parts(), self.shards()
-        finished, written = {p.stem for p in parts}, {t.stem for t in tars}
-        removed += [t for t in tars if t.stem not in finished] + [p for p in parts if p.stem not in written]
-        main_finished = finished - {p.stem for p in removed}
-        duplex_parts, duplex_tars = self.duplex_manifest_parts(), self.duplex_shards()
-        duplex_finished = {p.stem for p in duplex_parts} & main_finished
-        duplex_written = {t.stem for t in duplex_tars}
-        removed += [t for t in duplex_tars if t.stem not in duplex_finished]
-        removed += [p for p in duplex_parts if p.stem not in duplex_written or p.stem not in main_finished]
-        for p in removed:
-            log.warning("removing %s, left unfinished by an interrupted run", p)
-            p.unlink(missing_ok=True)
-        return removed
+        manifest part was never written (a crash between the two), manifest parts whose tar did not reach the
+        disk (a power cut before the folders' fsync), duplex parts whose main part is missing and, on S3,
+        multipart uploads of own names never completed (a killed writer). Only the pipeline's own names are
+        listed, so nothing it did not write is ever removed; each removal is logged."""
+        store = self.store
+        everything = store.list_files()
+        removed = [rel for rel in everything if is_own_temp(rel) and not (
+            store.local and (store.root / rel).is_symlink())]
+        named = {kind: [rel for rel in everything if is_own_name(rel, kind)]
+                 for kind in ("shard", "manifest", "duplex_shard", "duplex_manifest")}
+        finished, written = {_stem(p) for p in named["manifest"]}, {_stem(t) for t in named["shard"]}
+        removed += [t for t in named["shard"] if _stem(t) not in finished]
+        removed += [p for p in named["manifest"] if _stem(p) not in written]
+        main_finished = finished - {_stem(p) for p in removed}
+        duplex_finished = {_stem(p) for p in named["duplex_manifest"]} & main_finished
+        duplex_written = {_stem(t) for t in named["duplex_shard"]}
+        removed += [t for t in named["duplex_shard"] if _stem(t) not in duplex_finished]
+        removed += [p for p in named["duplex_manifest"]
+                    if _stem(p) not in duplex_written or _stem(p) not in main_finished]
+        for rel in removed:
+            log.warning("removing %s, left unfinished by an interrupted run", store.location(rel))
+            store.remove(rel)
+        for rel, upload_id in store.unfinished_uploads():
+            if is_own_name(rel):
+                log.warning("aborting the unfinished upload of %s, left by an interrupted run", store.location(rel))
+                store.abort_upload(rel, upload_id)
+                removed.append(rel)
+        return [store.location(rel) for rel in removed]
 
     def done_ids(self) -> np.ndarray:
         """64-bit hashes of every conversation already kept or rejected, sorted (8 bytes each)."""
-        return part_ids(self.manifest_parts() + self.reject_parts())
+        return part_ids(self.manifest_parts() + self.reject_parts(), self.store)
 
     def rejected_ids(self) -> np.ndarray:
         """64-bit hashes of every conversation rejected so far, sorted."""
-        return part_ids(self.reject_parts())
+        return part_ids(self.reject_parts(), self.store)
 
     def kept_per_language(self) -> tuple[np.ndarray, dict[str, int]]:
         """(sorted 64-bit hashes of the kept conversations, kept conversations per language), from the manifest."""
         ids: dict[str, str] = {}
         for p in self.manifest_parts():
-            table = pq.read_table(p, columns=["conversation_id", "language"])
+            table = self.store.read_table(p, columns=["conversation_id", "language"])
             ids.update(zip(table.column(0).to_pylist(), table.column(1).to_pylist()))
         per_language: dict[str, int] = {}
         for language in ids.values():
@@ -171,13 +234,20 @@ class Layout:
         return ids_to_u64(ids), per_language
 
 
-def part_ids(parts: list[Path]) -> np.ndarray:
-    """64-bit hashes of the conversation_id column of Parquet parts; a damaged part is a ConfigError naming it
-    (a resume set read from half a file would silently redo or skip conversations)."""
+def _stem(rel: str) -> str:
+    return PurePosixPath(rel).stem
+
+
+def part_ids(parts: list[Path | str], store: Store | None = None) -> np.ndarray:
+    """64-bit hashes of the conversation_id column of Parquet parts (local paths, or locations in `store`); a
+    damaged part is a ConfigError naming it (a resume set read from half a file would silently redo or skip
+    conversations)."""
     ids: list[str] = []
     for p in parts:
         try:
-            ids += pq.read_table(p, columns=["conversation_id"]).column(0).to_pylist()
+            table = store.read_table(p, ["conversation_id"]) if store is not None else pq.read_table(
+                p, columns=["conversation_id"])
+            ids += table.column(0).to_pylist()
         except (pa.ArrowException, OSError, KeyError) as exc:
             raise ConfigError(f"{p}: damaged Parquet part ({str(exc).splitlines()[0][:160]}); `speechchat "
                               f"verify-output` lists what is wrong; move the file out of the folder (its "

@@ -15,34 +15,32 @@ from typing import Any
 
 import numpy as np
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from pipeline.ids import id_to_u64
-from pipeline.io.layout import Layout, write_parquet_atomic
+from pipeline.io.layout import Layout
 from pipeline.schema import SIGNATURE_SCHEMA, rows_to_table
 
 log = logging.getLogger(__name__)
 
 
-def signature_dir(layout: Layout) -> Path:
-    return layout.state / "near_dup"
+def signature_dir(layout: Layout) -> Path | str:
+    return layout.store.location("state/near_dup")
 
 
-def signature_parts(layout: Layout) -> list[Path]:
-    d = signature_dir(layout)
-    return layout.own("near_dup", d.glob("*.parquet")) if d.is_dir() else []
+def signature_parts(layout: Layout) -> list[Path | str]:
+    return layout.own("near_dup")
 
 
-def write_signatures(layout: Layout, name: str, rows: list[dict[str, Any]], settings: str) -> Path | None:
+def write_signatures(layout: Layout, name: str, rows: list[dict[str, Any]], settings: str) -> Path | str | None:
     """One part for these rows' signatures (rows without one, e.g. with near-duplicate checks off, are left out);
     named like the shard, so a retried batch rewrites the same part."""
     signed = [{"conversation_id": r["conversation_id"], "settings": settings, "signature": r["near_dup_signature"]}
               for r in rows if r.get("near_dup_signature")]
     if not signed:
         return None
-    path = signature_dir(layout) / f"{name}.parquet"
-    write_parquet_atomic(path, rows_to_table(signed, SIGNATURE_SCHEMA))
-    return path
+    rel = f"state/near_dup/{name}.parquet"
+    layout.write_parquet(rel, rows_to_table(signed, SIGNATURE_SCHEMA))
+    return layout.store.location(rel)
 
 
 def read_signatures(layout: Layout, settings: str, exclude: np.ndarray | None = None) -> tuple[list[str], np.ndarray]:
@@ -53,7 +51,7 @@ def read_signatures(layout: Layout, settings: str, exclude: np.ndarray | None = 
     blocks: list[np.ndarray] = []
     other = 0
     for part in signature_parts(layout):
-        table = pq.read_table(part)
+        table = layout.read_table(part)
         same = pc.equal(table.column("settings"), settings)
         other += table.num_rows - pc.sum(same).as_py() if table.num_rows else 0
         table = table.filter(same)

@@ -1,10 +1,17 @@
 """Writing shards: WebDataset tars and their manifest parts, committed so that a crash never leaves half a shard.
 
-A shard is finished when its tar is in place *and* its manifest part is written. Both are written and fsynced
-as `.tmp`, then renamed tar first, and one folder fsync covers both renames; a restart deletes a tar whose
-manifest part is missing and a part whose tar is missing (`Layout.clean_unfinished`), so readers of a live
-folder never see a part before its tar. The tar bytes are webdataset's (`TarWriter`) byte for byte: a test
-compares them.
+A shard is finished when its tar is in place *and* its manifest part is written: the manifest part is the
+commit record, and every reader of the pipeline (verify-output, stats, the card, publish, the loader) lists
+shards through the manifest, so a tar without its part is invisible to them until a restart deletes it
+(`Layout.clean_unfinished`).
+- Local folder: both are written and fsynced as `.tmp`, then renamed tar first, and one folder fsync covers
+  both renames; a restart deletes a tar whose manifest part is missing and a part whose tar is missing.
+- Object storage (no rename): the tar is streamed to its final name (`data/<lang>/<split>/shard-<run>-<hash of
+  the conversation IDs>.tar`) as a multipart upload that becomes visible only when completed; then the manifest
+  part is put (one PUT, visible whole or not at all). A killed writer leaves either an unfinished upload
+  (aborted on restart) or a tar without its part (deleted on restart); a retried batch writes the same names.
+  Nothing is staged on local disk.
+The tar bytes are webdataset's (`TarWriter`) byte for byte: a test compares them.
 """
 
 from __future__ import annotations
@@ -22,7 +29,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline.faults import armed, checkpoint
-from pipeline.io.layout import TMP_SUFFIX, Layout, publish, sync_folders, write_tmp
+from pipeline.io.layout import DUPLEX, TMP_SUFFIX, Layout, publish, sync_folders, write_tmp
 from pipeline.schema import (
     DUPLEX_MANIFEST_SCHEMA,
     MANIFEST_SCHEMA,
@@ -189,7 +196,7 @@ def write_shard(layout: Layout, name: str, rows: list[dict[str, Any]], language:
     """Write one tar (`data/<language>/<split>/<name>.tar`) and its manifest part; return the tar's path
     relative to the output and the manifest rows."""
     samples = (s for row in rows for s in conversation_samples(row, license_tags, keep_clean=keep_clean))
-    return _commit_shard(layout, layout.shard_dir(language, split) / f"{name}.tar", layout.manifest / f"{name}.parquet",
+    return _commit_shard(layout, f"data/{language}/{split}/{name}.tar", f"manifest/{name}.parquet",
                          samples, lambda rel, offsets, digest: manifest_rows(rows, language, split, rel, offsets, digest),
                          MANIFEST_SCHEMA, "shard")
 
@@ -202,13 +209,13 @@ def write_duplex_shard(layout: Layout, name: str, rows: list[dict[str, Any]], la
     samples = [s for s in (duplex_sample(row) for row in rows) if s is not None]
     if not samples:
         return None
-    return _commit_shard(layout, layout.duplex_dir(language, split) / f"{name}.tar",
-                         layout.duplex_manifest / f"{name}.parquet", iter(samples),
+    return _commit_shard(layout, f"data/{language}/{DUPLEX}/{split}/{name}.tar", f"manifest/{DUPLEX}/{name}.parquet",
+                         iter(samples),
                          lambda rel, offsets, digest: duplex_manifest_rows(rows, language, split, rel, offsets, digest),
                          DUPLEX_MANIFEST_SCHEMA, "duplex")
 
 
-def _commit_shard(layout: Layout, tar_path: Path, manifest_path: Path, samples: Iterator[dict[str, Any]],
+def _commit_shard(layout: Layout, shard_rel: str, manifest_rel: str, samples: Iterator[dict[str, Any]],
                   make_rows: Callable[[str, dict[str, int], str], list[dict[str, Any]]], schema: pa.Schema,
                   fault_prefix: str) -> tuple[str, list[dict[str, Any]]]:
     """The tar and its manifest part, committed tar first.
@@ -216,7 +223,9 @@ def _commit_shard(layout: Layout, tar_path: Path, manifest_path: Path, samples: 
     The manifest part is made and fsynced on a second thread while the tar is fsynced, so the two waits
     overlap (the file system's journal can commit both at once), and one folder fsync covers both renames.
     """
-    shard_rel = str(tar_path.relative_to(layout.root))
+    if not layout.local:
+        return _commit_to_object_store(layout, shard_rel, manifest_rel, samples, make_rows, schema, fault_prefix)
+    tar_path, manifest_path = layout.store.location(shard_rel), layout.store.location(manifest_rel)
     made: dict[str, Any] = {}
 
     def write(fh: Any) -> None:  # write_tmp fsyncs the tar after this, while the manifest thread works
@@ -238,5 +247,26 @@ def _commit_shard(layout: Layout, tar_path: Path, manifest_path: Path, samples: 
     checkpoint(f"{fault_prefix}.between_tar_and_manifest")
     publish(manifest_tmp, manifest_path)
     sync_folders(tar_path, manifest_path)
+    checkpoint(f"{fault_prefix}.after_manifest")
+    return shard_rel, manifest
+
+
+def _commit_to_object_store(layout: Layout, shard_rel: str, manifest_rel: str, samples: Iterator[dict[str, Any]],
+                            make_rows: Callable[[str, dict[str, int], str], list[dict[str, Any]]],
+                            schema: pa.Schema, fault_prefix: str) -> tuple[str, list[dict[str, Any]]]:
+    """`_commit_shard` on object storage: the tar streamed to its final key as a multipart upload, completed,
+    then the manifest part (the commit record) put in one request."""
+    upload = layout.store.upload(shard_rel)
+    try:
+        offsets, digest = write_tar(upload, samples)
+        upload.flush_parts()
+        checkpoint(f"{fault_prefix}.tar_uploading")  # every part sent, not completed: invisible, unfinished
+        upload.complete()
+    except BaseException:
+        upload.abort()
+        raise
+    manifest = make_rows(shard_rel, offsets, digest)
+    checkpoint(f"{fault_prefix}.between_tar_and_manifest")
+    layout.write_parquet(manifest_rel, rows_to_table(manifest, schema))
     checkpoint(f"{fault_prefix}.after_manifest")
     return shard_rel, manifest

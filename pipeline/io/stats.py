@@ -8,21 +8,20 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
-from pipeline.io.layout import Layout, atomic_write
+from pipeline.io.layout import Layout
 from pipeline.schema import JUDGE_CRITERIA
 
 
-def _read_all(parts: list, columns: list[str] | None = None) -> pa.Table | None:
-    tables = [pq.read_table(p, columns=columns) for p in parts]
+def _read_all(layout: Layout, parts: list, columns: list[str] | None = None) -> pa.Table | None:
+    tables = [layout.read_table(p, columns) for p in parts]
     # parts written by older versions may lack newer columns: promote them to null instead of failing
     return pa.concat_tables(tables, promote_options="default") if tables else None
 
 
 def compute_stats(layout: Layout) -> dict[str, Any]:
-    manifest = _read_all(layout.manifest_parts())
-    rejects = _read_all(layout.reject_parts())
+    manifest = _read_all(layout, layout.manifest_parts())
+    rejects = _read_all(layout, layout.reject_parts())
     stats: dict[str, Any] = {"languages": {}, "rejections": {}, "speaker_usage": {}}
     if manifest is not None and manifest.num_rows:
         for lang in sorted(set(manifest.column("language").to_pylist())):
@@ -126,7 +125,7 @@ def usage_balance(counts: Counter) -> dict[str, Any]:
 
 
 def write_stats(layout: Layout, stats: dict[str, Any]) -> None:
-    atomic_write(layout.root / "stats.json", lambda fh: fh.write(json.dumps(stats, indent=2, sort_keys=True).encode()))
+    layout.write_bytes("stats.json", json.dumps(stats, indent=2, sort_keys=True).encode())
 
 
 def cost_section(*, kept: int, rejected: int, kept_audio_s: float, llm_requests: int, prompt_tokens: int,

@@ -13,37 +13,38 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pyarrow.parquet as pq
 
-from pipeline.io.layout import Layout, part_ids, write_parquet_atomic
+from pipeline.io.layout import Layout, part_ids
 from pipeline.schema import TEXT_CACHE_SCHEMA, rows_to_table
 
 
-def text_dir(root: Path) -> Path:
-    return Path(root) / "text"
+def text_dir(root: Path | str) -> Path | str:
+    return Layout(root).store.location("text")
 
 
-def write_part(root: Path, run_id: str, generated: list[dict[str, Any]]) -> Path:
+def write_part(root: Path | str | Layout, run_id: str, generated: list[dict[str, Any]]) -> Path | str:
     """Write one part holding these generated conversations (named after their IDs, so a retried batch
     rewrites the same part)."""
+    layout = root if isinstance(root, Layout) else Layout(root)
     ids = "\n".join(sorted(r["conversation_id"] for r in generated))
-    path = text_dir(root) / f"part-{run_id}-{hashlib.sha256(ids.encode()).hexdigest()[:12]}.parquet"
+    rel = f"text/part-{run_id}-{hashlib.sha256(ids.encode()).hexdigest()[:12]}.parquet"
     cached = [{**r, "turns": [{"role": t["role"], "display_text": t["display_text"]} for t in r["turns"]]}
               for r in generated]
-    write_parquet_atomic(path, rows_to_table(cached, TEXT_CACHE_SCHEMA), fault_point="text_cache.mid_part")
-    return path
+    layout.write_parquet(rel, rows_to_table(cached, TEXT_CACHE_SCHEMA), fault_point="text_cache.mid_part")
+    return layout.store.location(rel)
 
 
-def cached_parts(root: Path) -> list[Path]:
-    d = text_dir(root)
-    return Layout(root).own("text", d.glob("*.parquet")) if d.is_dir() else []
+def cached_parts(root: Path | str | Layout) -> list[Path | str]:
+    return (root if isinstance(root, Layout) else Layout(root)).text_parts()
 
 
-def cached_ids(root: Path) -> np.ndarray:
+def cached_ids(root: Path | str | Layout) -> np.ndarray:
     """64-bit hashes of every cached conversation (sorted), e.g. to tell what a text-only run produced."""
-    return part_ids(cached_parts(root))
+    layout = root if isinstance(root, Layout) else Layout(root)
+    return part_ids(layout.text_parts(), layout.store)
 
 
-def cached_rows(root: Path) -> int:
+def cached_rows(root: Path | str | Layout) -> int:
     """How many conversations the cache holds (from the Parquet footers; nothing is read)."""
-    return sum(pq.ParquetFile(p).metadata.num_rows for p in cached_parts(root))
+    layout = root if isinstance(root, Layout) else Layout(root)
+    return sum(layout.store.parquet_rows(p) for p in layout.text_parts())

@@ -13,17 +13,19 @@ its conversation and its segments lie inside the recording, and every duplex con
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
+import posixpath
 import tarfile
 from collections import Counter, defaultdict
-from pathlib import Path
+from pathlib import Path, PurePosixPath
+from typing import Any
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 import soundfile as sf
 
-from pipeline.io.layout import TMP_SUFFIX, Layout, file_sha256, is_own_temp
+from pipeline.io.layout import MARKER, Layout, file_sha256, is_own_temp
 from pipeline.schema import DUPLEX_PARTS, OPTIONAL_AUDIO_FILES, SAMPLE_PARTS
 
 MAX_JSON_BYTES = 4 << 20        # a sample's metadata is a few KB
@@ -73,20 +75,62 @@ def _check_member(rel: str, key: str, ext: str, m: tarfile.TarInfo, tf: tarfile.
     return data
 
 
-def _check_tar(tar_path: Path, rows: list[dict], problems: list[str], duplex: bool = False) -> None:
-    rel = tar_path.name
-    if file_sha256(tar_path) != rows[0]["shard_sha256"]:
-        problems.append(f"{rel}: sha256 differs from the manifest")
+class _HashingReader:
+    """A file wrapper that hashes what is read, so a tar on object storage is checked and checksummed in one
+    pass (one download, nothing staged on disk)."""
+
+    def __init__(self, fh: Any):
+        self.fh, self.sha = fh, hashlib.sha256()
+
+    def read(self, n: int = -1) -> bytes:
+        data = self.fh.read(n)
+        self.sha.update(data)
+        return data
+
+    def finish(self) -> str:
+        while self.read(1 << 20):
+            pass
+        return self.sha.hexdigest()
+
+
+def _read_members(layout: Layout, tar: Path | str, rel: str, problems: list[str]
+                  ) -> tuple[str, dict[str, dict[str, bytes | None]], dict[str, int], BaseException | None]:
+    """(sha256, members' kept bytes by key and extension, first offset of each key, why the tar does not open)."""
     members: dict[str, dict[str, bytes | None]] = defaultdict(dict)
     first_offset: dict[str, int] = {}
-    try:
-        with tarfile.open(tar_path, "r:") as tf:  # shards are plain tars: one reason, not one per compression
-            for m in tf:
-                key, _, ext = m.name.partition(".")
-                first_offset.setdefault(key, m.offset)
-                members[key][ext] = _check_member(rel, key, ext, m, tf, problems)
-    except (tarfile.TarError, OSError, EOFError) as exc:
-        problems.append(f"{rel}: does not open as a tar ({exc})")
+    broken: BaseException | None = None
+
+    def read(tf: tarfile.TarFile) -> None:
+        for m in tf:
+            key, _, ext = m.name.partition(".")
+            first_offset.setdefault(key, m.offset)
+            members[key][ext] = _check_member(rel, key, ext, m, tf, problems)
+
+    if layout.local:
+        digest = file_sha256(tar)
+        try:
+            with tarfile.open(tar, "r:") as tf:  # shards are plain tars: one reason, not one per compression
+                read(tf)
+        except (tarfile.TarError, OSError, EOFError) as exc:
+            broken = exc
+        return digest, members, first_offset, broken
+    with layout.open(tar) as raw:
+        reader = _HashingReader(raw)
+        try:
+            with tarfile.open(fileobj=reader, mode="r|") as tf:
+                read(tf)
+        except (tarfile.TarError, OSError, EOFError) as exc:
+            broken = exc
+        return reader.finish(), members, first_offset, broken
+
+
+def _check_tar(layout: Layout, tar: Path | str, rows: list[dict], problems: list[str], duplex: bool = False) -> None:
+    rel = layout.rel(tar).rsplit("/", 1)[-1]
+    digest, members, first_offset, broken = _read_members(layout, tar, rel, problems)
+    if digest != rows[0]["shard_sha256"]:
+        problems.append(f"{rel}: sha256 differs from the manifest")
+    if broken is not None:
+        problems.append(f"{rel}: does not open as a tar ({broken})")
         return
     manifest_keys = {r["key"] for r in rows}
     for key in sorted(set(members) - manifest_keys):
@@ -120,12 +164,13 @@ def _check_tar(tar_path: Path, rows: list[dict], problems: list[str], duplex: bo
             problems.append(f"{rel}: sample {key} offset {row['offset']} in the manifest, {first_offset.get(key)} in the tar")
 
 
-def read_part(part: Path, root: Path, problems: list[str], columns: tuple[str, ...] | None = None) -> list[dict] | None:
+def read_part(part: Path | str, layout: Layout, problems: list[str], columns: tuple[str, ...] | None = None
+              ) -> list[dict] | None:
     """A manifest or rejects part's rows, or None after listing why it cannot be read (truncated, not Parquet,
     columns missing)."""
-    rel = part.relative_to(root)
+    rel = layout.rel(part)
     try:
-        table = pq.read_table(part)
+        table = layout.read_table(part)
     except (pa.ArrowException, OSError) as exc:
         problems.append(f"{rel}: does not open as Parquet ({str(exc).splitlines()[0][:200]})")
         return None
@@ -136,9 +181,9 @@ def read_part(part: Path, root: Path, problems: list[str], columns: tuple[str, .
     return table.select(list(columns)).to_pylist() if columns else table.to_pylist()
 
 
-def _is_file(path: Path) -> bool:
+def _is_file(layout: Layout, location: Path | str) -> bool:
     try:
-        return path.is_file()
+        return layout.store.is_file(location)
     except OSError:  # a name too long for the filesystem
         return False
 
@@ -163,71 +208,92 @@ def _check_timeline(rel: str, key: str, meta: dict, flac: bytes, problems: list[
             break
 
 
-def _check_shards(root: Path, part: Path, rows: list[dict], problems: list[str], duplex: bool = False) -> None:
+def _shard_location(layout: Layout, shard: str) -> Path | str | None:
+    """Where a manifest's shard path points, or None when that is outside the output."""
+    if layout.local:
+        root = Path(layout.root)
+        tar_path = (root / shard).resolve()
+        return tar_path if root.resolve() in tar_path.parents else None
+    norm = posixpath.normpath(shard)
+    return None if shard.startswith("/") or norm == "." or norm.startswith("..") else layout.store.location(norm)
+
+
+def _check_shards(layout: Layout, part: Path | str, rows: list[dict], problems: list[str], duplex: bool = False
+                  ) -> None:
     """Each tar a manifest part names: inside the output, present, and holding what the part says."""
     by_shard: dict[str, list[dict]] = defaultdict(list)
     for r in rows:
         by_shard[r["shard"]].append(r)
     for shard, shard_rows in by_shard.items():
-        tar_path = (root / shard).resolve()
-        if root.resolve() not in tar_path.parents:
-            problems.append(f"{part.relative_to(root)}: shard path {shard!r} points outside the output")
-        elif not _is_file(tar_path):
-            problems.append(f"{part.relative_to(root)}: {'duplex ' if duplex else ''}shard {shard} is missing")
+        tar = _shard_location(layout, shard)
+        if tar is None:
+            problems.append(f"{layout.rel(part)}: shard path {shard!r} points outside the output")
+        elif not _is_file(layout, tar):
+            problems.append(f"{layout.rel(part)}: {'duplex ' if duplex else ''}shard {shard} is missing")
         else:
-            _check_tar(tar_path, shard_rows, problems, duplex=duplex)
+            _check_tar(layout, tar, shard_rows, problems, duplex=duplex)
 
 
-def _check_duplex(root: Path, layout: Layout, kept_ids: set[str], problems: list[str]) -> None:
-    manifest_stems = {p.stem for p in layout.manifest_parts()}
-    duplex_stems = {p.stem for p in layout.duplex_manifest_parts()}
-    problems += [f"{t.relative_to(root)}: no duplex manifest part (unfinished shard)" for t in layout.duplex_shards()
-                 if t.stem not in duplex_stems]
-    problems += [f"{p.relative_to(root)}: duplex part without the main manifest part of its shard"
-                 for p in layout.duplex_manifest_parts() if p.stem not in manifest_stems]
+def _stem(layout: Layout, location: Path | str) -> str:
+    return PurePosixPath(layout.rel(location)).stem
+
+
+def _check_duplex(layout: Layout, kept_ids: set[str], problems: list[str]) -> None:
+    manifest_stems = {_stem(layout, p) for p in layout.manifest_parts()}
+    duplex_stems = {_stem(layout, p) for p in layout.duplex_manifest_parts()}
+    problems += [f"{layout.rel(t)}: no duplex manifest part (unfinished shard)" for t in layout.duplex_shards()
+                 if _stem(layout, t) not in duplex_stems]
+    problems += [f"{layout.rel(p)}: duplex part without the main manifest part of its shard"
+                 for p in layout.duplex_manifest_parts() if _stem(layout, p) not in manifest_stems]
     seen: Counter = Counter()
     for part in layout.duplex_manifest_parts():
-        rows = read_part(part, root, problems)
+        rows = read_part(part, layout, problems)
         if rows is None:
             continue
         seen.update(r["conversation_id"] for r in rows)
-        _check_shards(root, part, rows, problems, duplex=True)
+        _check_shards(layout, part, rows, problems, duplex=True)
     problems += [f"duplex conversation {c} appears {n} times" for c, n in sorted(seen.items()) if n > 1]
     problems += [f"duplex conversation {c} is not a kept conversation" for c in sorted(set(seen) - kept_ids)]
 
 
-def verify_output(root: Path) -> list[str]:
-    layout = Layout(root)
+def verify_output(root: Path | str | Layout) -> list[str]:
+    """Every problem found in the output (an empty list: it is whole). Files that are not the pipeline's are
+    not looked at; unfinished multipart uploads (S3) are problems too."""
+    layout = root if isinstance(root, Layout) else Layout(root)
+    store = layout.store
     problems: list[str] = []
-    if not layout.data.is_dir() and not layout.manifest.is_dir():
-        return [f"{root}: not a speechchat output folder (no data/ or manifest/)"]
-    problems += [f"leftover temp file {p.relative_to(root)}" for p in sorted(root.rglob(f"*{TMP_SUFFIX}"))
-                 if is_own_temp(p.relative_to(root).as_posix())]  # a user's notes/draft.tmp is not ours
-    manifest_stems = {p.stem for p in layout.manifest_parts()}
-    problems += [f"{t.relative_to(root)}: no manifest part (unfinished shard)" for t in layout.shards()
-                 if t.stem not in manifest_stems]
+    everything = store.list_files()
+    if MARKER not in everything and not any(rel.startswith(("data/", "manifest/")) for rel in everything) and not (
+            layout.local and (Path(layout.data).is_dir() or Path(layout.manifest).is_dir())):
+        return [f"{store.url}: not a speechchat output folder (no data/ or manifest/)"]
+    problems += [f"leftover temp file {rel}" for rel in everything if is_own_temp(rel)]  # never a user's draft.tmp
+    problems += [f"{rel}: upload started and never completed (an interrupted writer)"
+                 for rel, _ in store.unfinished_uploads()]
+    manifest_stems = {_stem(layout, p) for p in layout.manifest_parts()}
+    problems += [f"{layout.rel(t)}: no manifest part (unfinished shard)" for t in layout.shards()
+                 if _stem(layout, t) not in manifest_stems]
     keys: Counter = Counter()
     kept_ids: set[str] = set()
     for part in layout.manifest_parts():
-        rows = read_part(part, root, problems, MANIFEST_COLUMNS)
+        rows = read_part(part, layout, problems, MANIFEST_COLUMNS)
         if rows is None:
             continue
         if not rows:
-            problems.append(f"{part.relative_to(root)}: empty manifest part")
+            problems.append(f"{layout.rel(part)}: empty manifest part")
             continue
         bad = [i for i, r in enumerate(rows) if not all(isinstance(r[c], str) and r[c] and "\0" not in r[c]
                                                         for c in ("key", "conversation_id", "shard"))]
         if bad:
-            problems.append(f"{part.relative_to(root)}: {len(bad)} row(s) without a key, conversation_id or "
+            problems.append(f"{layout.rel(part)}: {len(bad)} row(s) without a key, conversation_id or "
                             f"shard (first: row {bad[0]})")
             rows = [r for i, r in enumerate(rows) if i not in set(bad)]
         keys.update(r["key"] for r in rows)
         kept_ids.update(r["conversation_id"] for r in rows)
-        _check_shards(root, part, rows, problems)
+        _check_shards(layout, part, rows, problems)
     problems += [f"key {k} appears {n} times" for k, n in sorted(keys.items()) if n > 1]
     rejected = Counter(str(r["conversation_id"]) for p in layout.reject_parts()
-                       for r in read_part(p, root, problems, ("conversation_id",)) or [])
+                       for r in read_part(p, layout, problems, ("conversation_id",)) or [])
     problems += [f"conversation {c} is rejected {n} times" for c, n in sorted(rejected.items()) if n > 1]
     problems += [f"conversation {c} is both kept and rejected" for c in sorted(kept_ids & set(rejected))]
-    _check_duplex(root, layout, kept_ids, problems)
+    _check_duplex(layout, kept_ids, problems)
     return problems

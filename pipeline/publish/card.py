@@ -16,10 +16,9 @@ import tarfile
 from pathlib import Path
 from typing import Any
 
-import pyarrow.parquet as pq
 import yaml
 
-from pipeline.io.layout import Layout, atomic_write
+from pipeline.io.layout import Layout
 from pipeline.publish.licenses import Resolution, resolve_license
 from pipeline.schema import AUDIO_FILES, DUPLEX_FIELDS, SAMPLE_FIELDS, SAMPLE_SCHEMA_VERSION
 
@@ -69,7 +68,8 @@ def duplex_splits_on_disk(layout: Layout) -> dict[str, list[str]]:
     """{language: [split, ...]} for every data/<language>/duplex/<split>/ holding a tar."""
     found: dict[str, set[str]] = {}
     for tar in layout.duplex_shards():
-        found.setdefault(tar.parent.parent.parent.name, set()).add(tar.parent.name)
+        _, lang, _, split, _ = layout.rel(tar).split("/")
+        found.setdefault(lang, set()).add(split)
     order = {name: i for i, name in enumerate(SPLIT_ORDER)}
     return {lang: sorted(splits, key=lambda s: (order.get(s, len(order)), s)) for lang, splits in sorted(found.items())}
 
@@ -85,10 +85,11 @@ def _schema_rows(fields: list[tuple[str, Any, str]], prefix: str = "") -> list[t
 
 
 def splits_on_disk(layout: Layout) -> dict[str, list[str]]:
-    """{language: [split, ...]} for every data/<language>/<split>/ holding at least one tar."""
+    """{language: [split, ...]} for every data/<language>/<split>/ holding at least one of the pipeline's tars."""
     found: dict[str, set[str]] = {}
     for tar in layout.shards():
-        found.setdefault(tar.parent.parent.name, set()).add(tar.parent.name)
+        _, lang, split, _ = layout.rel(tar).split("/")
+        found.setdefault(lang, set()).add(split)
     order = {name: i for i, name in enumerate(SPLIT_ORDER)}
     return {lang: sorted(splits, key=lambda s: (order.get(s, len(order)), s)) for lang, splits in sorted(found.items())}
 
@@ -98,14 +99,14 @@ def _has_clean_audio(layout: Layout, language: str, splits: list[str]) -> bool:
     tars = [p for s in splits for p in layout.shards_of(language, s)]
     if not tars:
         return False
-    with tarfile.open(tars[0]) as tf:
+    with layout.open(tars[0]) as fh, tarfile.open(fileobj=fh, mode="r|") as tf:
         return any(m.name.endswith(".user_clean.flac") for m in tf)
 
 
 def first_sample_meta(layout: Layout, language: str, split: str) -> dict[str, Any]:
     """The JSON of the first sample of the language's first shard (models and sample rates come from it)."""
     tars = layout.shards_of(language, split)
-    with tarfile.open(tars[0]) as tf:
+    with layout.open(tars[0]) as fh, tarfile.open(fileobj=fh, mode="r|") as tf:
         for member in tf:
             if member.name.endswith(".json"):
                 return json.loads(tf.extractfile(member).read())
@@ -131,7 +132,7 @@ def used_speaker_ids(layout: Layout) -> list[str]:
     """Every speaker ID the kept samples use, from the manifest (user and assistant sides)."""
     used: set[str] = set()
     for part in layout.manifest_parts():
-        table = pq.read_table(part, columns=["user_speaker_id", "assistant_speaker_id"])
+        table = layout.read_table(part, ["user_speaker_id", "assistant_speaker_id"])
         for column in table.columns:
             used.update(v for v in column.to_pylist() if v)
     return sorted(used)
@@ -154,10 +155,18 @@ def speaker_license_tags(speakers: list[Any], used: list[str]) -> list[str]:
     return list(dict.fromkeys(tags))
 
 
-def card_resolution(root: Path, cfg_dict: dict[str, Any], speakers: list[Any] | None = None) -> Resolution:
+def as_layout(root: Path | str | Layout) -> Layout:
+    return root if isinstance(root, Layout) else Layout(root)
+
+
+def root_name(layout: Layout) -> str:
+    return str(layout.root).rstrip("/").rsplit("/", 1)[-1]
+
+
+def card_resolution(root: Path | str | Layout, cfg_dict: dict[str, Any], speakers: list[Any] | None = None) -> Resolution:
     """The dataset's licence as its card states it: config tags, models recorded in the samples and, when
     the speaker pool is given, the corpora of the voices the samples use."""
-    layout = Layout(root)
+    layout = as_layout(root)
     splits = splits_on_disk(layout)
     samples = {lang: first_sample_meta(layout, lang, lang_splits[0]) for lang, lang_splits in splits.items()}
     speaker_tags = speaker_license_tags(speakers, used_speaker_ids(layout)) if speakers is not None else None
@@ -191,7 +200,7 @@ def _size_category(n: int) -> str:
 def card_metadata(cfg_dict: dict[str, Any], stats: dict[str, Any], layout: Layout, splits: dict[str, list[str]],
                   samples: dict[str, dict[str, Any]], resolution: Resolution) -> dict[str, Any]:
     languages = sorted(set(splits) | set(stats.get("languages") or {})) or list(_get(cfg_dict, "plan.languages", []))
-    dataset = cfg_dict.get("dataset") or layout.root.name
+    dataset = cfg_dict.get("dataset") or root_name(layout)
     exchanges = int(_get(stats, "totals.exchanges", 0) or 0)
     default = "en" if "en" in splits else next(iter(splits), None)
     configs, infos = [], []
@@ -199,19 +208,20 @@ def card_metadata(cfg_dict: dict[str, Any], stats: dict[str, Any], layout: Layou
         config: dict[str, Any] = {"config_name": lang}
         if lang == default and len(splits) > 1:
             config["default"] = True
-        config["data_files"] = [{"split": s, "path": f"data/{lang}/{s}/*.tar"} for s in lang_splits]
+        # the pipeline's own shard names only: a user's data/en/train/holiday-photos.tar is no sample
+        config["data_files"] = [{"split": s, "path": f"data/{lang}/{s}/shard-*.tar"} for s in lang_splits]
         configs.append(config)
         meta = samples.get(lang, {})
         infos.append({"config_name": lang,
                       "features": features_yaml(_get(meta, "user.sample_rate"), _get(meta, "assistant.sample_rate"),
                                                 user_clean=_has_clean_audio(layout, lang, lang_splits)),
-                      "download_size": sum(p.stat().st_size for s in lang_splits
+                      "download_size": sum(layout.size(p) for s in lang_splits
                                            for p in layout.shards_of(lang, s))})
     for lang, lang_splits in duplex_splits_on_disk(layout).items():  # the duplex subset: one config per language
         configs.append({"config_name": f"{lang}-duplex",
                         "data_files": [{"split": s, "path": f"data/{lang}/duplex/{s}/*.tar"} for s in lang_splits]})
         infos.append({"config_name": f"{lang}-duplex", "features": duplex_features_yaml(),
-                      "download_size": sum(p.stat().st_size for s in lang_splits
+                      "download_size": sum(layout.size(p) for s in lang_splits
                                            for p in layout.duplex_shards_of(lang, s))})
     meta: dict[str, Any] = {
         **resolution.card_metadata(),
@@ -249,11 +259,11 @@ def _intro(dataset: str, stats: dict[str, Any], languages: list[str], resolution
 
 
 def _structure(splits: dict[str, list[str]], stats: dict[str, Any]) -> str:
-    rows = [[f"`{lang}`", split, f"`data/{lang}/{split}/*.tar`",
+    rows = [[f"`{lang}`", split, f"`data/{lang}/{split}/shard-*.tar`",
              _get(stats, f"languages.{lang}.exchanges_per_split", {}).get(split, "")]
             for lang, lang_splits in splits.items() for split in lang_splits]
     return ("## Structure\n\n"
-            "One config per language; the shards of each split are `data/<language>/<split>/*.tar`.\n\n"
+            "One config per language; the shards of each split are `data/<language>/<split>/shard-*.tar`.\n\n"
             + (_table(["config", "split", "files", "exchanges"], rows) if rows else "No shards yet.") + "\n\n"
             "Beside the shards: `manifest/*.parquet` (one row per sample: key, shard, byte offset, durations, "
             "speakers, error rates), `rejects/*.parquet` (one row per rejected conversation: stage, reason, "
@@ -358,7 +368,22 @@ def _licence(resolution: Resolution) -> str:
     return text
 
 
-def _loading(dataset: str, repo_id: str | None, languages: list[str]) -> str:
+def _bucket_loading(url: str, lang: str) -> str:
+    """Loading straight from object storage: the card's data_files under the bucket prefix."""
+    return f"""
+Straight from the bucket (`datasets` reads s3:// through s3fs; endpoint and keys from the AWS_* environment,
+or pass them in `storage_options`):
+
+```python
+from datasets import load_dataset
+
+ds = load_dataset("webdataset", data_files={{"train": "{url}/data/{lang}/train/shard-*.tar"}}, split="train",
+                  storage_options={{}})   # e.g. {{"client_kwargs": {{"endpoint_url": "https://..."}}}}
+```
+"""
+
+
+def _loading(dataset: str, repo_id: str | None, languages: list[str], bucket: str | None = None) -> str:
     repo = repo_id or f"<org>/{dataset}"
     lang = "en" if "en" in languages else (languages[0] if languages else "en")
     return f"""## Loading
@@ -382,35 +407,35 @@ import soundfile as sf
 import webdataset as wds
 from huggingface_hub import HfFileSystem, hf_hub_url
 
-paths = sorted(HfFileSystem().glob("datasets/{repo}/data/{lang}/train/*.tar"))
+paths = sorted(HfFileSystem().glob("datasets/{repo}/data/{lang}/train/shard-*.tar"))
 urls = [hf_hub_url("{repo}", p.split("/", 3)[3], repo_type="dataset") for p in paths]
 for sample in wds.WebDataset(urls, shardshuffle=False):
     meta = json.loads(sample["json"])
     user_audio, user_rate = sf.read(io.BytesIO(sample["user.flac"]))
 ```
-"""
+""" + (_bucket_loading(bucket, lang) if bucket else "")
 
 
-def card_text(root: Path, cfg_dict: dict[str, Any], stats: dict[str, Any], repo_id: str | None = None,
+def card_text(root: Path | str | Layout, cfg_dict: dict[str, Any], stats: dict[str, Any], repo_id: str | None = None,
               speakers: list[Any] | None = None) -> str:
-    layout = Layout(root)
+    layout = as_layout(root)
     splits = splits_on_disk(layout)
     samples = {lang: first_sample_meta(layout, lang, lang_splits[0]) for lang, lang_splits in splits.items()}
-    resolution = card_resolution(root, cfg_dict, speakers)
+    resolution = card_resolution(layout, cfg_dict, speakers)
     meta = card_metadata(cfg_dict, stats, layout, splits, samples, resolution)
-    dataset = cfg_dict.get("dataset") or layout.root.name
+    dataset = cfg_dict.get("dataset") or root_name(layout)
     front = yaml.safe_dump(meta, sort_keys=False, allow_unicode=True, width=1 << 20)
     body = "\n".join([_intro(dataset, stats, meta["language"], resolution), _structure(splits, stats), _schema(),
                       _recipe(cfg_dict, samples), _statistics(stats), _licence(resolution),
-                      _loading(dataset, repo_id, meta["language"])])
+                      _loading(dataset, repo_id, meta["language"], None if layout.local else layout.store.url)])
     return f"---\n{front}---\n\n{body}"
 
 
-def write_card(root: Path, cfg_dict: dict[str, Any], stats: dict[str, Any], repo_id: str | None = None,
-               speakers: list[Any] | None = None) -> Path:
-    """Write root/README.md (the Hub's dataset card) and return its path. `speakers` (the speaker pool)
+def write_card(root: Path | str | Layout, cfg_dict: dict[str, Any], stats: dict[str, Any], repo_id: str | None = None,
+               speakers: list[Any] | None = None) -> Path | str:
+    """Write root/README.md (the Hub's dataset card) and return its location. `speakers` (the speaker pool)
     adds the licences of the voices' corpora; without it only the config's tags and the models count."""
-    path = Path(root) / "README.md"
-    text = card_text(Path(root), cfg_dict, stats, repo_id, speakers)
-    atomic_write(path, lambda fh: fh.write(text.encode("utf-8")))
-    return path
+    layout = as_layout(root)
+    text = card_text(layout, cfg_dict, stats, repo_id, speakers)
+    layout.write_bytes("README.md", text.encode("utf-8"))
+    return layout.store.location("README.md")

@@ -22,6 +22,7 @@ The token comes from HF_TOKEN (or a saved `hf auth login`) and is scrubbed from 
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import logging
 import os
@@ -33,9 +34,8 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-import pyarrow.parquet as pq
-
 from pipeline.io.layout import TMP_SUFFIX, Layout, is_own_name
+from pipeline.io.storage import CREDENTIAL_ENV
 from pipeline.redact import holds_credentials, redact
 
 log = logging.getLogger("speechchat.publish")
@@ -45,7 +45,7 @@ UPLOAD_KINDS = ("root", "shard", "manifest", "duplex_shard", "duplex_manifest", 
 REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}/[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")
 # Secret-looking environment variables whose values must never leave the machine; short values are
 # skipped (a 3-character "secret" would match by chance in audio bytes).
-SECRET_ENV = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "OPENAI_API_KEY")
+SECRET_ENV = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "OPENAI_API_KEY", *CREDENTIAL_ENV)
 MIN_SECRET_LEN = 8
 STAGING = ".publish-staging"  # hidden, so never uploaded itself nor seen by verify-output
 
@@ -101,17 +101,18 @@ CREDENTIAL_SCANNED = (".yaml", ".json", ".md", ".html", ".jsonl", ".txt")
 URL_WINDOW = 512  # a URL's userinfo is found within this many bytes of its scheme
 
 
-def hash_file(path: Path, rel: str, secrets: list[str]) -> tuple[LocalFile, bool, bool]:
-    """sha256 and git blob ID in one read; also whether any secret's bytes occur in the file, and whether
-    (a text file) it holds a URL with credentials."""
-    size = path.stat().st_size
+def hash_file(path: Path | None, rel: str, secrets: list[str], layout: Layout | None = None
+              ) -> tuple[LocalFile, bool, bool]:
+    """sha256 and git blob ID in one read (a local file, or `rel` in an object-store layout); also whether any
+    secret's bytes occur in the file, and whether (a text file) it holds a URL with credentials."""
+    size = layout.size(rel) if layout is not None else path.stat().st_size
     sha256, sha1 = hashlib.sha256(), hashlib.sha1()
     sha1.update(f"blob {size}\0".encode())
     needles = [s.encode() for s in secrets]
     overlap = max(max((len(n) for n in needles), default=1) - 1, URL_WINDOW)
     scan_urls = rel.endswith(CREDENTIAL_SCANNED)
     tail, leaked, credentials = b"", False, False
-    with open(path, "rb") as fh:
+    with (layout.open(rel) if layout is not None else open(path, "rb")) as fh:
         for block in iter(lambda: fh.read(1 << 20), b""):
             sha256.update(block)
             sha1.update(block)
@@ -124,15 +125,20 @@ def hash_file(path: Path, rel: str, secrets: list[str]) -> tuple[LocalFile, bool
     return LocalFile(rel, size, sha256.hexdigest(), sha1.hexdigest()), leaked, credentials
 
 
-def collect(root: Path, secrets: list[str]) -> tuple[Plan, list[str]]:
+def collect(root: Path | str | Layout, secrets: list[str]) -> tuple[Plan, list[str]]:
     """The files that would go up (hashed) and those that stay; problems if a secret is in one."""
     files, left_out, problems = [], [], []
-    for path in sorted(p for p in root.rglob("*") if p.is_file() or p.is_symlink()):
-        rel = path.relative_to(root).as_posix()
-        if path.is_symlink() or not is_uploaded_path(rel):
+    layout = root if isinstance(root, Layout) else Layout(root)
+    if layout.local:
+        root = Path(layout.root)
+        entries = [(p.relative_to(root).as_posix(), p) for p in sorted(root.rglob("*")) if p.is_file() or p.is_symlink()]
+    else:
+        entries = [(rel, None) for rel in layout.store.list_files()]
+    for rel, path in entries:
+        if (path is not None and path.is_symlink()) or not is_uploaded_path(rel):
             left_out.append(rel)
             continue
-        local, leaked, credentials = hash_file(path, rel, secrets)
+        local, leaked, credentials = hash_file(path, rel, secrets, None if layout.local else layout)
         if leaked:
             problems.append(f"{rel}: holds the value of a secret from the environment ({', '.join(SECRET_ENV)}); "
                             "remove it from the file (and rotate the secret) before publishing")
@@ -143,15 +149,16 @@ def collect(root: Path, secrets: list[str]) -> tuple[Plan, list[str]]:
     return Plan(files, left_out), problems
 
 
-def language_problems(root: Path, config_languages: list[str]) -> tuple[list[str], list[str]]:
+def language_problems(root: Path | str | Layout, config_languages: list[str]) -> tuple[list[str], list[str]]:
     """(problems, warnings): a language with rejects but no kept sample blocks the publish; a configured
     language with nothing at all is only worth a warning (e.g. a text-only pass that was never spoken)."""
-    layout = Layout(root)
+    layout = root if isinstance(root, Layout) else Layout(root)
+    root = layout.store.url
     kept = Counter(lang for p in layout.manifest_parts()
-                   for lang in pq.read_table(p, columns=["language"]).column(0).to_pylist())
+                   for lang in layout.read_table(p, ["language"]).column(0).to_pylist())
     rejected: dict[str, Counter] = {}
     for p in layout.reject_parts():
-        table = pq.read_table(p, columns=["language", "reason"])
+        table = layout.read_table(p, ["language", "reason"])
         for lang, reason in zip(table.column("language").to_pylist(), table.column("reason").to_pylist()):
             rejected.setdefault(lang, Counter())[reason] += 1
     problems, warnings = [], []
@@ -204,7 +211,7 @@ def _group(paths: list[str]) -> str:
     return ", ".join(f"{t} ({n})" if t.endswith("/") else t for t, n in sorted(tops.items()))
 
 
-def publish(root: Path, repo_id: str, *, cfg_dict: dict[str, Any], speakers: list | None,
+def publish(root: Path | str | Layout, repo_id: str, *, cfg_dict: dict[str, Any], speakers: list | None,
             config_languages: list[str], private: bool = False, revision: str | None = None,
             api_key_env: str | None = None, dry_run: bool = False, endpoint: str | None = None,
             token: str | None = None) -> PublishResult:
@@ -214,35 +221,35 @@ def publish(root: Path, repo_id: str, *, cfg_dict: dict[str, Any], speakers: lis
     from pipeline.publish.card import card_resolution, write_card
     from pipeline.publish.report import write_report
 
-    root = Path(root)
+    layout = root if isinstance(root, Layout) else Layout(root)
+    root = layout.root
     if not REPO_ID.match(repo_id or ""):
         raise PublishError(f"--repo {repo_id!r}: expected <namespace>/<name> (letters, digits, '.', '_', '-'), "
                            "e.g. my-org/speechchat-en")
-    if not root.is_dir():
+    if layout.local and not Path(root).is_dir():
         raise PublishError(f"{root}: no such output folder (run the pipeline first, or pass --out)")
     secrets = secret_values([api_key_env] if api_key_env else [])
-    problems = verify_output(root)
+    problems = verify_output(layout)
     if problems:
         raise PublishError("the folder fails verify-output, refusing to publish:\n  " + "\n  ".join(problems[:50])
                            + (f"\n  ... and {len(problems) - 50} more" if len(problems) > 50 else ""))
-    lang_problems, warnings = language_problems(root, config_languages)
+    lang_problems, warnings = language_problems(layout, config_languages)
     if lang_problems:
         raise PublishError("refusing to publish:\n  " + "\n  ".join(lang_problems))
 
     # Stats, card and report are rebuilt from the data on disk so that what goes up describes exactly
     # the shards that go up; the card names the repo in its loading snippets. Same data, same bytes.
-    layout = Layout(root)
     stats = compute_stats(layout)
-    saved = _read_json(root / "stats.json")
+    saved = _read_json(layout, "stats.json")
     stats.update({k: v for k, v in saved.items() if k not in stats})  # last_run, target: history kept
-    if json.loads(json.dumps(stats)) != saved or not (root / "report.html").is_file():  # the plots take seconds: only when stale
+    if json.loads(json.dumps(stats)) != saved or not layout.store.is_file("report.html"):  # the plots take seconds: only when stale
         write_stats(layout, stats)
-        write_report(root, stats)
-    write_card(root, cfg_dict, stats, repo_id=repo_id, speakers=speakers)
-    resolution = card_resolution(root, cfg_dict, speakers)
+        write_report(layout, stats)
+    write_card(layout, cfg_dict, stats, repo_id=repo_id, speakers=speakers)
+    resolution = card_resolution(layout, cfg_dict, speakers)
     warnings += [f"licence: {w}" for w in resolution.warnings]
 
-    plan, leak_problems = collect(root, secrets)
+    plan, leak_problems = collect(layout, secrets)
     if leak_problems:
         raise PublishError("refusing to publish:\n  " + "\n  ".join(leak_problems))
     branch = revision or "main"
@@ -252,7 +259,7 @@ def publish(root: Path, repo_id: str, *, cfg_dict: dict[str, Any], speakers: lis
 
     token = token or _token()
     try:
-        return _upload(root, repo_id, plan, private=private, revision=revision, token=token, endpoint=endpoint,
+        return _upload(layout, repo_id, plan, private=private, revision=revision, token=token, endpoint=endpoint,
                        warnings=warnings)
     except PublishError:
         raise
@@ -263,9 +270,9 @@ def publish(root: Path, repo_id: str, *, cfg_dict: dict[str, Any], speakers: lis
                            "rest.") from None
 
 
-def _read_json(path: Path) -> dict[str, Any]:
+def _read_json(layout: Layout, rel: str) -> dict[str, Any]:
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        return json.loads(layout.store.read_text(rel))
     except (OSError, ValueError):
         return {}
 
@@ -295,10 +302,11 @@ def stage_files(root: Path, files: list[LocalFile]) -> Path:
     return staging
 
 
-def _upload(root: Path, repo_id: str, plan: Plan, *, private: bool, revision: str | None, token: str,
+def _upload(layout: Layout, repo_id: str, plan: Plan, *, private: bool, revision: str | None, token: str,
             endpoint: str | None, warnings: list[str]) -> PublishResult:
     from huggingface_hub import HfApi
 
+    root = layout.root
     api = HfApi(endpoint=endpoint or os.environ.get("HF_ENDPOINT") or None, token=token)
     # private=None keeps the namespace's default visibility for a new repo; an existing one is left as it is
     api.create_repo(repo_id, repo_type="dataset", private=private or None, exist_ok=True)
@@ -313,15 +321,17 @@ def _upload(root: Path, repo_id: str, plan: Plan, *, private: bool, revision: st
     if plan.to_upload:
         log.info("uploading %d file(s), %.1f MB, to %s (%d already there)", len(plan.to_upload),
                  plan.upload_bytes / 1e6, repo_id, len(plan.already_there))
-        staging = stage_files(root, plan.to_upload)
-        try:
-            info = api.upload_folder(
-                repo_id=repo_id, repo_type="dataset", folder_path=str(staging), revision=revision,
-                commit_message=f"speechchat publish: {len(plan.to_upload)} file(s)",
-                commit_description="Uploaded by `speechchat publish`: shards, manifest, rejects, card, report, "
-                                   "stats.")
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
+        message = f"speechchat publish: {len(plan.to_upload)} file(s)"
+        description = "Uploaded by `speechchat publish`: shards, manifest, rejects, card, report, stats."
+        if layout.local:
+            staging = stage_files(Path(root), plan.to_upload)
+            try:
+                info = api.upload_folder(repo_id=repo_id, repo_type="dataset", folder_path=str(staging),
+                                         revision=revision, commit_message=message, commit_description=description)
+            finally:
+                shutil.rmtree(staging, ignore_errors=True)
+        else:
+            info = _commit_from_store(api, layout, repo_id, plan.to_upload, revision, message, description)
         commit_url = getattr(info, "commit_url", None)
         # read back: every file must now be on the Hub with the local content
         missing = compare(Plan(plan.files, plan.left_out), remote_files(api, repo_id, revision)).to_upload
@@ -330,6 +340,30 @@ def _upload(root: Path, repo_id: str, plan: Plan, *, private: bool, revision: st
                                f"(e.g. {missing[0].path}); run publish again")
     return PublishResult(repo_id, revision or "main", [f.path for f in plan.to_upload],
                          [f.path for f in plan.already_there], plan.left_out, plan.remote_only, commit_url, warnings)
+
+
+def _commit_from_store(api: Any, layout: Layout, repo_id: str, files: list[LocalFile], revision: str | None,
+                       message: str, description: str) -> Any:
+    """Object storage: each file streamed from the bucket into the commit (read in ranges, never staged on
+    local disk), in commits of at most COMMIT_FILES files so that few objects are open at once."""
+    from huggingface_hub import CommitOperationAdd
+
+    info = None
+    for start in range(0, len(files), COMMIT_FILES):
+        batch = files[start:start + COMMIT_FILES]
+        # fsspec's files are io.IOBase; the Hub client takes a buffered binary reader (ranged reads underneath)
+        handles = [io.BufferedReader(layout.open(f.path), 1 << 20) for f in batch]
+        try:
+            ops = [CommitOperationAdd(path_in_repo=f.path, path_or_fileobj=fh) for f, fh in zip(batch, handles)]
+            info = api.create_commit(repo_id=repo_id, repo_type="dataset", operations=ops, revision=revision,
+                                     commit_message=message, commit_description=description)
+        finally:
+            for fh in handles:
+                fh.close()
+    return info
+
+
+COMMIT_FILES = 64
 
 
 def summary_lines(result: PublishResult, dry_run: bool = False) -> list[str]:
@@ -344,7 +378,7 @@ def summary_lines(result: PublishResult, dry_run: bool = False) -> list[str]:
     return lines
 
 
-def run_config_for(out_dir: Path, given: Any) -> Any:
+def run_config_for(out_dir: Path | str | Layout, given: Any) -> Any:
     """The config that made the data: the output's saved config.yaml when it still validates, else the
     config given on the command line (with a warning)."""
     import yaml
@@ -352,12 +386,13 @@ def run_config_for(out_dir: Path, given: Any) -> Any:
 
     from pipeline.config import MAX_CONFIG_BYTES, ConfigError, RunConfig, load_yaml_bounded
 
-    saved = out_dir / "config.yaml"
-    if saved.is_file():
+    layout = out_dir if isinstance(out_dir, Layout) else Layout(out_dir)
+    saved = layout.store.location("config.yaml")
+    if layout.store.is_file("config.yaml"):
         try:  # the folder may come from elsewhere: the same bounds as for a config of one's own
-            if saved.stat().st_size > MAX_CONFIG_BYTES:
+            if layout.store.size("config.yaml") > MAX_CONFIG_BYTES:
                 raise ConfigError(f"larger than {MAX_CONFIG_BYTES >> 20} MiB")
-            return RunConfig.model_validate(load_yaml_bounded(saved.read_text(encoding="utf-8"), str(saved)))
+            return RunConfig.model_validate(load_yaml_bounded(layout.store.read_text("config.yaml"), str(saved)))
         except (ValidationError, yaml.YAMLError, ConfigError, UnicodeDecodeError) as exc:
             log.warning("%s does not validate (%s); the card uses the given config instead",
                         saved, str(exc).splitlines()[0])
@@ -367,6 +402,7 @@ def run_config_for(out_dir: Path, given: Any) -> Any:
 def publish_cli(args: Any) -> int:
     """`speechchat publish --config C [--out DIR] --repo org/name [--private] [--revision R] [--dry-run]`."""
     from pipeline.config import ConfigError, load_config
+    from pipeline.io.inputs import local_pool_file
     from pipeline.voices.pool import load_pool
 
     logging.getLogger("httpx2").setLevel(logging.WARNING)  # huggingface_hub 2.x's client logs every request
@@ -375,11 +411,11 @@ def publish_cli(args: Any) -> int:
     except ConfigError as exc:
         print(f"speechchat publish: {exc}", flush=True, file=sys.stderr)
         return 2
-    out_dir = given.output_dir()
+    out_dir = Layout(given.output_location(), given.storage.env_names())
     cfg = run_config_for(out_dir, given)
     try:
-        speakers = load_pool(cfg.resolve_path(cfg.voices.pool))
-    except ConfigError as exc:  # the card then marks every voice's licence unknown, and says why
+        speakers = load_pool(local_pool_file(cfg.resolve_location(cfg.voices.pool), cfg.storage.env_names()))
+    except (ConfigError, OSError) as exc:  # the card then marks every voice's licence unknown, and says why
         log.warning("speaker pool: %s; voices' licences will show as unknown", exc)
         speakers = []
     languages = [cfg.source.language] if cfg.source.kind == "dataset" else list(cfg.plan.languages)

@@ -22,12 +22,11 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import pyarrow.parquet as pq
 from matplotlib import font_manager, rc_context
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from pipeline.io.layout import Layout, atomic_write
+from pipeline.io.layout import Layout
 
 MAX_AUDIO_SAMPLES = 5
 TOP_N = 15
@@ -56,8 +55,8 @@ def _fonts() -> list[str]:
     return ["DejaVu Sans"] + [name for name in CJK_FONTS if name in installed]
 
 
-def _read_parts(parts: list[Path]) -> pd.DataFrame:
-    frames = [pq.read_table(p).to_pandas() for p in parts]
+def _read_parts(layout: Layout, parts: list[Path | str]) -> pd.DataFrame:
+    frames = [layout.read_table(p).to_pandas() for p in parts]
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
@@ -182,10 +181,11 @@ def plot_content(content: dict[str, dict[str, int]], column: str) -> str:
     return _figure(fig, f"Most frequent {column}s per language (top {TOP_N}, conversations)")
 
 
-def read_sample(root: Path, shard: str, offset: int, key: str) -> dict[str, bytes]:
+def read_sample(root: Path | str | Layout, shard: str, offset: int, key: str) -> dict[str, bytes]:
     """One sample's members, read from the manifest's byte offset without scanning the tar."""
     members: dict[str, bytes] = {}
-    with open(root / shard, "rb") as fh:
+    layout = root if isinstance(root, Layout) else Layout(root)
+    with layout.open(shard) as fh:
         fh.seek(offset)
         with tarfile.open(fileobj=fh, mode="r|") as tf:
             for member in tf:
@@ -202,7 +202,7 @@ def _audio_tag(data: bytes | None) -> str:
     return f'<audio controls preload="metadata" src="{uri}"></audio>'
 
 
-def audio_examples(root: Path, manifest: pd.DataFrame, n: int = MAX_AUDIO_SAMPLES, seed: int = 0) -> str:
+def audio_examples(root: Path | str | Layout, manifest: pd.DataFrame, n: int = MAX_AUDIO_SAMPLES, seed: int = 0) -> str:
     # a fixed seed: the same folder gives the same report, so two reports can be compared
     picks = random.Random(seed).sample(range(len(manifest)), min(n, len(manifest)))
     blocks = []
@@ -286,10 +286,11 @@ def text_checks_section(stats: dict[str, Any]) -> str:
     return "\n".join(parts)
 
 
-def report_html(root: Path, stats: dict[str, Any]) -> str:
-    layout = Layout(root)
-    manifest, rejects = _read_parts(layout.manifest_parts()), _read_parts(layout.reject_parts())
-    sections = [f"<h1>{html.escape(root.name)}</h1>",
+def report_html(root: Path | str | Layout, stats: dict[str, Any]) -> str:
+    layout = root if isinstance(root, Layout) else Layout(root)
+    name = str(layout.root).rstrip("/").rsplit("/", 1)[-1]
+    manifest, rejects = _read_parts(layout, layout.manifest_parts()), _read_parts(layout, layout.reject_parts())
+    sections = [f"<h1>{html.escape(name)}</h1>",
                 ('<p class="muted">speechchat output report: kept samples from <code>manifest/</code>, rejections '
                  "from <code>rejects/</code>, totals from <code>stats.json</code>.</p>"),
                 "<h2>Summary</h2>", _summary(stats), "<h2>Cost of the last run</h2>", cost_html(stats)]
@@ -328,19 +329,18 @@ def report_html(root: Path, stats: dict[str, Any]) -> str:
                             "(e.g. Debian's fonts-wqy-microhei or fonts-noto-cjk); none is installed here.</p>")
     if not manifest.empty:
         sections += [f"<h2>Listen ({min(MAX_AUDIO_SAMPLES, len(manifest))} random samples)</h2>",
-                     audio_examples(root, manifest)]
+                     audio_examples(layout, manifest)]
     body = "\n".join(sections)
     return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
-            f"<title>{html.escape(root.name)}: speechchat report</title><style>{CSS}</style></head>\n"
+            f"<title>{html.escape(name)}: speechchat report</title><style>{CSS}</style></head>\n"
             f"<body>\n{body}\n</body></html>\n")
 
 
-def write_report(root: Path, stats: dict[str, Any]) -> Path:
-    """Write root/report.html and return its path."""
-    path = Path(root) / "report.html"
-    text = report_html(Path(root), stats)
-    atomic_write(path, lambda fh: fh.write(text.encode("utf-8")))
-    return path
+def write_report(root: Path | str | Layout, stats: dict[str, Any]) -> Path | str:
+    """Write root/report.html and return its location."""
+    layout = root if isinstance(root, Layout) else Layout(root)
+    layout.write_bytes("report.html", report_html(layout, stats).encode("utf-8"))
+    return layout.store.location("report.html")
 
 
 def cost_html(stats: dict[str, Any]) -> str:

@@ -33,7 +33,7 @@ from pipeline.stages.plan import PlanStage
 
 def make_plan_stage(cfg: RunConfig, done_ids: np.ndarray | None = None) -> PlanStage:
     """The plan stage of `cfg`; ConfigError listing what its check finds (a missing or broken taxonomy)."""
-    ctx = RunContext(cfg=cfg, out_dir=cfg.output_dir(), prompts_dir=cfg.resolve_path(cfg.plan.prompts_dir),
+    ctx = RunContext(cfg=cfg, out_dir=cfg.output_location(), prompts_dir=cfg.resolve_path(cfg.plan.prompts_dir),
                      languages=list(cfg.plan.languages))
     problems = PlanStage.check(ctx)
     if problems:

@@ -43,7 +43,7 @@ def explain_stop(exc: BaseException, cfg: RunConfig) -> str | None:
     chain = causes(exc)
     text = "\n".join(f"{type(e).__name__}: {e}" for e in chain)
     if any(isinstance(e, OSError) and e.errno == errno.ENOSPC for e in chain) or "No space left on device" in text:
-        return (f"disk full: no space left on device while writing to {cfg.output_dir()}; free space there "
+        return (f"disk full: no space left on device while writing to {cfg.output_location()}; free space there "
                 f"(or choose another --out), then {RESUME}")
     outage = next((str(e) for e in chain if type(e) is LLMUnavailable), None)
     if outage is None:

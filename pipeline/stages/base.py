@@ -27,6 +27,7 @@ import numpy as np
 import pyarrow as pa
 
 from pipeline.faults import checkpoint, inject
+from pipeline.io.layout import Layout
 from pipeline.reasons import Rejected
 from pipeline.schema import BUSY_COLUMNS, is_rejected, reject, rows_to_table, table_to_rows
 
@@ -51,6 +52,10 @@ class Resources:
     threads: int | None = None  # CPU threads of the worker's models (pipeline.threads); None: the library default
     actors: int | Literal["auto"] | None = None
     single: bool = False
+    custom: dict[str, float] = field(default_factory=dict)  # custom Ray resources (nodes started with --resources)
+    # the stage talks to a server on the driver's loopback (the embedded llama.cpp server): it must run on the
+    # driver's node, since 127.0.0.1 on another node is that node
+    driver_node: bool = False
 
 
 @dataclass
@@ -60,7 +65,7 @@ class RunContext:
     `check()`s fill the found-files part (the preflight), the runner fills the rest before `build()`s."""
 
     cfg: RunConfig
-    out_dir: Path
+    out_dir: Path | str  # a local folder, or an object-store URL (s3://bucket/prefix)
     prompts_dir: Path
     languages: list[str]
     gguf: Path | None = None         # the embedded LLM server's model
@@ -75,8 +80,13 @@ class RunContext:
     done_ids: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.uint64))  # kept or rejected
     plan_skip: np.ndarray | None = None  # done_ids plus IDs already in the text cache (never paid twice)
     quota: dict[str, int] | None = None  # exact-count mode: kept conversations still wanted per language
-    text_from: Path | None = None        # where cached text is read from (default: the output folder)
+    text_from: Path | str | None = None  # where cached text is read from (default: the output folder)
     write_samples: bool = True           # False: a text-only run
+    adopt_output: bool = False           # --adopt-output: a non-empty folder without the marker may be used
+
+    def layout(self, location: Path | str | None = None) -> Layout:
+        """The output (or another output, e.g. --text-from) with this run's storage settings."""
+        return Layout(self.out_dir if location is None else location, self.cfg.storage.env_names())
 
 
 class Stage:

@@ -29,13 +29,21 @@ def prompt_problems(ctx: RunContext) -> list[str]:
     return problems
 
 
+def is_loopback(base_url: str | None) -> bool:
+    """A server on this machine's loopback (the embedded one, or one the user started beside the driver)."""
+    from urllib.parse import urlsplit
+
+    host = (urlsplit(base_url).hostname or "") if base_url else ""
+    return host == "localhost" or host.startswith("127.") or host == "::1"
+
+
 class GenerateStage(Stage):
     name = "generate"
 
     def __init__(self, cfg: LLMConfig, base_url: str, prompts_dir):
         super().__init__()
         self.llm = OpenAICompatibleLLM(cfg, base_url, prompts_dir)
-        self.resources = Resources(num_cpus=cfg.num_cpus, actors=1)
+        self.resources = Resources(num_cpus=cfg.num_cpus, actors=1, driver_node=is_loopback(base_url))
         self.batch_size = cfg.batch_size
 
     @classmethod

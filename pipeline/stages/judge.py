@@ -23,6 +23,7 @@ from pipeline.llm.judge import JudgePrompts, OpenAICompatibleJudge, below_thresh
 from pipeline.reasons import Failure
 from pipeline.schema import is_rejected, reject, rows_to_table, table_to_rows
 from pipeline.stages.base import Resources, RunContext, Stage
+from pipeline.stages.generate import is_loopback
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +36,8 @@ class JudgeStage(Stage):
         super().__init__()
         self.cfg = cfg
         self.judge = OpenAICompatibleJudge(cfg, base_url, prompts_dir, default_model, default_response_format)
-        self.resources = Resources(num_cpus=cfg.num_cpus, actors=1)
+        # a judge on the driver's loopback (the embedded server) must run on the driver's node
+        self.resources = Resources(num_cpus=cfg.num_cpus, actors=1, driver_node=is_loopback(base_url))
         self.batch_size = cfg.batch_size
 
     @classmethod

@@ -41,7 +41,7 @@ class NearDupStage(Stage):
     # fused shard-writer actor, which sits after TTS
     resources = Resources(num_cpus=0.0, actors=1, single=True)
 
-    def __init__(self, cfg: DedupConfig, out_dir: Path | None = None, dataset: str = "speechchat"):
+    def __init__(self, cfg: DedupConfig, out_dir: Path | str | Layout | None = None, dataset: str = "speechchat"):
         super().__init__()
         self.cfg, self.out_dir, self.dataset = cfg, out_dir, dataset
         self.batch_size = cfg.batch_size
@@ -58,7 +58,7 @@ class NearDupStage(Stage):
 
     @classmethod
     def build(cls, ctx: RunContext) -> NearDupStage:
-        return cls(ctx.cfg.dedup, ctx.out_dir, ctx.cfg.dataset)
+        return cls(ctx.cfg.dedup, ctx.layout() if ctx.out_dir is not None else None, ctx.cfg.dataset)
 
     def setup(self) -> None:
         """The index, with what earlier runs kept (an actor restarted after a crash preloads again: what this run
@@ -66,7 +66,7 @@ class NearDupStage(Stage):
         self.signer = Signer(self.settings)
         self.index = make_index(self.cfg, f"speechchat:{self.dataset}")
         if self.out_dir is not None:
-            layout = Layout(self.out_dir)
+            layout = self.out_dir if isinstance(self.out_dir, Layout) else Layout(self.out_dir)
             ids, signatures = read_signatures(layout, self.settings.tag(), exclude=layout.rejected_ids())
             if ids:
                 self.preloaded = self.index.preload(ids, signatures)

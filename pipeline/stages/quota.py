@@ -25,7 +25,7 @@ class QuotaStage(Stage):
     name = "quota"
     resources = Resources(num_cpus=0.0, actors=1, single=True)  # one actor counts for the whole run
 
-    def __init__(self, quota: dict[str, int], out_dir: Path | None = None, target: int | None = None):
+    def __init__(self, quota: dict[str, int], out_dir: Path | str | Layout | None = None, target: int | None = None):
         super().__init__()
         self.quota = dict(quota)
         self.out_dir, self.target = out_dir, target
@@ -34,14 +34,15 @@ class QuotaStage(Stage):
     @classmethod
     def build(cls, ctx: RunContext) -> QuotaStage:
         assert ctx.quota is not None
-        return cls(ctx.quota, ctx.out_dir, ctx.cfg.target.conversations)
+        return cls(ctx.quota, ctx.layout() if ctx.out_dir is not None else None, ctx.cfg.target.conversations)
 
     def setup(self) -> None:
         """The quota from what the output holds now (at a round's start the runner's figure; after a restart of
         this actor, less what the actor before it wrote)."""
         if self.out_dir is None or self.target is None:
             return
-        self.kept_on_disk, per_language = Layout(self.out_dir).kept_per_language()
+        layout = self.out_dir if isinstance(self.out_dir, Layout) else Layout(self.out_dir)
+        self.kept_on_disk, per_language = layout.kept_per_language()
         self.quota = {lang: max(0, self.target - per_language.get(lang, 0)) for lang in self.quota}
 
     def process_batch(self, batch: pa.Table) -> pa.Table:

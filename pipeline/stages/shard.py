@@ -17,7 +17,7 @@ from typing import Any
 import pyarrow as pa
 
 from pipeline.faults import inject
-from pipeline.io.layout import Layout, write_parquet_atomic
+from pipeline.io.layout import Layout
 from pipeline.io.near_dup_state import write_signatures
 from pipeline.io.shard_writer import write_duplex_shard, write_shard
 from pipeline.quality.near_dup import settings_of
@@ -40,17 +40,18 @@ class ShardStage(Stage):
 
     name = "shard"
 
-    def __init__(self, out_dir: Path, run_id: str, license_tags: list[str], write_samples: bool = True,
+    def __init__(self, out_dir: Path | str | Layout, run_id: str, license_tags: list[str], write_samples: bool = True,
                  keep_clean: bool = False, signature_settings: str = ""):
         super().__init__()
-        self.layout, self.run_id, self.license_tags = Layout(out_dir), run_id, list(license_tags)
+        self.layout = out_dir if isinstance(out_dir, Layout) else Layout(out_dir)
+        self.run_id, self.license_tags = run_id, list(license_tags)
         self.write_samples = write_samples
         self.keep_clean = keep_clean  # augment.keep_clean: augmented samples also hold user_clean.flac
         self.signature_settings = signature_settings  # the near-duplicate signatures' ShingleSettings tag
 
     @classmethod
     def build(cls, ctx: RunContext) -> ShardStage:
-        stage = cls(ctx.out_dir, ctx.run_id, ctx.cfg.license_tags, write_samples=ctx.write_samples,
+        stage = cls(ctx.layout(), ctx.run_id, ctx.cfg.license_tags, write_samples=ctx.write_samples,
                     keep_clean=ctx.cfg.augment.enabled and ctx.cfg.augment.keep_clean,
                     signature_settings=settings_of(ctx.cfg.dedup).tag())
         stage.resources = Resources(num_cpus=ctx.cfg.shard.num_cpus, actors=1, single=True)
@@ -91,8 +92,8 @@ class ShardStage(Stage):
                     "shard": shard_rel})
         if rejected:
             table = rows_to_table(rejects_rows(rejected), REJECTS_SCHEMA)
-            write_parquet_atomic(self.layout.rejects / f"part-{self.batch_name(rejected)}.parquet", table,
-                                 fault_point="shard.mid_rejects_part")
+            self.layout.write_parquet(f"rejects/part-{self.batch_name(rejected)}.parquet", table,
+                                      fault_point="shard.mid_rejects_part")
             outcomes += [{**usage(r), **work(r), "conversation_id": r["conversation_id"], "language": r["language"],
                           "outcome": "rejected", "reject_stage": r["reject_stage"], "reject_reason": r["reject_reason"],
                           "exchanges": 0, "audio_s": 0.0} for r in rejected]

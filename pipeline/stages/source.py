@@ -24,6 +24,7 @@ import pyarrow as pa
 
 from pipeline.config import DedupConfig
 from pipeline.ids import conversation_id, is_done, split_for
+from pipeline.io.inputs import local_source
 from pipeline.io.source_reader import SourceError, iter_records, source_files
 from pipeline.quality.near_dup import NearDupIndex, Signer, settings_of
 from pipeline.reasons import Rejected
@@ -119,7 +120,8 @@ class SourcePlanStage(ReadStage):
     max_exchanges: int
     max_answer_chars: int
     done_ids: np.ndarray
-    path: Path | None = None   # what is read (source.path)
+    path: Path | str | None = None   # what is read (source.path: local, or a URL fetched by each node that reads)
+    storage_env: dict[str, str] | None = None
     limit: int | None = None   # source.limit
     block_rows: int = 8        # records per block (the LLM's batch size)
     near_dup: DedupConfig | None = None  # check the records for near-copies of earlier ones (None: off)
@@ -130,7 +132,7 @@ class SourcePlanStage(ReadStage):
     @classmethod
     def check(cls, ctx: RunContext) -> list[str]:
         try:
-            source_files(ctx.cfg.resolve_path(ctx.cfg.source.path))
+            source_files(local_source(ctx.cfg.resolve_location(ctx.cfg.source.path), ctx.cfg.storage.env_names()))
         except (SourceError, OSError) as exc:
             return [str(exc)]
         return []
@@ -138,18 +140,20 @@ class SourcePlanStage(ReadStage):
     @classmethod
     def build(cls, ctx: RunContext) -> SourcePlanStage:
         cfg, src = ctx.cfg, ctx.cfg.source
-        path = cfg.resolve_path(src.path)
-        return cls(dataset=cfg.dataset, language=src.language, source_name=path.name, text_digest=cfg.text_digest(),
+        path = cfg.resolve_location(src.path)
+        return cls(dataset=cfg.dataset, language=src.language, source_name=str(path).rstrip("/").rsplit("/", 1)[-1], text_digest=cfg.text_digest(),
                    splits=dict(cfg.shard.splits), fmt=src.format, max_exchanges=src.max_exchanges,
                    max_answer_chars=src.max_answer_chars,
                    done_ids=ctx.done_ids if ctx.plan_skip is None else ctx.plan_skip, path=path, limit=src.limit,
                    block_rows=cfg.llm.batch_size,
-                   near_dup=cfg.dedup if cfg.dedup.enabled and cfg.dedup.source_records else None)
+                   near_dup=cfg.dedup if cfg.dedup.enabled and cfg.dedup.source_records else None,
+                   storage_env=cfg.storage.env_names())
 
     def read_tasks(self, parallelism: int) -> list[ReadTask]:
         """One sequential read of every record (the record number is part of the conversation ID; the near-copy
         check needs the records in order)."""
-        return [ReadTask(_record_blocks(self.path, self.limit, max(1, self.block_rows), self.copies_finder()),
+        return [ReadTask(_record_blocks(self.path, self.limit, max(1, self.block_rows), self.copies_finder(),
+                                       self.storage_env),
                          input_files=(str(self.path),))]
 
     def conversation_id(self, index: int) -> str:
@@ -211,13 +215,14 @@ class SourcePlanStage(ReadStage):
         return rows_to_table([r for r in rows if r is not None])
 
 
-def _record_blocks(path: Path, limit: int | None, block_rows: int, copies_finder=None):
+def _record_blocks(path: Path | str, limit: int | None, block_rows: int, copies_finder=None,
+                   storage_env: dict[str, str] | None = None):
     """(source_index, record as JSON text, ID of the earlier record it nearly copies) in blocks; a line that is
     not JSON becomes "!<why>". `copies_finder()` makes the near-copy check (None: no check)."""
     def read() -> Iterator[pa.Table]:
         copies = copies_finder() if copies_finder is not None else None
         buf: list[tuple[int, str, str | None]] = []
-        for index, record in iter_records(path, limit):
+        for index, record in iter_records(local_source(path, storage_env), limit):
             if isinstance(record, SourceError):
                 buf.append((index, f"!{record}", None))
             else:

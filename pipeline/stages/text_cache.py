@@ -9,9 +9,9 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from pipeline.ids import is_done, split_for
+from pipeline.io.layout import Layout
 from pipeline.io.text_cache import cached_parts, write_part
 from pipeline.schema import empty_turn, is_rejected, rows_to_table, table_to_rows
 from pipeline.stages.base import ReadStage, ReadTask, RunContext, Stage
@@ -22,18 +22,19 @@ class TextCacheWriteStage(Stage):
 
     name = "text_cache"
 
-    def __init__(self, out_dir: Path, run_id: str):
+    def __init__(self, out_dir: Path | str | Layout, run_id: str):
         super().__init__()
-        self.out_dir, self.run_id = Path(out_dir), run_id
+        self.layout = out_dir if isinstance(out_dir, Layout) else Layout(out_dir)
+        self.run_id = run_id
 
     @classmethod
     def build(cls, ctx: RunContext) -> TextCacheWriteStage:
-        return cls(ctx.out_dir, ctx.run_id)
+        return cls(ctx.layout(), ctx.run_id)
 
     def process_batch(self, batch: pa.Table) -> pa.Table:
         generated = [r for r in table_to_rows(batch) if not is_rejected(r)]
         if generated:
-            write_part(self.out_dir, self.run_id, generated)
+            write_part(self.layout, self.run_id, generated)
         return batch
 
 
@@ -42,17 +43,18 @@ class TextCacheReadStage(ReadStage):
 
     name = "text_cache_read"
 
-    def __init__(self, parts: list[Path], done_ids: np.ndarray, splits: dict[str, float],
-                 text_digest: str | None = None):
+    def __init__(self, parts: list[Path | str], done_ids: np.ndarray, splits: dict[str, float],
+                 text_digest: str | None = None, layout: Layout | None = None):
         super().__init__()
         # text_digest: keep only conversations generated under these text-side settings (None: all)
-        self.parts, self.done_ids, self.splits, self.text_digest = [str(p) for p in parts], done_ids, splits, text_digest
+        self.parts, self.done_ids, self.splits, self.text_digest = list(parts), done_ids, splits, text_digest
+        self.layout = layout  # where the parts are (None: local paths)
 
     @classmethod
     def check(cls, ctx: RunContext) -> list[str]:
-        source = (ctx.text_from or ctx.out_dir).resolve()
+        source = ctx.layout(ctx.text_from)
         if not cached_parts(source):
-            return [f"no cached text in {source}/text: run the generate stage first "
+            return [f"no cached text in {source.store.url}/text: run the generate stage first "
                     "(or point --text-from at an output that has it)"]
         return []
 
@@ -60,14 +62,17 @@ class TextCacheReadStage(ReadStage):
     def build(cls, ctx: RunContext, resuming: bool = False) -> TextCacheReadStage:
         """The cache of `--text-from` (any settings), or when `resuming`, this output's own cache under this
         config's text-side settings (conversations an interrupted run generated but did not speak)."""
-        source = ctx.out_dir if resuming else (ctx.text_from or ctx.out_dir)
+        source = ctx.layout(None if resuming else ctx.text_from)
         return cls(cached_parts(source), ctx.done_ids, dict(ctx.cfg.shard.splits),
-                   ctx.cfg.text_digest() if resuming else None)
+                   ctx.cfg.text_digest() if resuming else None, layout=source)
 
     def read_tasks(self, parallelism: int) -> list[ReadTask]:
         """One read task per part file (`ray.data.read_parquet` would first run a listing task that asks for a
-        whole CPU: on a small machine whose CPUs the model actors hold, that task never gets scheduled)."""
-        return [ReadTask(_read_part(path), num_rows=pq.ParquetFile(path).metadata.num_rows, input_files=(path,))
+        whole CPU: on a small machine whose CPUs the model actors hold, that task never gets scheduled).
+        The parts are read wherever the task runs (another node reads them from the object store)."""
+        layout = self.layout or Layout(Path("/"))
+        return [ReadTask(_read_part(layout, path), num_rows=layout.store.parquet_rows(path),
+                         input_files=(str(path),))
                 for path in self.parts]
 
     def process_batch(self, batch: pa.Table) -> pa.Table:
@@ -84,7 +89,7 @@ class TextCacheReadStage(ReadStage):
         return rows_to_table(out)
 
 
-def _read_part(path: str):
+def _read_part(layout: Layout, path: Path | str):
     def read() -> Iterator[pa.Table]:
-        yield pq.read_table(path)
+        yield layout.read_table(path)
     return read

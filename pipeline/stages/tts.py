@@ -26,8 +26,9 @@ from typing import Any
 import numpy as np
 
 from pipeline.audio import encode_flac, resample
+from pipeline.config import is_url
 from pipeline.faults import checkpoint
-from pipeline.io.layout import Layout
+from pipeline.io.inputs import local_pool_file, node_state_dir
 from pipeline.reasons import Rejected
 from pipeline.schema import awaits_synthesis
 from pipeline.stages.base import Resources, RowStage, RunContext
@@ -68,7 +69,7 @@ class TTSStage(RowStage):
             stage.backchannel_texts = dict(ctx.cfg.duplex.backchannel_texts)
             stage.backchannel_roles = list(ctx.cfg.duplex.backchannel_roles)
         stage.resources = Resources(num_cpus=t.num_cpus, num_gpus=t.num_gpus, threads=stage.threads,
-                                    actors=t.max_actors)
+                                    actors=t.max_actors, custom=dict(t.ray_resources))
         stage.batch_size = t.batch_size
         return stage
 
@@ -92,6 +93,11 @@ class TTSStage(RowStage):
     def setup(self) -> None:
         limit_threads(self.threads)
         options = dict(self.backend_options)
+        storage_env = options.pop("storage_env", None)
+        if is_url(options.get("pool_file")):  # a pool on object storage: this node's copy
+            options["pool_file"] = local_pool_file(options["pool_file"], storage_env)
+        if "latent_output" in options:  # where this node keeps the XTTS latents of this output
+            options["latent_dir"] = node_state_dir(options.pop("latent_output"), "xtts_latents")
         if self.backend_name == "piper" and self.threads is not None:
             options["threads"] = self.threads
         self.backend = make_backend(self.backend_name, self.piper_voice, **options)
@@ -235,6 +241,6 @@ def backend_options(ctx: RunContext) -> dict[str, Any]:
     options: dict[str, Any] = {"model": str(ctx.tts_model or t.model), "device": t.device,
                                "languages": dict(t.languages), "max_batch_turns": t.max_batch_turns}
     if t.backend == "xtts":
-        options.update(pool=ctx.pool, pool_file=ctx.cfg.resolve_path(ctx.cfg.voices.pool), chunk_gap_s=t.chunk_gap_s,
-                       latent_dir=Layout(ctx.out_dir).state / "xtts_latents", sampling=t.xtts_sampling)
+        options.update(pool=ctx.pool, pool_file=ctx.cfg.resolve_location(ctx.cfg.voices.pool),
+                       chunk_gap_s=t.chunk_gap_s, latent_output=ctx.out_dir, storage_env=ctx.cfg.storage.env_names())
     return options

@@ -25,7 +25,8 @@ import numpy as np
 
 from pipeline.asr.base import ASRBackend, make_asr
 from pipeline.audio import decode_audio, encode_flac, resample
-from pipeline.config import VerifyConfig
+from pipeline.config import VerifyConfig, is_url
+from pipeline.io.inputs import local_pool_file
 from pipeline.metrics import error_rate
 from pipeline.quality.audio_checks import SCORE_FIELDS, AudioChecker
 from pipeline.reasons import Failure, Rejected
@@ -60,16 +61,19 @@ class VerifyStage(RowStage):
     @classmethod
     def build(cls, ctx: RunContext) -> VerifyStage:
         v = ctx.cfg.verify
-        stage = cls(v, ctx.asr_model, pool=ctx.pool, pool_file=ctx.cfg.resolve_path(ctx.cfg.voices.pool),
-                    threads=threads_for(v.num_cpus, v.cpu_threads), word_timings=ctx.cfg.duplex.enabled)
+        stage = cls(v, ctx.asr_model, pool=ctx.pool, pool_file=ctx.cfg.resolve_location(ctx.cfg.voices.pool),
+                    threads=threads_for(v.num_cpus, v.cpu_threads), word_timings=ctx.cfg.duplex.enabled,
+                    storage_env=ctx.cfg.storage.env_names())
         stage.resources = Resources(num_cpus=v.num_cpus, num_gpus=v.num_gpus, threads=stage.threads,
-                                    actors=v.max_actors)
+                                    actors=v.max_actors, custom=dict(v.ray_resources))
         stage.batch_size = v.batch_size
         return stage
 
     def __init__(self, cfg: VerifyConfig, asr_model: Path | None, pool: list[Speaker] | None = None,
-                 pool_file: Path | None = None, threads: int | None = None, word_timings: bool = False):
+                 pool_file: Path | str | None = None, threads: int | None = None, word_timings: bool = False,
+                 storage_env: dict[str, str] | None = None):
         super().__init__()
+        self.storage_env = storage_env
         self.cfg, self.asr_model_path = cfg, asr_model
         self.word_timings = word_timings  # the duplex rendering cuts interrupted assistant turns at word boundaries
         self.threads = threads  # CPU threads of every model here (pipeline.threads); None: the libraries' defaults
@@ -82,6 +86,8 @@ class VerifyStage(RowStage):
 
     def setup(self) -> None:
         limit_threads(self.threads)
+        if self.cfg.speaker_consistency and is_url(self.pool_file):  # reference clips: this node's copy
+            self.pool_file = local_pool_file(self.pool_file, self.storage_env)
         self.asr = make_asr(self.cfg, self.asr_model_path, self.threads)
         self.checker = AudioChecker(self.cfg)
         if self.cfg.dnsmos:

@@ -6,6 +6,7 @@ import logging
 from typing import Any
 
 from pipeline.config import ConfigError, VoicesConfig
+from pipeline.io.inputs import local_pool_file
 from pipeline.stages.base import RowStage, RunContext
 from pipeline.voices.assign import VoiceAssigner, assistant_voices
 from pipeline.voices.pool import Speaker, check_references, load_pool
@@ -25,8 +26,8 @@ class VoiceStage(RowStage):
         """Load the speaker pool into `ctx` (dropping speakers with unusable reference clips, listed) and check
         that the configured voices exist in it."""
         cfg = ctx.cfg
-        pool_file = cfg.resolve_path(cfg.voices.pool)
         try:
+            pool_file = local_pool_file(cfg.resolve_location(cfg.voices.pool), cfg.storage.env_names())
             pool = load_pool(pool_file)
         except (ConfigError, OSError, ValueError) as exc:
             return [str(exc)]

@@ -62,6 +62,9 @@ def estimate_text_tokens(text: str, language: str) -> int:
 def inspect_dataset(folder: Path, tokenizer: str | None = None, pool_threshold: float = 0.97, token_budget: int = 8192,
                     max_batch_size: int = 64, max_samples: int | None = None, progress: bool = True) -> dict[str, Any]:
     layout = Layout(folder)
+    if not layout.local:
+        raise ValueError(f"{folder}: inspect reads a local folder; copy the output down first "
+                         "(aws s3 sync), or run verify-output for a check in place")
     shards = layout.shards()
     if not shards:
         raise FileNotFoundError(f"{folder}: no shards under data/ (is this a speechchat output folder?)")

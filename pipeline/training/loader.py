@@ -62,7 +62,10 @@ class LoaderConfig:
 
 
 def find_shards(folder: Path | str, language: str | None = None, split: str | None = "train") -> list[str]:
-    """Tars of a dataset folder: data/<language>/<split>/*.tar, sorted (the same list on every node)."""
+    """The pipeline's tars of a dataset folder: data/<language>/<split>/shard-*.tar, sorted (the same list on
+    every node); other files there are not samples."""
+    from pipeline.io.ownership import is_own_name
+
     root = Path(folder) / "data"
     pattern = f"{language or '*'}/{split or '*'}/*.tar"
     # only the pipeline's own shard names: a user's data/en/train/holiday-photos.tar is not training data

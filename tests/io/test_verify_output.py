@@ -369,7 +369,12 @@ def test_the_catalogue_covers_every_message_verify_output_can_print():
     elsewhere = {"declares {m.size:,} bytes": "test_11_a_member_declaring_2_gb_is_a_problem_read_in_bounded_memory",
                  "lasts {seconds:,.0f} s": "test_11_a_flac_turn_declaring_eleven_minutes_is_a_problem"}
     assert all(f"def {name}(" in hostile for name in elsewhere.values())
-    templates = [t for t in templates if not any(phrase in t for phrase in elsewhere)]
+    # object storage only (a multipart upload a killed writer never completed): tested against the S3 stand-in
+    storage = (REPO_ROOT / "tests/io/test_storage.py").read_text()
+    s3_only = {"upload started and never completed":
+               "test_a_killed_writer_s_upload_is_aborted_on_restart_and_a_foreign_one_is_not"}
+    assert all(f"def {name}(" in storage for name in s3_only.values())
+    templates = [t for t in templates if not any(phrase in t for phrase in [*elsewhere, *s3_only])]
     for template in templates:
         matched = [kind for phrase, kinds in covered.items() if phrase in template
                    for kind in ([kinds] if isinstance(kinds, str) else kinds)]

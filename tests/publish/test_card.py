@@ -115,9 +115,9 @@ def test_front_matter_has_licence_languages_and_a_config_per_language(written):
     assert meta["pretty_name"].startswith("speechchat-smoke")
     configs = {c["config_name"]: c for c in meta["configs"]}
     assert configs["en"]["default"] is True and "default" not in configs["zh"]
-    assert configs["en"]["data_files"] == [{"split": "train", "path": "data/en/train/*.tar"},
-                                           {"split": "validation", "path": "data/en/validation/*.tar"}]
-    assert configs["zh"]["data_files"] == [{"split": "train", "path": "data/zh/train/*.tar"}]
+    assert configs["en"]["data_files"] == [{"split": "train", "path": "data/en/train/shard-*.tar"},
+                                           {"split": "validation", "path": "data/en/validation/shard-*.tar"}]
+    assert configs["zh"]["data_files"] == [{"split": "train", "path": "data/zh/train/shard-*.tar"}]
     for config in meta["configs"]:  # every glob is relative to the repo root and finds shards
         for entry in config["data_files"]:
             shards = Layout(root).shard_dir(config["config_name"], entry["split"]).glob("*.tar")
@@ -193,7 +193,7 @@ def test_body_has_recipe_statistics_licence_and_loading(written):
     _, body = front_matter(card)
     for text in ("SmolLM2-135M-Instruct", "piper-tts 1.2.0 en_US-joe-medium", "coqui-tts 0.28.0 xtts_v2",
                  "faster-whisper 1.1.0 tiny.en int8", f"exceeds {cfg_dict['verify']['max_wer']}",
-                 "| `en` | train | `data/en/train/*.tar` | 8 |", "| `asr_error_rate_above_threshold` | 2 |",
+                 "| `en` | train | `data/en/train/shard-*.tar` | 8 |", "| `asr_error_rate_above_threshold` | 2 |",
                  "| `llm_not_json` | 1 |", "`user.spoken_text`", "`licenses` | list of string",
                  "XTTS-v2 output is under the Coqui Public Model Licence: non-commercial use only",
                  "Commercial use is not allowed", 'load_dataset("<org>/speechchat-smoke", "en", split="train")',
@@ -212,7 +212,7 @@ def test_repo_id_goes_into_the_snippets_and_rewrites_are_atomic(written, tmp_pat
     card = write_card(root, cfg_dict, stats, repo_id="acme/spoken-chat")
     text = card.read_text()
     assert 'load_dataset("acme/spoken-chat", "en", split="train")' in text
-    assert "datasets/acme/spoken-chat/data/en/train/*.tar" in text
+    assert "datasets/acme/spoken-chat/data/en/train/shard-*.tar" in text
     assert not list(root.glob("*.tmp"))
     write_card(root, cfg_dict, stats)  # leave the module fixture as it was
 

@@ -157,8 +157,10 @@ def test_kill_at_a_point_then_resume(point, after, left, tmp_path, ray_session, 
     env.pop("RAY_ADDRESS", None)
     llm_stub.reset_counts()
     with open(tmp_path / "killed.err", "wb") as err:
+        # the user's files make the folder non-empty and unmarked: the first run adopts it explicitly
         proc = popen([sys.executable, "pipeline/main.py", "run", "--config", "configs/smoke.yaml", "--out", str(out),
-                      *overrides(llm_stub.base_url)], cwd=REPO_ROOT, env=env, stdout=subprocess.DEVNULL, stderr=err)
+                      "--adopt-output", *overrides(llm_stub.base_url)], cwd=REPO_ROOT, env=env,
+                     stdout=subprocess.DEVNULL, stderr=err)
     try:
         deadline = time.monotonic() + 300
         while not marker.exists() and proc.poll() is None and time.monotonic() < deadline:

@@ -12,7 +12,7 @@ from pipeline.config import REPO_ROOT, load_config
 def fake_pass(monkeypatch, tmp_path):
     state = {"kept": 0, "planned_calls": []}
 
-    def run_once(cfg, stages, text_from, quota=None):
+    def run_once(cfg, stages, text_from, quota=None, adopt_output=False):
         n = cfg.plan.num_conversations
         state["planned_calls"].append(n)
         new = range(state.get("next", 0), n)

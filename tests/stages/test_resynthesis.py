@@ -269,3 +269,21 @@ def test_no_rounds_gives_the_results_of_a_deterministic_tts_with_the_loop(tmp_pa
             tried.setdefault(f["turn"], set()).add(f["attempt"])
         assert tried and all(a == {1, 2, 3} for a in tried.values())
     assert stats2["last_run"]["resynthesis"]["turns_recovered"] == 0
+
+
+def test_the_loop_asks_for_what_its_stages_ask_for_custom_resources_and_the_driver_node_included():
+    """One actor holds TTS and verify: it reserves each stage's custom Ray resources (nodes started with
+    --resources) and stays on the driver's node if a body stage must."""
+    from pipeline.stages.base import Resources, Stage
+
+    class Body(Stage):
+        def __init__(self, resources):
+            super().__init__()
+            self.resources = resources
+
+    loop = Loop([Body(Resources(num_cpus=1, actors="auto", custom={"tts_slot": 1})),
+                 Body(Resources(num_cpus=0.5, actors=2, custom={"verify_slot": 1, "tts_slot": 0.5}))],
+                2, batch_has_pending_turns)
+    assert loop.resources.custom == {"tts_slot": 1, "verify_slot": 1} and loop.resources.actors == "auto"
+    assert not loop.resources.driver_node
+    assert Loop([Body(Resources(driver_node=True))], 1, batch_has_pending_turns).resources.driver_node

@@ -11,13 +11,16 @@ from rows import shard_conversation as conversation
 
 from pipeline.audio import decode_audio
 from pipeline.io.layout import Layout, file_sha256
+from pipeline.io.ownership import claim_output
 from pipeline.io.shard_writer import _Headers, member_offsets, write_tar
+from pipeline.io.storage import Store
 from pipeline.schema import rows_to_table
 from pipeline.stages.shard import ShardStage
 
 
 @pytest.fixture()
 def written(tmp_path):
+    claim_output(Store(tmp_path), "ds")  # a run marks its output before writing (restart cleanup needs the marker)
     stage = ShardStage(tmp_path, "rtest", ["tts:test"])
     rows = [conversation(1, 2), conversation(2, 3), conversation(3, 1, rejected=True)]
     outcomes = stage(rows_to_table(rows)).to_pylist()
