@@ -1,5 +1,6 @@
 """The three entry points (script, module, console script) and their error handling; no Ray is started."""
 
+import json
 import os
 import sys
 from pathlib import Path
@@ -97,6 +98,12 @@ def test_stages_plan_alone_plans_and_calls_no_llm(tmp_path):
     specs = pq.read_table(tmp_path / "o/plan/specs.parquet").to_pylist()
     assert len(specs) == 5 and len({s["conversation_id"] for s in specs}) == 5
     assert "5 conversation specs" in res.stdout and not (tmp_path / "o/text").exists()
+    # the plan marks the output as the pipeline's: a later run there needs no --adopt-output, another dataset does
+    marker = json.loads((tmp_path / "o/.speechchat-output.json").read_text())
+    assert marker["dataset"] == "speechchat-smoke"
+    assert cli("script", "check-config", "--config", "configs/smoke.yaml", "--out", str(tmp_path / "o")).returncode == 0
+    other = cli("script", "check-config", "--config", "configs/smoke.yaml", "--out", str(tmp_path / "o"), "dataset=other")
+    assert other.returncode == 2 and "holds the dataset 'speechchat-smoke'" in other.stderr and "--adopt-output" in other.stderr
 
 
 @pytest.mark.parametrize("stages", ["text", "voices", "text,voices"])

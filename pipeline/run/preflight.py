@@ -27,7 +27,7 @@ def preflight(cfg: RunConfig, selection: StageSelection | None = None, text_from
     problem = folder_target_problem(ctx.out_dir) if not is_url(ctx.out_dir) else None
     if problem:
         problems.append(f"output folder {ctx.out_dir}: {problem}")
-    elif not selection.plan_only:
+    else:  # --stages plan writes plan/specs.parquet into the output too
         try:
             problem = ownership_problem(ctx.layout().store, cfg.dataset, adopt_output)
         except OSError as exc:  # an unreachable store, a missing bucket, refused credentials

@@ -236,6 +236,7 @@ def plan_once(ctx: RunContext) -> dict[str, Any]:
     if is_url(ctx.out_dir):
         raise ConfigError("--stages plan writes a local Parquet file: give a local --out, or use "
                           "`speechchat plan --out specs.parquet`")
+    claim_output(ctx.layout().store, ctx.cfg.dataset, ctx.adopt_output)  # a later run finds its own output
     out = Path(ctx.out_dir) / "plan" / "specs.parquet"
     result = write_plan(ctx.cfg, out)
     print(f"{result['rows']} conversation specs -> {result['path']} ({result['bytes'] / 1e6:.1f} MB, "
