@@ -31,6 +31,8 @@ import base64
 import hashlib
 import json
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -298,3 +300,20 @@ class HubStandIn:
                 self._route("PUT")
 
         return Handler
+
+
+@contextmanager
+def online_standin(monkeypatch, tmp_path, token: str) -> Iterator[HubStandIn]:
+    """A stand-in that in-process huggingface_hub publishes to: Xet off (see above); the session is offline
+    (conftest), so offline mode is lifted for this test, and the import-time constants point at the stand-in,
+    so nothing leaves 127.0.0.1 (the socket guard still refuses any other address)."""
+    import huggingface_hub.constants as hf_constants
+
+    monkeypatch.setattr(hf_constants, "HF_HUB_DISABLE_XET", True)
+    monkeypatch.setattr(hf_constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    monkeypatch.setattr(hf_constants, "AGENT_HARNESSES_PATH", str(tmp_path / "hf-agent-harnesses.json"))
+    with HubStandIn(token) as standin:
+        monkeypatch.setattr(hf_constants, "ENDPOINT", standin.url)
+        monkeypatch.setenv("HF_ENDPOINT", standin.url)
+        yield standin

@@ -274,21 +274,13 @@ def test_shards_load_from_the_bucket_with_webdataset_and_with_datasets_through_t
 
 
 def test_publish_from_the_bucket_to_the_hub_standin(first_job, monkeypatch, tmp_path):
-    import huggingface_hub.constants as hf_constants
     from conftest import FAKE_HF_TOKEN
-    from hub_standin import HubStandIn
+    from hub_standin import online_standin
 
     from pipeline.main import main
 
     out, _ = first_job
-    monkeypatch.setattr(hf_constants, "HF_HUB_DISABLE_XET", True)
-    # the session is offline (conftest); this Hub is the stand-in on 127.0.0.1 (the socket guard refuses others)
-    monkeypatch.setattr(hf_constants, "HF_HUB_OFFLINE", False)
-    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
-    monkeypatch.setattr(hf_constants, "AGENT_HARNESSES_PATH", str(tmp_path / "hf-agent-harnesses.json"))
-    with HubStandIn(FAKE_HF_TOKEN) as hub:
-        monkeypatch.setattr(hf_constants, "ENDPOINT", hub.url)
-        monkeypatch.setenv("HF_ENDPOINT", hub.url)
+    with online_standin(monkeypatch, tmp_path, FAKE_HF_TOKEN) as hub:
         assert main(["publish", "--config", str(REPO_ROOT / "configs/smoke.yaml"), "--out", out,
                      "--repo", "acme/from-s3"]) == 0
         files = hub.files("acme/from-s3")

@@ -231,9 +231,8 @@ def test_everything_the_shard_stage_writes_goes_to_s3_and_reads_back(s3_bucket):
 
 def test_publish_streams_an_s3_output_to_the_hub_standin(s3_bucket, monkeypatch, tmp_path):
     """`publish --out s3://...`: the files go from the bucket into the commit (ranged reads, nothing staged)."""
-    import huggingface_hub.constants as hf_constants
     from conftest import FAKE_HF_TOKEN
-    from hub_standin import HubStandIn
+    from hub_standin import online_standin
 
     from pipeline.config import dump_resolved
     from pipeline.main import main
@@ -245,13 +244,7 @@ def test_publish_streams_an_s3_output_to_the_hub_standin(s3_bucket, monkeypatch,
     cfg = load_config(REPO_ROOT / "configs/smoke.yaml", [], out)
     ShardStage(layout, "rp", cfg.license_tags)(rows_to_table([conversation(1, 2), conversation(2, 1, rejected=True)]))
     layout.write_bytes("config.yaml", dump_resolved(cfg).encode())
-    monkeypatch.setattr(hf_constants, "HF_HUB_DISABLE_XET", True)
-    monkeypatch.setattr(hf_constants, "HF_HUB_OFFLINE", False)  # the session is offline; the stand-in is local
-    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
-    monkeypatch.setattr(hf_constants, "AGENT_HARNESSES_PATH", str(tmp_path / "hf-agent-harnesses.json"))
-    with HubStandIn(FAKE_HF_TOKEN) as hub:
-        monkeypatch.setattr(hf_constants, "ENDPOINT", hub.url)
-        monkeypatch.setenv("HF_ENDPOINT", hub.url)
+    with online_standin(monkeypatch, tmp_path, FAKE_HF_TOKEN) as hub:
         assert main(["publish", "--config", str(REPO_ROOT / "configs/smoke.yaml"), "--out", out,
                      "--repo", "acme/from-s3"]) == 0
         files = hub.files("acme/from-s3")

@@ -15,7 +15,7 @@ import tarfile
 import pytest
 import yaml
 from conftest import FAKE_HF_TOKEN, FAKE_OPENAI_KEY
-from hub_standin import HubStandIn
+from hub_standin import online_standin
 from proc import run as run_proc
 from test_card import build_output, conversation, front_matter
 
@@ -31,17 +31,7 @@ SMOKE = str(REPO_ROOT / "configs/smoke.yaml")
 
 @pytest.fixture
 def hub(monkeypatch, tmp_path):
-    import huggingface_hub.constants as hf_constants
-
-    monkeypatch.setattr(hf_constants, "HF_HUB_DISABLE_XET", True)
-    # the session is offline (conftest); this Hub is the stand-in on 127.0.0.1, and the socket guard still
-    # refuses any other address
-    monkeypatch.setattr(hf_constants, "HF_HUB_OFFLINE", False)
-    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
-    monkeypatch.setattr(hf_constants, "AGENT_HARNESSES_PATH", str(tmp_path / "hf-agent-harnesses.json"))
-    with HubStandIn(FAKE_HF_TOKEN) as standin:
-        monkeypatch.setattr(hf_constants, "ENDPOINT", standin.url)  # import-time constants: nothing leaves 127.0.0.1
-        monkeypatch.setenv("HF_ENDPOINT", standin.url)
+    with online_standin(monkeypatch, tmp_path, FAKE_HF_TOKEN) as standin:
         monkeypatch.setenv("HF_TOKEN", FAKE_HF_TOKEN)
         yield standin
 
